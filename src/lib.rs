@@ -1,0 +1,14 @@
+//! pgsluice: a transaction-pooling PostgreSQL proxy.
+//!
+//! Layers (a module imports only from lower layers):
+//! ```text
+//! L0 protocol/ config/ stats/   leaf modules
+//! L1 auth/ pool/                + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol
+//! L2 server/                    + L0-L1: connections to PostgreSQL
+//! L3 client/ cancel.rs          + L0-L2: the per-client session
+//! L4 listener.rs                + L0-L3
+//! L5 supervisor.rs main.rs      wires everything
+//! ```
+pub mod auth;
+pub mod config;
+pub mod protocol;

@@ -1,0 +1,122 @@
+//! SQLSTATE codes the proxy originates, `PgError` (what becomes an ErrorResponse/NoticeResponse) and
+//! `ProtocolError` (what a peer did wrong on the wire).
+
+use bytes::{BufMut, BytesMut};
+
+/// A five-character SQLSTATE. Only the codes pgsluice sends on its own are named here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlState(pub &'static str);
+
+impl SqlState {
+    pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
+    pub const CONNECTION_FAILURE: SqlState = SqlState("08006");
+    pub const CANNOT_CONNECT_NOW: SqlState = SqlState("57P03");
+    pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
+    pub const QUERY_CANCELED: SqlState = SqlState("57014");
+    pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState("57P05");
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: SqlState = SqlState("25P03");
+    pub const TRANSACTION_TIMEOUT: SqlState = SqlState("25P04");
+    pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    pub const INVALID_PASSWORD: SqlState = SqlState("28P01");
+    pub const INVALID_AUTHORIZATION: SqlState = SqlState("28000");
+    pub const INVALID_CATALOG_NAME: SqlState = SqlState("3D000");
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
+    pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+    Notice,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+            Severity::Notice => "NOTICE",
+        }
+    }
+}
+
+/// An error or notice pgsluice itself sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: SqlState,
+    pub message: String,
+}
+
+impl PgError {
+    pub fn error(code: SqlState, message: impl Into<String>) -> Self {
+        PgError { severity: Severity::Error, code, message: message.into() }
+    }
+    pub fn fatal(code: SqlState, message: impl Into<String>) -> Self {
+        PgError { severity: Severity::Fatal, code, message: message.into() }
+    }
+    pub fn notice(message: impl Into<String>) -> Self {
+        PgError { severity: Severity::Notice, code: SqlState("00000"), message: message.into() }
+    }
+    pub fn is_fatal(&self) -> bool {
+        self.severity == Severity::Fatal
+    }
+
+    /// Appends the ErrorResponse ('E') or NoticeResponse ('N') to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let tag = if self.severity == Severity::Notice { b'N' } else { b'E' };
+        let sev = self.severity.as_str();
+        let fields: [(u8, &str); 4] =
+            [(b'S', sev), (b'V', sev), (b'C', self.code.0), (b'M', &self.message)];
+        let len = 4 + 1 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>();
+        out.put_u8(tag);
+        out.put_u32(len as u32);
+        for (k, v) in fields {
+            out.put_u8(k);
+            out.put_slice(v.as_bytes());
+            out.put_u8(0);
+        }
+        out.put_u8(0);
+    }
+}
+
+/// A peer broke the framing rules. Always answered with FATAL 08P01 (where an answer is possible) and a close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid length of startup packet ({0})")]
+    BadStartupLength(usize),
+    #[error("invalid message length {len} for message type 0x{tag:02x}")]
+    BadLength { tag: u8, len: usize },
+    #[error("malformed startup packet: {0}")]
+    BadStartup(&'static str),
+    #[error("unexpected message type 0x{0:02x}")]
+    UnexpectedMessage(u8),
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    #[error("received unencrypted data after SSL request")]
+    DataAfterSslRequest,
+    #[error("message too large for this context ({0} bytes)")]
+    TooLarge(usize),
+}
+
+impl From<ProtocolError> for PgError {
+    fn from(e: ProtocolError) -> Self {
+        PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_layout() {
+        let mut out = BytesMut::new();
+        PgError::error(SqlState::QUERY_CANCELED, "x").encode(&mut out);
+        let expected: &[u8] = b"E\0\0\0\x1dSERROR\0VERROR\0C57014\0Mx\0\0";
+        assert_eq!(&out[..], expected);
+    }
+}
