@@ -12,3 +12,10 @@
 pub mod auth;
 pub mod config;
 pub mod protocol;
+pub mod cancel;
+pub mod client;
+pub mod listener;
+pub mod pool;
+pub mod server;
+pub mod shared;
+pub mod supervisor;

@@ -1,0 +1,60 @@
+//! Verifying clients against the auth file (the proxy as server): which method to ask for, md5 and
+//! cleartext checks, and the SCRAM-SHA-256 exchanges. Pure: no I/O. Imports: config.
+
+pub mod md5;
+pub mod scram;
+
+use crate::config::AuthType;
+use crate::config::auth_file::Secret;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("password authentication failed")]
+    Failed,
+    #[error("malformed SASL message: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported SASL mechanism")]
+    UnsupportedMechanism,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Trust,
+    Plain,
+    Md5,
+    ScramSha256,
+}
+
+/// What to ask a client for. As PgBouncer: md5 configured but only a SCRAM secret known -> SCRAM.
+/// An unknown user gets the configured method and fails at the end, like a wrong password.
+pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
+    match (auth_type, secret) {
+        (AuthType::Trust, _) => Method::Trust,
+        (AuthType::Plain, _) => Method::Plain,
+        (AuthType::Md5, Some(Secret::Scram(_))) => Method::ScramSha256,
+        (AuthType::Md5, _) => Method::Md5,
+        (AuthType::ScramSha256, Some(Secret::Md5(_))) => Method::Md5,
+        (AuthType::ScramSha256, _) => Method::ScramSha256,
+    }
+}
+
+/// Checks a cleartext password against any kind of secret.
+pub fn verify_plain(secret: Option<&Secret>, user: &str, password: &[u8]) -> bool {
+    match secret {
+        Some(Secret::Plain(p)) => ct_eq(p.as_bytes(), password),
+        Some(Secret::Md5(h)) => {
+            let pw = String::from_utf8_lossy(password);
+            ct_eq(h.as_bytes(), md5::md5_hex_secret(&pw, user).as_bytes())
+        }
+        Some(Secret::Scram(s)) => {
+            let keys = scram::Keys::derive(password, &s.salt, s.iterations);
+            ct_eq(&keys.stored_key, &s.stored_key) && ct_eq(&keys.server_key, &s.server_key)
+        }
+        None => false,
+    }
+}
+
+/// Constant-time equality (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,118 @@
+//! Cancel routing. Each client gets its own BackendKeyData from pgsluice; this registry maps it to the
+//! server the client is currently using (address and the server's real key), and only that server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Where a client's cancel request must go right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub key: u32,
+}
+
+/// One client's cancel key and its current server, if any.
+#[derive(Debug)]
+pub struct CancelSlot {
+    pub pid: u32,
+    pub key: u32,
+    target: Mutex<Option<CancelTarget>>,
+}
+
+impl CancelSlot {
+    pub fn set(&self, target: Option<CancelTarget>) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = target;
+        }
+    }
+    fn get(&self) -> Option<CancelTarget> {
+        self.target.lock().ok().and_then(|t| *t)
+    }
+}
+
+/// All connected clients' keys. Locked at login, logout and cancel only.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    slots: Mutex<HashMap<u32, Arc<CancelSlot>>>,
+}
+
+/// Removes the client's key when the client goes away.
+pub struct Registration {
+    registry: Arc<CancelRegistry>,
+    pub slot: Arc<CancelSlot>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut slots) = self.registry.slots.lock() {
+            slots.remove(&self.slot.pid);
+        }
+    }
+}
+
+impl CancelRegistry {
+    /// Allocates a fresh, unused (pid, key) for a client.
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = loop {
+            let pid = rand::random::<u32>() & 0x7fff_ffff;
+            if pid != 0 && !slots.contains_key(&pid) {
+                let slot = Arc::new(CancelSlot { pid, key: rand::random(), target: Mutex::new(None) });
+                slots.insert(pid, slot.clone());
+                break slot;
+            }
+        };
+        Registration { registry: self.clone(), slot }
+    }
+
+    /// Forwards a client's CancelRequest to its current server. Wrong keys and idle clients cancel nothing.
+    pub async fn cancel(&self, pid: u32, key: u32, wait: Duration) -> bool {
+        let slot = self.slots.lock().ok().and_then(|s| s.get(&pid).cloned());
+        let Some(slot) = slot else { return false };
+        if !constant_time_eq(slot.key, key) {
+            tracing::info!(pid, "cancel request with a wrong key ignored");
+            return false;
+        }
+        let Some(target) = slot.get() else {
+            tracing::debug!(pid, "cancel request for an idle client ignored");
+            return false;
+        };
+        send_cancel(target, wait).await
+    }
+}
+
+/// Sends a CancelRequest for `target` to its server, bounded by `wait` (zero = no bound).
+pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
+    let send = async {
+        let mut s = TcpStream::connect(target.addr).await?;
+        let mut pkt = Vec::with_capacity(16);
+        pkt.extend_from_slice(&16u32.to_be_bytes());
+        pkt.extend_from_slice(&80_877_102u32.to_be_bytes());
+        pkt.extend_from_slice(&target.pid.to_be_bytes());
+        pkt.extend_from_slice(&target.key.to_be_bytes());
+        s.write_all(&pkt).await?;
+        s.shutdown().await
+    };
+    let result = if wait.is_zero() { Ok(send.await) } else { tokio::time::timeout(wait, send).await };
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(pid = target.pid, error = %e, "could not forward cancel request");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(pid = target.pid, "cancel request timed out (cancel_wait_timeout)");
+            false
+        }
+    }
+}
+
+fn constant_time_eq(a: u32, b: u32) -> bool {
+    (a ^ b) == 0
+}

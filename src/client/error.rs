@@ -1,0 +1,85 @@
+//! Client-edge errors and the one table that turns them into SQLSTATEs.
+
+use std::time::Duration;
+
+use crate::pool::PoolError;
+use crate::protocol::{PgError, ProtocolError, Severity, SqlState};
+use crate::server::ServerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client login timed out")]
+    LoginTimeout,
+    #[error("unsupported frontend protocol {0}.{1}: server supports 3.0 to 3.0")]
+    UnsupportedProtocol(u16, u16),
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("no such database: {0}")]
+    NoDatabase(String),
+    #[error("unsupported startup parameter: {0}")]
+    UnsupportedParameter(String),
+    #[error("no more connections allowed ({0})")]
+    TooManyClients(&'static str),
+    #[error("query_wait_timeout: no server connection available in pool {pool} after waiting {waited:?}")]
+    QueryWaitTimeout { pool: String, waited: Duration },
+    #[error("{0}")]
+    Server(ServerError),
+    #[error("server connection failed: {0}")]
+    ServerLost(String),
+    #[error("pool for {0} is closed")]
+    PoolClosed(String),
+    #[error("client_idle_timeout")]
+    ClientIdleTimeout,
+    #[error("idle transaction timeout")]
+    IdleTransactionTimeout,
+    #[error("transaction timeout")]
+    TransactionTimeout,
+    #[error("query_timeout: canceling statement due to query_timeout")]
+    QueryTimeout,
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    StatementModeTransaction,
+}
+
+impl ClientError {
+    /// The only SQLSTATE table in pgsluice (DESIGN.md, "Decisions already made").
+    pub fn to_pg(&self) -> PgError {
+        use ClientError as E;
+        let msg = self.to_string();
+        match self {
+            E::Protocol(_) | E::LoginTimeout => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
+            E::Io(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
+            E::UnsupportedProtocol(..) => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),
+            E::NoUser => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
+            E::AuthFailed(_) => PgError::fatal(SqlState::INVALID_PASSWORD, msg),
+            E::NoDatabase(_) => PgError::fatal(SqlState::INVALID_CATALOG_NAME, msg),
+            E::UnsupportedParameter(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
+            E::TooManyClients(_) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, msg),
+            E::QueryWaitTimeout { .. } => PgError::error(SqlState::QUERY_CANCELED, msg),
+            E::Server(ServerError::Refused { code, message, .. }) => {
+                PgError::forwarded(Severity::Fatal, code, message.clone())
+            }
+            E::Server(_) | E::ServerLost(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
+            E::PoolClosed(_) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
+            E::ClientIdleTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
+            E::IdleTransactionTimeout => PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
+            E::TransactionTimeout => PgError::fatal(SqlState::TRANSACTION_TIMEOUT, msg),
+            E::QueryTimeout => PgError::fatal(SqlState::QUERY_CANCELED, msg),
+            E::StatementModeTransaction => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),
+        }
+    }
+
+    pub fn from_pool(e: PoolError<ServerError>, pool: &str) -> ClientError {
+        match e {
+            PoolError::WaitTimeout { waited } => ClientError::QueryWaitTimeout { pool: pool.to_string(), waited },
+            PoolError::Connect(s) | PoolError::LoginRetry(s) => ClientError::Server(s),
+            PoolError::Closed => ClientError::PoolClosed(pool.to_string()),
+        }
+    }
+}
+

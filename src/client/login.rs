@@ -1,0 +1,257 @@
+//! A client's login: the startup packet (SSL/GSS refused with 'N', cancel requests routed), limits,
+//! authentication against the auth file, and the welcome (ParameterStatus, BackendKeyData, ReadyForQuery).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ClientError;
+use super::params::{ClientParams, PROTOCOL_PARAMS};
+use crate::auth::scram::ScramServer;
+use crate::auth::{self, Method};
+use crate::config::auth_file::Secret;
+use crate::protocol::frame::whole_message;
+use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::startup::StartupPacket;
+use crate::protocol::{PgError, ProtocolError};
+use crate::server::Credentials;
+use crate::shared::{ClientCountGuard, PoolEntry, Shared};
+
+/// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: no login message may be larger.
+const MAX_LOGIN_MESSAGE: usize = 10_000;
+
+/// What a successful login hands to the session.
+pub struct LoggedIn {
+    pub db: String,
+    pub user: String,
+    pub pool: Arc<PoolEntry>,
+    pub params: ClientParams,
+    pub _db_guard: ClientCountGuard,
+    pub _user_guard: ClientCountGuard,
+}
+
+/// Result of reading the opening packets.
+pub enum Opening {
+    Startup { minor: u16, params: Vec<(String, String)> },
+    /// A CancelRequest was handled; close the connection.
+    Cancelled,
+}
+
+/// Reads packets until a StartupMessage (answering SSLRequest/GSSENCRequest with 'N').
+pub async fn read_opening(sock: &mut TcpStream, buf: &mut BytesMut, shared: &Shared) -> Result<Opening, ClientError> {
+    loop {
+        match StartupPacket::parse(buf)? {
+            None => {
+                if sock.read_buf(buf).await? == 0 {
+                    return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+            Some((packet, n)) => {
+                buf.advance(n);
+                match packet {
+                    StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                        if !buf.is_empty() {
+                            return Err(ProtocolError::DataAfterSslRequest.into());
+                        }
+                        sock.write_all(b"N").await?;
+                    }
+                    StartupPacket::Cancel { pid, key } => {
+                        let wait = shared.config().general.cancel_wait_timeout;
+                        shared.cancel.cancel(pid, key, wait).await;
+                        return Ok(Opening::Cancelled);
+                    }
+                    StartupPacket::UnsupportedVersion { major, minor } => {
+                        return Err(ClientError::UnsupportedProtocol(major, minor));
+                    }
+                    StartupPacket::Startup { minor, params } => return Ok(Opening::Startup { minor, params }),
+                }
+            }
+        }
+    }
+}
+
+/// Reads the next whole message from the client during login.
+async fn read_login_message(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8, Vec<u8>), ClientError> {
+    loop {
+        if let Some((tag, body, n)) = whole_message(buf, MAX_LOGIN_MESSAGE)? {
+            let out = (tag, body.to_vec());
+            buf.advance(n);
+            return Ok(out);
+        }
+        if sock.read_buf(buf).await? == 0 {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Reads a PasswordMessage-family ('p') message, rejecting anything else.
+async fn read_password(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<u8>, ClientError> {
+    match read_login_message(sock, buf).await? {
+        (b'p', body) => Ok(body),
+        (tag, _) => Err(ProtocolError::UnexpectedMessage(tag).into()),
+    }
+}
+
+/// Runs the configured authentication exchange. On success returns the SCRAM ClientKey when one was learned.
+async fn authenticate(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    user: &str,
+) -> Result<Option<[u8; 32]>, ClientError> {
+    let auth_type = shared.config().general.auth_type;
+    let secret = shared.secret(user);
+    let failed = || ClientError::AuthFailed(user.to_string());
+    let mut out = BytesMut::new();
+    match auth::choose_method(auth_type, secret.as_ref()) {
+        Method::Trust => Ok(None),
+        Method::Plain => {
+            messages::auth_cleartext(&mut out);
+            sock.write_all(&out).await?;
+            let body = read_password(sock, buf).await?;
+            let pw = messages::password_body(&body)?;
+            auth::verify_plain(secret.as_ref(), user, pw).then_some(None).ok_or_else(failed)
+        }
+        Method::Md5 => {
+            let salt = auth::md5::new_salt();
+            messages::auth_md5(&mut out, salt);
+            sock.write_all(&out).await?;
+            let body = read_password(sock, buf).await?;
+            let response = messages::password_body(&body)?;
+            auth::md5::verify(secret.as_ref(), user, salt, response).then_some(None).ok_or_else(failed)
+        }
+        Method::ScramSha256 => scram_exchange(sock, buf, secret.as_ref(), user).await,
+    }
+}
+
+async fn scram_exchange(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    secret: Option<&Secret>,
+    user: &str,
+) -> Result<Option<[u8; 32]>, ClientError> {
+    let failed = || ClientError::AuthFailed(user.to_string());
+    let mut scram = ScramServer::new(secret);
+    let mut out = BytesMut::new();
+    messages::auth_sasl(&mut out, ScramServer::MECHANISM);
+    sock.write_all(&out).await?;
+    let body = read_password(sock, buf).await?;
+    let (mechanism, data) = messages::sasl_initial_response(&body)?;
+    if mechanism != ScramServer::MECHANISM.as_bytes() {
+        return Err(ProtocolError::Malformed("unsupported SASL mechanism").into());
+    }
+    let server_first = scram.handle_client_first(data).map_err(|e| scram_error(e, user))?;
+    out.clear();
+    messages::auth_sasl_continue(&mut out, &server_first);
+    sock.write_all(&out).await?;
+    let body = read_password(sock, buf).await?;
+    let server_final = scram.handle_client_final(&body).map_err(|e| scram_error(e, user))?;
+    out.clear();
+    messages::auth_sasl_final(&mut out, &server_final);
+    sock.write_all(&out).await?;
+    match secret {
+        Some(Secret::Scram(_)) => Ok(scram.client_key()),
+        Some(_) => Ok(None),
+        None => Err(failed()),
+    }
+}
+
+fn scram_error(e: auth::AuthError, user: &str) -> ClientError {
+    match e {
+        auth::AuthError::Failed => ClientError::AuthFailed(user.to_string()),
+        _ => ProtocolError::Malformed("malformed SCRAM message").into(),
+    }
+}
+
+/// The whole login after the StartupMessage. Sends AuthenticationOk and the welcome on success.
+pub async fn login(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    peer: SocketAddr,
+    minor: u16,
+    startup: Vec<(String, String)>,
+    cancel_key: (u32, u32),
+) -> Result<LoggedIn, ClientError> {
+    let config = shared.config();
+    let get = |k: &str| startup.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let user = get("user").filter(|u| !u.is_empty()).ok_or(ClientError::NoUser)?;
+    let db = get("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    let mut out = BytesMut::new();
+    if minor > 0 {
+        let unknown: Vec<&str> =
+            startup.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.as_str()).collect();
+        messages::negotiate_protocol_version(&mut out, &unknown);
+        sock.write_all(&out).await?;
+        out.clear();
+    }
+    let client_key = authenticate(sock, buf, shared, &user).await?;
+    let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
+    let general = &config.general;
+    let db_guard = shared
+        .db_clients
+        .try_add(&db, general.max_db_client_connections)
+        .ok_or(ClientError::TooManyClients("max_db_client_connections"))?;
+    let user_guard = shared
+        .user_clients
+        .try_add(&user, general.max_user_client_connections)
+        .ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
+    let mut params = ClientParams::new(&general.track_extra_parameters);
+    for (k, v) in startup.iter().filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_.")) {
+        if params.canonical(k).is_some() {
+            params.set(k, v);
+        } else if !general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k)) {
+            return Err(ClientError::UnsupportedParameter(k.clone()));
+        }
+    }
+    if general.application_name_add_host {
+        let app = params.get("application_name").unwrap_or_default().to_string();
+        params.set("application_name", &format!("{app} - {}:{}", peer.ip(), peer.port()));
+    }
+    if let (Some(ck), Some(Secret::Scram(s))) = (client_key, shared.secret(&user)) {
+        let mut cell = pool.pool.connector().credentials.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*cell, Credentials::None) {
+            *cell = Credentials::ScramKeys { client_key: ck, server_key: s.server_key };
+        }
+    }
+    let welcome = welcome_params(&pool, &db).await?;
+    params.default_from(&welcome);
+    messages::auth_ok(&mut out);
+    for (k, v) in &welcome {
+        let v = params.get(k).unwrap_or(v);
+        messages::parameter_status(&mut out, k, v);
+    }
+    for (k, v) in params.iter().filter(|(k, _)| !welcome.iter().any(|(w, _)| w == k)) {
+        messages::parameter_status(&mut out, k, v);
+    }
+    messages::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
+    messages::ready_for_query(&mut out, TxStatus::Idle);
+    sock.write_all(&out).await?;
+    Ok(LoggedIn { db, user, pool, params, _db_guard: db_guard, _user_guard: user_guard })
+}
+
+/// The pool's server parameters, connecting once if no server has been seen yet (this also proves
+/// the database is reachable and the server credentials work).
+async fn welcome_params(pool: &PoolEntry, db: &str) -> Result<Vec<(String, String)>, ClientError> {
+    let cached = || pool.pool.connector().welcome.lock().ok().and_then(|w| w.clone());
+    if let Some(w) = cached() {
+        return Ok(w);
+    }
+    let lease = pool
+        .pool
+        .acquire(pool.settings.query_wait_timeout)
+        .await
+        .map_err(|e| ClientError::from_pool(e, db))?;
+    lease.release();
+    cached().ok_or_else(|| ClientError::ServerLost("no server parameters".into()))
+}
+
+/// Sends a login error (best effort) before the connection is closed.
+pub async fn send_error(sock: &mut TcpStream, err: &PgError) {
+    let mut out = BytesMut::new();
+    err.encode(&mut out);
+    let _ = sock.write_all(&out).await;
+}

@@ -1,0 +1,60 @@
+//! One task per client connection: login, then the session loop. This is the edge where every
+//! error becomes a PostgreSQL ErrorResponse. Imports: protocol, config, auth, pool, server, cancel, shared.
+
+mod error;
+mod login;
+mod params;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+pub use error::ClientError;
+use login::Opening;
+use session::Session;
+
+use crate::shared::Shared;
+
+/// Serves one accepted client connection to the end. Never panics on client input.
+pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
+    let _ = sock.set_nodelay(true);
+    let config = shared.config();
+    let general = &config.general;
+    let registration = shared.cancel.register();
+    let mut buf = BytesMut::with_capacity(8192);
+    let login = async {
+        let (minor, params) = match login::read_opening(&mut sock, &mut buf, &shared).await? {
+            Opening::Cancelled => return Ok(None),
+            Opening::Startup { minor, params } => (minor, params),
+        };
+        if general.max_client_conn != 0 && shared.client_count() > general.max_client_conn {
+            return Err(ClientError::TooManyClients("max_client_conn"));
+        }
+        let key = (registration.slot.pid, registration.slot.key);
+        login::login(&mut sock, &mut buf, &shared, peer, minor, params, key).await.map(Some)
+    };
+    let timeout = general.client_login_timeout;
+    let result = if timeout.is_zero() {
+        login.await
+    } else {
+        tokio::time::timeout(timeout, login).await.unwrap_or(Err(ClientError::LoginTimeout))
+    };
+    let logged_in = match result {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "login failed");
+            if !matches!(e, ClientError::Io(_)) {
+                login::send_error(&mut sock, &e.to_pg()).await;
+            }
+            return;
+        }
+    };
+    tracing::debug!(%peer, db = %logged_in.db, user = %logged_in.user, "client logged in");
+    let cancel_wait = general.cancel_wait_timeout;
+    Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait).run().await;
+    drop(registration);
+}

@@ -1,0 +1,136 @@
+//! The reported parameters a client believes in (client_encoding, DateStyle, TimeZone, ...), kept per
+//! client and re-applied to whichever server the client lands on.
+
+use crate::server::ServerConn;
+
+/// Parameters tracked for every client, in PostgreSQL's canonical spelling.
+pub const TRACKED: &[&str] =
+    &["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name"];
+
+/// Startup parameters handled by pgsluice itself rather than passed to a server.
+pub const PROTOCOL_PARAMS: &[&str] = &["user", "database"];
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    /// (canonical name, value) for every tracked parameter the client has a value for.
+    values: Vec<(String, String)>,
+    /// Which names are tracked (TRACKED plus track_extra_parameters).
+    names: Vec<String>,
+}
+
+impl ClientParams {
+    pub fn new(extra: &[String]) -> Self {
+        let mut names: Vec<String> = TRACKED.iter().map(|s| s.to_string()).collect();
+        for e in extra {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(e)) {
+                names.push(e.clone());
+            }
+        }
+        ClientParams { values: Vec::new(), names }
+    }
+
+    /// The canonical name if `name` is tracked.
+    pub fn canonical(&self, name: &str) -> Option<&str> {
+        self.names.iter().find(|n| n.eq_ignore_ascii_case(name)).map(|s| s.as_str())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets a tracked parameter; untracked names are ignored.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let Some(canon) = self.canonical(name).map(str::to_string) else { return };
+        match self.values.iter_mut().find(|(k, _)| *k == canon) {
+            Some((_, v)) => {
+                if v != value {
+                    *v = value.to_string();
+                }
+            }
+            None => self.values.push((canon, value.to_string())),
+        }
+    }
+
+    /// Fills parameters the client did not choose from a server's welcome values.
+    pub fn default_from(&mut self, welcome: &[(String, String)]) {
+        for (k, v) in welcome {
+            if self.canonical(k).is_some() && self.get(k).is_none() {
+                self.set(k, v);
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// SET statements that make `server` agree with this client, or `None` when it already does.
+    pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
+        let mut sql = String::new();
+        for (k, v) in &self.values {
+            if server.param(k) == Some(v.as_str()) || !is_plain_name(k) {
+                continue;
+            }
+            if k == "client_encoding" && server.param(k).is_none() {
+                continue;
+            }
+            sql.push_str("SET ");
+            sql.push_str(k);
+            sql.push_str(" = ");
+            push_literal(&mut sql, v);
+            sql.push(';');
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// After syncing, adopt the server's spelling of each value (e.g. `utc` -> `UTC`) so the
+    /// next comparison does not SET again.
+    pub fn adopt_canonical(&mut self, server: &ServerConn) {
+        for (k, v) in self.values.iter_mut() {
+            if let Some(sv) = server.param(k) {
+                if sv.eq_ignore_ascii_case(v) && sv != v {
+                    *v = sv.to_string();
+                }
+            }
+        }
+    }
+}
+
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// Appends a SQL string literal (E'' form, escaping quotes and backslashes).
+fn push_literal(out: &mut String, v: &str) {
+    out.push_str("E'");
+    for ch in v.chars() {
+        match ch {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_escaping() {
+        let mut s = String::new();
+        push_literal(&mut s, "a'b\\c");
+        assert_eq!(s, "E'a''b\\\\c'");
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_canonical() {
+        let mut p = ClientParams::new(&["search_path".to_string()]);
+        p.set("timezone", "UTC");
+        p.set("SEARCH_PATH", "public");
+        p.set("work_mem", "1MB");
+        assert_eq!(p.get("TimeZone"), Some("UTC"));
+        assert_eq!(p.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["TimeZone", "search_path"]);
+    }
+}

@@ -1,0 +1,462 @@
+//! The life of a logged-in client: `Idle` (no server) until it sends something, then `Active` with a
+//! leased server until the server is provably clean again (transaction mode), the statement ends
+//! (statement mode) or the client leaves (session mode). Bytes are forwarded in the chunks they were
+//! read in; only message headers are looked at, and the bodies of ReadyForQuery and ParameterStatus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+
+use super::ClientError;
+use super::login::LoggedIn;
+use crate::cancel::{CancelSlot, CancelTarget};
+use crate::config::{PoolMode, PoolSettings};
+use crate::pool::{Lease, Poolable};
+use crate::protocol::frame::{FrameScanner, Header, MAX_MESSAGE_LEN};
+use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::{PgError, Scan};
+use crate::server::{ServerConn, ServerConnector};
+
+/// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
+const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
+
+type ServerLease = Lease<ServerConnector>;
+
+/// Where a client is in its life.
+enum State {
+    /// No server attached.
+    Idle { since: Instant },
+    /// A server is leased to this client.
+    Active(Active),
+}
+
+struct Active {
+    lease: ServerLease,
+    scanner: FrameScanner,
+    /// When the transaction (or the statement outside one) began.
+    tx_started: Instant,
+    /// When the oldest unanswered request was sent; `None` when nothing is in flight.
+    request_started: Option<Instant>,
+    last_client_activity: Instant,
+    cancel_sent: bool,
+}
+
+/// What the loop does next.
+enum Flow {
+    Continue,
+    /// The client is gone or said Terminate.
+    Done,
+}
+
+pub struct Session {
+    sock: TcpStream,
+    cbuf: BytesMut,
+    client_scanner: FrameScanner,
+    state: State,
+    login: LoggedIn,
+    settings: PoolSettings,
+    cancel: Arc<CancelSlot>,
+    cancel_wait: Duration,
+}
+
+impl Session {
+    pub fn new(sock: TcpStream, cbuf: BytesMut, login: LoggedIn, cancel: Arc<CancelSlot>, cancel_wait: Duration) -> Self {
+        let settings = login.pool.settings.clone();
+        Session {
+            sock,
+            cbuf,
+            client_scanner: FrameScanner::new(MAX_MESSAGE_LEN),
+            state: State::Idle { since: Instant::now() },
+            login,
+            settings,
+            cancel,
+            cancel_wait,
+        }
+    }
+
+    /// Runs until the client leaves; a fatal error is sent to the client before returning.
+    pub async fn run(mut self) {
+        let result = loop {
+            let step = match self.state {
+                State::Idle { .. } => self.on_idle().await,
+                State::Active(_) => self.on_active().await,
+            };
+            match step {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Done) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = result {
+            if !matches!(e, ClientError::Io(_)) {
+                tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
+                let mut out = BytesMut::new();
+                e.to_pg().encode(&mut out);
+                let _ = self.sock.write_all(&out).await;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Session end: a clean server goes back (after the reset query in session mode); anything else is closed.
+    async fn finish(&mut self) {
+        let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) else {
+            return;
+        };
+        self.cancel.set(None);
+        let mut lease = active.lease;
+        let reset = self.settings.server_reset_query.trim().to_string();
+        if let Some(conn) = lease.conn() {
+            if conn.is_reusable() && !reset.is_empty() && conn.run_internal(&reset).await.is_err() {
+                conn.broken = true;
+            }
+        }
+        lease.release();
+    }
+
+    /// Reads into the client buffer; `Ok(false)` on EOF.
+    async fn read_client(&mut self) -> Result<bool, ClientError> {
+        Ok(self.sock.read_buf(&mut self.cbuf).await? > 0)
+    }
+
+    async fn on_idle(&mut self) -> Result<Flow, ClientError> {
+        let State::Idle { since } = self.state else { return Ok(Flow::Continue) };
+        let Some((tag, _)) = crate::protocol::frame::read_header(&self.cbuf) else {
+            let idle_timeout = self.settings.client_idle_timeout;
+            let read = self.read_client();
+            let got = if idle_timeout.is_zero() {
+                read.await?
+            } else {
+                tokio::select! {
+                    r = read => r?,
+                    _ = sleep_until(since + idle_timeout) => return Err(ClientError::ClientIdleTimeout),
+                }
+            };
+            return Ok(if got { Flow::Continue } else { Flow::Done });
+        };
+        if tag == b'X' {
+            return Ok(Flow::Done);
+        }
+        match self.acquire().await? {
+            Acquired::Lease(lease) => self.attach(lease).await?,
+            Acquired::ClientGone => return Ok(Flow::Done),
+            Acquired::Rejected => return Ok(Flow::Continue),
+        }
+        self.forward_client().await
+    }
+
+    /// Waits for a server while still watching the client (a client that leaves stops waiting).
+    async fn acquire(&mut self) -> Result<Acquired, ClientError> {
+        let pool = self.login.pool.pool.clone();
+        let acquire = pool.acquire(self.settings.query_wait_timeout);
+        tokio::pin!(acquire);
+        let result = loop {
+            tokio::select! {
+                r = &mut acquire => break r,
+                r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < MAX_PENDING_CLIENT_BYTES => {
+                    if r? == 0 {
+                        return Ok(Acquired::ClientGone);
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(lease) => Ok(Acquired::Lease(lease)),
+            Err(e) => {
+                let err = ClientError::from_pool(e, &format!("{}/{}", self.login.db, self.login.user));
+                if !matches!(err, ClientError::QueryWaitTimeout { .. }) {
+                    return Err(err);
+                }
+                tracing::warn!(db = %self.login.db, user = %self.login.user, "query_wait_timeout");
+                Ok(if self.reject_pending(&err.to_pg()).await? { Acquired::Rejected } else { Acquired::ClientGone })
+            }
+        }
+    }
+
+    /// Answers the pending request with `err` the way PostgreSQL answers a failed one: a simple Query is
+    /// dropped and answered with ReadyForQuery; an extended-protocol batch is skipped through its Sync.
+    /// Returns false if the client left meanwhile.
+    async fn reject_pending(&mut self, err: &PgError) -> Result<bool, ClientError> {
+        let mut out = BytesMut::new();
+        err.encode(&mut out);
+        self.sock.write_all(&out).await?;
+        let simple = matches!(crate::protocol::frame::read_header(&self.cbuf), Some((b'Q' | b'F', _)));
+        loop {
+            let mut done = false;
+            let n = self.client_scanner.scan(
+                &self.cbuf,
+                |_| false,
+                |h| match (done, simple, h.tag) {
+                    (true, _, _) => Scan::StopBefore,
+                    (false, true, _) | (false, false, b'S') => {
+                        done = true;
+                        Scan::StopAfter
+                    }
+                    _ => Scan::Continue,
+                },
+            )?;
+            self.cbuf.advance(n);
+            if done && !self.client_scanner.mid_message() {
+                break;
+            }
+            if !self.read_client().await? {
+                return Ok(false);
+            }
+        }
+        out.clear();
+        messages::ready_for_query(&mut out, TxStatus::Idle);
+        self.sock.write_all(&out).await?;
+        Ok(true)
+    }
+
+    /// Attaches a leased server: routes cancels to it and makes its parameters match the client's.
+    async fn attach(&mut self, mut lease: ServerLease) -> Result<(), ClientError> {
+        let Some(conn) = lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        if let Some(sql) = self.login.params.sync_sql(conn) {
+            if let Err(e) = conn.run_internal(&sql).await {
+                conn.broken = true;
+                return Err(ClientError::Server(e));
+            }
+            self.login.params.adopt_canonical(conn);
+        }
+        conn.last_used = Instant::now();
+        self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
+        let now = Instant::now();
+        self.state = State::Active(Active {
+            lease,
+            scanner: FrameScanner::new(MAX_MESSAGE_LEN),
+            tx_started: now,
+            request_started: None,
+            last_client_activity: now,
+            cancel_sent: false,
+        });
+        Ok(())
+    }
+
+    /// Gives the server back (or closes it when it is not clean) and becomes idle.
+    fn detach(&mut self) {
+        if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
+            self.cancel.set(None);
+            active.lease.release();
+        }
+    }
+
+    async fn on_active(&mut self) -> Result<Flow, ClientError> {
+        let deadline = self.next_deadline();
+        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
+        let Some(conn) = active.lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let far = Instant::now() + Duration::from_secs(86_400);
+        tokio::select! {
+            r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < MAX_PENDING_CLIENT_BYTES => {
+                if r? == 0 {
+                    return Ok(Flow::Done);
+                }
+                self.forward_client().await
+            }
+            r = conn.stream.read_buf(&mut conn.rbuf) => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        conn.broken = true;
+                        Err(ClientError::ServerLost("server closed the connection unexpectedly".into()))
+                    }
+                    Ok(_) => self.forward_server().await,
+                }
+            }
+            _ = sleep_until(deadline.map(|(t, _)| t).unwrap_or(far)), if deadline.is_some() => {
+                match deadline {
+                    Some((_, timer)) => self.on_timer(timer).await,
+                    None => Ok(Flow::Continue),
+                }
+            }
+        }
+    }
+
+    /// Forwards every complete (or streaming) client message to the server, tracking what it owes.
+    async fn forward_client(&mut self) -> Result<Flow, ClientError> {
+        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
+        let Some(conn) = active.lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let was_busy = conn.tracker.busy();
+        let mut terminate = false;
+        let tracker = &mut conn.tracker;
+        let n = self.client_scanner.scan(&self.cbuf, |_| false, |h: Header<'_>| {
+            if h.tag == b'X' {
+                terminate = true;
+                return Scan::StopBefore;
+            }
+            tracker.on_client(h.tag);
+            Scan::Continue
+        })?;
+        if n > 0 {
+            let now = Instant::now();
+            active.last_client_activity = now;
+            if !was_busy && conn.tracker.busy() {
+                active.request_started = Some(now);
+                if !conn.tracker.in_transaction() {
+                    active.tx_started = now;
+                }
+            }
+            conn.stream.write_all(&self.cbuf[..n]).await.map_err(|e| {
+                conn.broken = true;
+                ClientError::ServerLost(e.to_string())
+            })?;
+            self.cbuf.advance(n);
+        }
+        if terminate {
+            let _ = self.cbuf.split_to(5);
+            return Ok(Flow::Done);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Forwards server bytes to the client; releases the server at a clean ReadyForQuery.
+    async fn forward_server(&mut self) -> Result<Flow, ClientError> {
+        let mode = self.settings.pool_mode;
+        let params = &mut self.login.params;
+        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
+        let Some(conn) = active.lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let mut release = false;
+        let mut refused_block = false;
+        let (tracker, rbuf) = (&mut conn.tracker, &conn.rbuf);
+        let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let n = active.scanner.scan(rbuf, |t| t == b'Z' || t == b'S', |h: Header<'_>| {
+            match (h.tag, h.body) {
+                (b'Z', Some(body)) => {
+                    let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
+                    tracker.on_ready(status);
+                    if mode == PoolMode::Statement && status != TxStatus::Idle {
+                        refused_block = true;
+                        return Scan::StopBefore;
+                    }
+                    if tracker.is_clean() && mode != PoolMode::Session {
+                        release = true;
+                        return Scan::StopAfter;
+                    }
+                }
+                (b'S', Some(body)) => {
+                    if let Some((k, v)) = messages::parameter_status_fields(body) {
+                        status_changes.push((k.to_vec(), v.to_vec()));
+                    }
+                }
+                _ => {}
+            }
+            Scan::Continue
+        });
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                conn.broken = true;
+                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
+            }
+        };
+        for (k, v) in &status_changes {
+            conn.set_param(k, v);
+            params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+        }
+        if n > 0 {
+            self.sock.write_all(&conn.rbuf[..n]).await?;
+            conn.rbuf.advance(n);
+        }
+        if !conn.tracker.busy() {
+            active.request_started = None;
+            active.cancel_sent = false;
+        }
+        if refused_block {
+            conn.broken = true;
+            return Err(ClientError::StatementModeTransaction);
+        }
+        if release {
+            self.release_server().await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Transaction/statement end: optional reset, then back to the pool.
+    async fn release_server(&mut self) {
+        if self.settings.server_reset_query_always {
+            let reset = self.settings.server_reset_query.trim().to_string();
+            if let State::Active(active) = &mut self.state {
+                if let Some(conn) = active.lease.conn() {
+                    if !reset.is_empty() && conn.run_internal(&reset).await.is_err() {
+                        conn.broken = true;
+                    }
+                }
+            }
+        }
+        self.detach();
+    }
+
+    /// The next timeout that applies to an active client, if any.
+    fn next_deadline(&self) -> Option<(Instant, Timer)> {
+        let State::Active(active) = &self.state else { return None };
+        let conn = active.lease.conn_ref()?;
+        let s = &self.settings;
+        let mut best: Option<(Instant, Timer)> = None;
+        let mut consider = |d: Duration, from: Instant, t: Timer| {
+            if !d.is_zero() && best.is_none_or(|(b, _)| from + d < b) {
+                best = Some((from + d, t));
+            }
+        };
+        if let Some(started) = active.request_started {
+            let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
+            consider(wait, started, Timer::Query);
+        }
+        if conn.tracker.in_transaction() {
+            if !conn.tracker.busy() {
+                consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
+            }
+            consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
+        } else if !conn.tracker.busy() {
+            consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
+        }
+        best
+    }
+
+    async fn on_timer(&mut self, timer: Timer) -> Result<Flow, ClientError> {
+        match timer {
+            Timer::Query => {
+                let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
+                if active.cancel_sent {
+                    return Err(ClientError::QueryTimeout);
+                }
+                active.cancel_sent = true;
+                active.request_started = Some(Instant::now());
+                let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
+                tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
+                if let Some(t) = target {
+                    crate::cancel::send_cancel(t, self.cancel_wait).await;
+                }
+                Ok(Flow::Continue)
+            }
+            Timer::IdleTransaction => Err(ClientError::IdleTransactionTimeout),
+            Timer::Transaction => Err(ClientError::TransactionTimeout),
+            Timer::ClientIdle => Err(ClientError::ClientIdleTimeout),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Query,
+    IdleTransaction,
+    Transaction,
+    ClientIdle,
+}
+
+enum Acquired {
+    Lease(ServerLease),
+    ClientGone,
+    /// The wait timed out; the client got an error and stays connected.
+    Rejected,
+}
+
+#[allow(dead_code)]
+fn _assert_send(s: Session) -> impl std::future::Future<Output = ()> + Send {
+    s.run()
+}
+
+#[allow(dead_code)]
+fn _is_conn(_: &ServerConn) {}

@@ -1,0 +1,299 @@
+//! The TOML configuration: `[pgsluice]` general settings under PgBouncer's names and units, `[databases]`
+//! and `[users]`. Parsing, validation and defaults live here; `resolve` folds them into per-pool settings.
+//! Imports only crates.
+
+pub mod auth_file;
+mod resolve;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use resolve::{PoolSettings, ServerTarget};
+use values::{seconds, seconds_opt, string_list};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    Transaction,
+    Statement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    #[serde(rename = "trust")]
+    Trust,
+    #[serde(rename = "plain")]
+    Plain,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {reason}")]
+    Invalid { path: PathBuf, key: String, reason: String },
+    #[error("{path}:{line}: {reason}")]
+    AuthFile { path: PathBuf, line: usize, reason: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub general: General,
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    pub users: BTreeMap<String, UserConfig>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    pgsluice: General,
+    #[serde(default)]
+    databases: BTreeMap<String, DatabaseConfig>,
+    #[serde(default)]
+    users: BTreeMap<String, UserConfig>,
+}
+
+/// The `[pgsluice]` table. Each field: meaning, PgBouncer name (the same unless said), default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// Address to listen on. Default "127.0.0.1". Needs restart.
+    pub listen_addr: String,
+    /// TCP port. Default 6432. Needs restart.
+    pub listen_port: u16,
+    /// session | transaction | statement. Default transaction.
+    pub pool_mode: PoolMode,
+    /// Most client connections at once (53300 beyond). Default 100.
+    pub max_client_conn: usize,
+    /// Server connections per (database, user) pool. Default 20.
+    pub default_pool_size: usize,
+    /// Server connections kept open per pool even when idle. Default 0.
+    pub min_pool_size: usize,
+    /// Extra connections for clients that waited longer than reserve_pool_timeout. Default 0.
+    pub reserve_pool_size: usize,
+    /// Seconds a client waits before the reserve may be used. Default 5.
+    #[serde(deserialize_with = "seconds")]
+    pub reserve_pool_timeout: Duration,
+    /// Server connections per database across its pools; 0 = unlimited. Default 0.
+    pub max_db_connections: usize,
+    /// Server connections per user across its pools; 0 = unlimited. Default 0.
+    pub max_user_connections: usize,
+    /// Client connections per database; 0 = unlimited. Default 0.
+    pub max_db_client_connections: usize,
+    /// Client connections per user; 0 = unlimited. Default 0.
+    pub max_user_client_connections: usize,
+    /// Seconds after which a server connection is closed once free. Default 3600.
+    #[serde(deserialize_with = "seconds")]
+    pub server_lifetime: Duration,
+    /// Seconds an idle server connection is kept. Default 600.
+    #[serde(deserialize_with = "seconds")]
+    pub server_idle_timeout: Duration,
+    /// Seconds for connect plus login to a server. Default 15.
+    #[serde(deserialize_with = "seconds")]
+    pub server_connect_timeout: Duration,
+    /// Seconds to wait after a failed server login before trying again; clients fail fast meanwhile. Default 15.
+    #[serde(deserialize_with = "seconds")]
+    pub server_login_retry: Duration,
+    /// Query run on a server idle longer than server_check_delay before reuse; empty = off. Default "select 1".
+    pub server_check_query: String,
+    /// Seconds idle before server_check_query is run. Default 30.
+    #[serde(deserialize_with = "seconds")]
+    pub server_check_delay: Duration,
+    /// Run when a server is released in session mode. Default "DISCARD ALL".
+    pub server_reset_query: String,
+    /// Run server_reset_query in every pool mode. Default false.
+    pub server_reset_query_always: bool,
+    /// Seconds a client may wait for a server before ERROR 57014; 0 = forever. Default 120.
+    #[serde(deserialize_with = "seconds")]
+    pub query_wait_timeout: Duration,
+    /// Seconds a query may run before it is canceled (57014); 0 = off. Default 0.
+    #[serde(deserialize_with = "seconds")]
+    pub query_timeout: Duration,
+    /// Seconds a client may idle inside a transaction (FATAL 25P03); 0 = off. Default 0.
+    #[serde(deserialize_with = "seconds")]
+    pub idle_transaction_timeout: Duration,
+    /// Seconds a transaction may last (FATAL 25P04); 0 = off. Default 0.
+    #[serde(deserialize_with = "seconds")]
+    pub transaction_timeout: Duration,
+    /// Seconds a client may idle outside a transaction (FATAL 57P05); 0 = off. Default 0.
+    #[serde(deserialize_with = "seconds")]
+    pub client_idle_timeout: Duration,
+    /// Seconds a client has to log in. Default 60.
+    #[serde(deserialize_with = "seconds")]
+    pub client_login_timeout: Duration,
+    /// Seconds to deliver a cancel request to a server. Default 10.
+    #[serde(deserialize_with = "seconds")]
+    pub cancel_wait_timeout: Duration,
+    /// trust | plain | md5 | scram-sha-256. Default md5.
+    pub auth_type: AuthType,
+    /// userlist.txt-format file; relative to the config file. Default none.
+    pub auth_file: Option<PathBuf>,
+    /// Startup parameters accepted and ignored. Default [].
+    #[serde(deserialize_with = "string_list")]
+    pub ignore_startup_parameters: Vec<String>,
+    /// Parameters tracked per client beyond the reported ones. Default ["IntervalStyle"].
+    #[serde(deserialize_with = "string_list")]
+    pub track_extra_parameters: Vec<String>,
+    /// Append the client address to application_name. Default false.
+    pub application_name_add_host: bool,
+    /// Worker threads; 0 = one per core. pgsluice only. Default 0. Needs restart.
+    pub workers: usize,
+    /// Largest message accepted, bytes (PostgreSQL's limit is 1 GiB). Default 1073741823.
+    pub max_packet_size: usize,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        General {
+            listen_addr: "127.0.0.1".into(),
+            listen_port: 6432,
+            pool_mode: PoolMode::Transaction,
+            max_client_conn: 100,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: s(5),
+            max_db_connections: 0,
+            max_user_connections: 0,
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            server_lifetime: s(3600),
+            server_idle_timeout: s(600),
+            server_connect_timeout: s(15),
+            server_login_retry: s(15),
+            server_check_query: "select 1".into(),
+            server_check_delay: s(30),
+            server_reset_query: "DISCARD ALL".into(),
+            server_reset_query_always: false,
+            query_wait_timeout: s(120),
+            query_timeout: s(0),
+            idle_transaction_timeout: s(0),
+            transaction_timeout: s(0),
+            client_idle_timeout: s(0),
+            client_login_timeout: s(60),
+            cancel_wait_timeout: s(10),
+            auth_type: AuthType::Md5,
+            auth_file: None,
+            ignore_startup_parameters: Vec::new(),
+            track_extra_parameters: vec!["IntervalStyle".into()],
+            application_name_add_host: false,
+            workers: 0,
+            max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,
+        }
+    }
+}
+
+/// A `[databases]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(default = "values::default_host")]
+    pub host: String,
+    #[serde(default = "values::default_port")]
+    pub port: u16,
+    pub dbname: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
+    pub max_db_connections: Option<usize>,
+    pub pool_mode: Option<PoolMode>,
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub query_wait_timeout: Option<Duration>,
+}
+
+/// A `[users]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub pool_mode: Option<PoolMode>,
+    pub max_user_connections: Option<usize>,
+    pub pool_size: Option<usize>,
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub query_wait_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub idle_transaction_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub query_timeout: Option<Duration>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: File =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let mut general = file.pgsluice;
+        if let Some(a) = general.auth_file.take() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            general.auth_file = Some(if a.is_absolute() { a } else { base.join(a) });
+        }
+        let config = Config { general, databases: file.databases, users: file.users, path: path.into() };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), key: key.into(), reason: reason.into() }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.general;
+        if g.listen_port == 0 {
+            return Err(self.invalid("pgsluice.listen_port", "must be 1..65535"));
+        }
+        if g.default_pool_size == 0 {
+            return Err(self.invalid("pgsluice.default_pool_size", "must be at least 1"));
+        }
+        if !(1024..=crate::protocol::frame::MAX_MESSAGE_LEN).contains(&g.max_packet_size) {
+            return Err(self.invalid("pgsluice.max_packet_size", "must be between 1024 and 1073741823"));
+        }
+        if g.workers > 1024 {
+            return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
+        }
+        for (name, db) in &self.databases {
+            if db.host.trim().is_empty() {
+                return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
+            }
+            if db.pool_size == Some(0) {
+                return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
+            }
+        }
+        for (name, u) in &self.users {
+            if u.pool_size == Some(0) {
+                return Err(self.invalid(format!("users.{name}.pool_size"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The auth file, or an empty one when `auth_file` is unset.
+    pub fn load_auth_file(&self) -> Result<auth_file::AuthFile, ConfigError> {
+        match &self.general.auth_file {
+            Some(p) => auth_file::AuthFile::load(p),
+            None => Ok(auth_file::AuthFile::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

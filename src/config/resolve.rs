@@ -1,0 +1,87 @@
+//! Folding global, database and user settings into the settings of one (database, user) pool.
+//! Precedence: `[users]` entry, then `[databases]` entry, then `[pgsluice]`.
+
+use std::time::Duration;
+
+use super::{Config, PoolMode};
+
+/// Where and as whom a pool's server connections log in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    /// Forced server user from the database entry; `None` = the client's user.
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Everything one pool needs, resolved once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub server: ServerTarget,
+    pub pool_mode: PoolMode,
+    pub pool_size: usize,
+    pub min_pool_size: usize,
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: Duration,
+    pub max_db_connections: usize,
+    pub max_user_connections: usize,
+    pub query_wait_timeout: Duration,
+    pub query_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub transaction_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_connect_timeout: Duration,
+    pub server_login_retry: Duration,
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+}
+
+impl Config {
+    /// Settings for the pool of (`db`, `user`); `None` when `db` is not configured and there is no `"*"`.
+    pub fn pool_settings(&self, db: &str, user: &str) -> Option<PoolSettings> {
+        let (entry, dbname) = match self.databases.get(db) {
+            Some(e) => (e, e.dbname.clone().unwrap_or_else(|| db.to_string())),
+            None => {
+                let e = self.databases.get("*")?;
+                (e, e.dbname.clone().unwrap_or_else(|| db.to_string()))
+            }
+        };
+        let g = &self.general;
+        let u = self.users.get(user).cloned().unwrap_or_default();
+        Some(PoolSettings {
+            server: ServerTarget {
+                host: entry.host.clone(),
+                port: entry.port,
+                dbname,
+                user: entry.user.clone(),
+                password: entry.password.clone(),
+            },
+            pool_mode: u.pool_mode.or(entry.pool_mode).unwrap_or(g.pool_mode),
+            pool_size: u.pool_size.or(entry.pool_size).unwrap_or(g.default_pool_size),
+            min_pool_size: entry.min_pool_size.unwrap_or(g.min_pool_size),
+            reserve_pool_size: entry.reserve_pool_size.unwrap_or(g.reserve_pool_size),
+            reserve_pool_timeout: g.reserve_pool_timeout,
+            max_db_connections: entry.max_db_connections.unwrap_or(g.max_db_connections),
+            max_user_connections: u.max_user_connections.unwrap_or(g.max_user_connections),
+            query_wait_timeout: u.query_wait_timeout.or(entry.query_wait_timeout).unwrap_or(g.query_wait_timeout),
+            query_timeout: u.query_timeout.unwrap_or(g.query_timeout),
+            idle_transaction_timeout: u.idle_transaction_timeout.unwrap_or(g.idle_transaction_timeout),
+            transaction_timeout: g.transaction_timeout,
+            client_idle_timeout: g.client_idle_timeout,
+            server_lifetime: g.server_lifetime,
+            server_idle_timeout: g.server_idle_timeout,
+            server_connect_timeout: g.server_connect_timeout,
+            server_login_retry: g.server_login_retry,
+            server_check_query: g.server_check_query.clone(),
+            server_check_delay: g.server_check_delay,
+            server_reset_query: g.server_reset_query.clone(),
+            server_reset_query_always: g.server_reset_query_always,
+        })
+    }
+}

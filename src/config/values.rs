@@ -1,0 +1,55 @@
+//! Serde helpers for PgBouncer-style values: seconds as numbers (fractions allowed) and lists given as
+//! TOML arrays or comma-separated strings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de::Error};
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+fn to_duration<E: Error>(n: Number) -> Result<Duration, E> {
+    let secs = match n {
+        Number::Int(i) => i as f64,
+        Number::Float(f) => f,
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 100.0 * 365.0 * 86_400.0 {
+        return Err(E::custom(format!("{secs} is not a valid number of seconds (0 or more)")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    to_duration(Number::deserialize(d)?)
+}
+
+pub fn seconds_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    to_duration(Number::deserialize(d)?).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum List {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items = match List::deserialize(d)? {
+        List::One(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+        List::Many(v) => v,
+    };
+    Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+pub fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+pub fn default_port() -> u16 {
+    5432
+}

@@ -1,0 +1,405 @@
+//! One pool of server connections for a (database, user) pair: idle connections (LIFO), a FIFO queue of
+//! waiting clients, and the accounting that enforces pool_size, the reserve pool and the shared
+//! database/user budgets. The lock is a short synchronous one taken per checkout and check-in, never
+//! per message and never across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::{Connect, Lease, Limits, PoolError, Poolable, SharedLimit};
+
+/// What a waiting client is handed: a connection, or the right to open one.
+enum Grant<T> {
+    Conn(T, Instant),
+    Slot { reserve: bool },
+}
+
+struct Waiter<T> {
+    id: u64,
+    since: Instant,
+    tx: oneshot::Sender<Grant<T>>,
+}
+
+struct IdleConn<T> {
+    conn: T,
+    created: Instant,
+    idle_since: Instant,
+}
+
+struct Inner<T, E> {
+    limits: Limits,
+    idle: Vec<IdleConn<T>>,
+    /// Connections that exist or are being opened: idle + leased + connecting.
+    open: usize,
+    /// Of `open`, how many were opened from the reserve.
+    reserve_open: usize,
+    waiters: VecDeque<Waiter<T>>,
+    next_waiter: u64,
+    last_login_error: Option<(Instant, E)>,
+    closed: bool,
+}
+
+/// Counts for SHOW POOLS and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub reserve_open: usize,
+    pub max_wait: Duration,
+}
+
+pub struct Pool<C: Connect> {
+    connector: C,
+    inner: Mutex<Inner<C::Conn, C::Error>>,
+    db_limit: Arc<SharedLimit>,
+    user_limit: Arc<SharedLimit>,
+}
+
+enum Step<T, E: std::error::Error + 'static> {
+    Got(T, Instant, Instant),
+    Open { reserve: bool },
+    Wait(oneshot::Receiver<Grant<T>>, u64),
+    Fail(PoolError<E>),
+}
+
+impl<C: Connect> Pool<C> {
+    pub fn new(connector: C, limits: Limits, db_limit: Arc<SharedLimit>, user_limit: Arc<SharedLimit>) -> Arc<Self> {
+        let pool = Arc::new(Pool {
+            connector,
+            inner: Mutex::new(Inner {
+                limits,
+                idle: Vec::new(),
+                open: 0,
+                reserve_open: 0,
+                waiters: VecDeque::new(),
+                next_waiter: 0,
+                last_login_error: None,
+                closed: false,
+            }),
+            db_limit,
+            user_limit,
+        });
+        tokio::spawn(janitor(Arc::downgrade(&pool)));
+        pool
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<C::Conn, C::Error>> {
+        // A poisoned lock only means another task panicked mid-update; the counts stay usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn connector(&self) -> &C {
+        &self.connector
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.lock().limits.clone()
+    }
+
+    /// New limits apply to the next checkout; existing connections are not dropped.
+    pub fn set_limits(&self, limits: Limits) {
+        let mut g = self.lock();
+        g.limits = limits;
+        self.hand_out_slots(&mut g);
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        let g = self.lock();
+        let now = Instant::now();
+        PoolCounts {
+            open: g.open,
+            idle: g.idle.len(),
+            waiting: g.waiters.len(),
+            reserve_open: g.reserve_open,
+            max_wait: g.waiters.front().map(|w| now - w.since).unwrap_or_default(),
+        }
+    }
+
+    /// Closes idle connections and refuses new checkouts (pool removed or rebuilt).
+    pub fn shut(&self) {
+        let idle = {
+            let mut g = self.lock();
+            g.closed = true;
+            std::mem::take(&mut g.idle)
+        };
+        for c in idle {
+            self.close(c.conn);
+        }
+    }
+
+    /// Closes all idle connections now (RECONNECT-like; busy ones are closed on release by lifetime).
+    pub fn close_idle(&self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        for c in idle {
+            self.close(c.conn);
+        }
+    }
+
+    /// Checks out a connection, waiting at most `wait` (zero = no limit) for one.
+    pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease<C>, PoolError<C::Error>> {
+        let started = Instant::now();
+        let deadline = (!wait.is_zero()).then(|| started + wait);
+        loop {
+            let step = self.next_step();
+            let (conn, created, idle_since) = match step {
+                Step::Fail(e) => return Err(e),
+                Step::Got(c, created, idle_since) => (c, created, idle_since),
+                Step::Open { reserve } => return self.open_new(reserve).await,
+                Step::Wait(rx, id) => match self.wait(rx, id, started, deadline).await? {
+                    Grant::Conn(c, created) => (c, created, Instant::now()),
+                    Grant::Slot { reserve } => return self.open_new(reserve).await,
+                },
+            };
+            if let Some(lease) = self.validate(conn, created, idle_since).await {
+                return Ok(lease);
+            }
+        }
+    }
+
+    fn next_step(&self) -> Step<C::Conn, C::Error> {
+        let mut g = self.lock();
+        if g.closed {
+            return Step::Fail(PoolError::Closed);
+        }
+        if let Some(idle) = g.idle.pop() {
+            return Step::Got(idle.conn, idle.created, idle.idle_since);
+        }
+        if let Some((at, e)) = &g.last_login_error {
+            if at.elapsed() < g.limits.server_login_retry {
+                return Step::Fail(PoolError::LoginRetry(e.clone()));
+            }
+        }
+        if g.waiters.is_empty() && self.try_claim(&mut g, false) {
+            return Step::Open { reserve: false };
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = g.next_waiter;
+        g.next_waiter += 1;
+        g.waiters.push_back(Waiter { id, since: Instant::now(), tx });
+        self.hand_out_slots(&mut g);
+        Step::Wait(rx, id)
+    }
+
+    /// Liveness probe and, after `server_check_delay` idle, the check query. `None` = it was closed.
+    async fn validate(self: &Arc<Self>, mut conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
+        let limits = self.limits();
+        let ok = conn.is_alive()
+            && (!limits.check_enabled || idle_since.elapsed() < limits.server_check_delay || conn.check().await);
+        if ok {
+            Some(Lease { conn: Some(conn), created, pool: self.clone() })
+        } else {
+            tracing::debug!("idle server connection found dead, replacing it");
+            self.close(conn);
+            None
+        }
+    }
+
+    /// Takes one connection slot under the lock, if pool size, reserve and shared budgets allow.
+    fn try_claim(&self, g: &mut Inner<C::Conn, C::Error>, reserve: bool) -> bool {
+        let cap = g.limits.pool_size + if reserve { g.limits.reserve_pool_size } else { 0 };
+        if g.open >= cap || !self.db_limit.try_take() {
+            return false;
+        }
+        if !self.user_limit.try_take() {
+            self.db_limit.give_back();
+            return false;
+        }
+        g.open += 1;
+        if g.open > g.limits.pool_size {
+            g.reserve_open += 1;
+        }
+        true
+    }
+
+    async fn open_new(self: &Arc<Self>, _reserve: bool) -> Result<Lease<C>, PoolError<C::Error>> {
+        let connect_timeout = self.limits().server_connect_timeout;
+        let result = if connect_timeout.is_zero() {
+            Ok(self.connector.connect().await)
+        } else {
+            timeout(connect_timeout, self.connector.connect()).await
+        };
+        match result {
+            Ok(Ok(conn)) => {
+                self.lock().last_login_error = None;
+                Ok(Lease { conn: Some(conn), created: Instant::now(), pool: self.clone() })
+            }
+            Ok(Err(e)) => {
+                self.lock().last_login_error = Some((Instant::now(), e.clone()));
+                self.free_slot();
+                Err(PoolError::Connect(e))
+            }
+            Err(_elapsed) => {
+                self.free_slot();
+                Err(PoolError::WaitTimeout { waited: connect_timeout })
+            }
+        }
+    }
+
+    async fn wait(
+        self: &Arc<Self>,
+        rx: oneshot::Receiver<Grant<C::Conn>>,
+        id: u64,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Grant<C::Conn>, PoolError<C::Error>> {
+        let mut guard = WaiterGuard { pool: self.clone(), id, rx: Some(rx) };
+        let reserve = self.limits();
+        let reserve_at = (reserve.reserve_pool_size > 0).then(|| started + reserve.reserve_pool_timeout);
+        let far = started + Duration::from_secs(365 * 24 * 3600);
+        loop {
+            let Some(rx) = guard.rx.as_mut() else { return Err(PoolError::Closed) };
+            let db_freed = self.db_limit.freed.notified();
+            let user_freed = self.user_limit.freed.notified();
+            tokio::select! {
+                grant = rx => {
+                    guard.rx = None;
+                    return grant.map_err(|_| PoolError::Closed);
+                }
+                _ = sleep_until(deadline.unwrap_or(far)) => {
+                    return Err(PoolError::WaitTimeout { waited: started.elapsed() });
+                }
+                _ = sleep_until(reserve_at.unwrap_or(far)), if reserve_at.is_some_and(|t| t > Instant::now()) => {}
+                _ = db_freed => {}
+                _ = user_freed => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            // Something changed: capacity freed elsewhere, or the reserve became available to us.
+            let mut g = self.lock();
+            self.hand_out_slots(&mut g);
+        }
+    }
+
+    /// Offers free slots to waiters in FIFO order, the reserve to those who waited long enough.
+    fn hand_out_slots(&self, g: &mut Inner<C::Conn, C::Error>) {
+        while let Some(front) = g.waiters.front() {
+            if front.tx.is_closed() {
+                g.waiters.pop_front();
+                continue;
+            }
+            let reserve = front.since.elapsed() >= g.limits.reserve_pool_timeout && g.limits.reserve_pool_size > 0;
+            if !self.try_claim(g, reserve) {
+                return;
+            }
+            let Some(w) = g.waiters.pop_front() else { return };
+            if w.tx.send(Grant::Slot { reserve }).is_err() {
+                self.unclaim(g);
+            }
+        }
+    }
+
+    fn unclaim(&self, g: &mut Inner<C::Conn, C::Error>) {
+        if g.open > g.limits.pool_size && g.reserve_open > 0 {
+            g.reserve_open -= 1;
+        }
+        g.open = g.open.saturating_sub(1);
+        self.db_limit.give_back();
+        self.user_limit.give_back();
+    }
+
+    /// Returns a clean connection: to the first waiter, else to the idle list (or closes it when the
+    /// pool is over size, past its lifetime, or closed).
+    pub(super) fn check_in(&self, conn: C::Conn, created: Instant) {
+        let mut g = self.lock();
+        let expired = !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
+        if g.closed || expired {
+            drop(g);
+            return self.close(conn);
+        }
+        let mut conn = conn;
+        while let Some(w) = g.waiters.pop_front() {
+            match w.tx.send(Grant::Conn(conn, created)) {
+                Ok(()) => return,
+                Err(Grant::Conn(c, _)) => conn = c,
+                Err(Grant::Slot { .. }) => return, // unreachable: we sent a Conn
+            }
+        }
+        if g.open > g.limits.pool_size {
+            drop(g);
+            return self.close(conn);
+        }
+        g.idle.push(IdleConn { conn, created, idle_since: Instant::now() });
+    }
+
+    /// Closes a connection and gives its slot to the next waiter.
+    pub(super) fn close(&self, conn: C::Conn) {
+        drop(conn);
+        self.free_slot();
+    }
+
+    fn free_slot(&self) {
+        let mut g = self.lock();
+        self.unclaim(&mut g);
+        self.hand_out_slots(&mut g);
+    }
+
+    /// Janitor work: idle timeout and lifetime, then top up to min_pool_size.
+    fn maintain(self: &Arc<Self>) {
+        let expired: Vec<C::Conn> = {
+            let mut g = self.lock();
+            let l = g.limits.clone();
+            let keep = |c: &IdleConn<C::Conn>| {
+                (l.server_idle_timeout.is_zero() || c.idle_since.elapsed() < l.server_idle_timeout)
+                    && (l.server_lifetime.is_zero() || c.created.elapsed() < l.server_lifetime)
+            };
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut g.idle).into_iter().partition(keep);
+            g.idle = kept;
+            gone.into_iter().map(|c| c.conn).collect()
+        };
+        for c in expired {
+            self.close(c);
+        }
+        let to_open = {
+            let mut g = self.lock();
+            let mut n = 0;
+            while !g.closed && g.open < g.limits.min_pool_size && self.try_claim(&mut g, false) {
+                n += 1;
+            }
+            n
+        };
+        for _ in 0..to_open {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                if let Ok(lease) = pool.open_new(false).await {
+                    lease.release();
+                }
+            });
+        }
+    }
+}
+
+/// Removes a waiter that gave up (timeout, client gone) and returns whatever it had been granted.
+struct WaiterGuard<C: Connect> {
+    pool: Arc<Pool<C>>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Grant<C::Conn>>>,
+}
+
+impl<C: Connect> Drop for WaiterGuard<C> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        self.pool.lock().waiters.retain(|w| w.id != self.id);
+        rx.close();
+        match rx.try_recv() {
+            Ok(Grant::Conn(conn, created)) => self.pool.check_in(conn, created),
+            Ok(Grant::Slot { .. }) => self.pool.free_slot(),
+            Err(_) => {}
+        }
+    }
+}
+
+async fn janitor<C: Connect>(pool: Weak<Pool<C>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        if pool.lock().closed {
+            return;
+        }
+        pool.maintain();
+    }
+}

@@ -1,0 +1,153 @@
+//! Pool accounting with a fake connector (no sockets): FIFO waiters, reserve, shared budgets, Drop safety.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("fake connect error")]
+struct FakeError;
+
+struct FakeConn {
+    clean: bool,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for FakeConn {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Poolable for FakeConn {
+    fn is_reusable(&self) -> bool {
+        self.clean
+    }
+    fn is_alive(&mut self) -> bool {
+        true
+    }
+    async fn check(&mut self) -> bool {
+        true
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakeConnect {
+    live: Arc<AtomicUsize>,
+    opened: Arc<AtomicUsize>,
+}
+
+impl Connect for FakeConnect {
+    type Conn = FakeConn;
+    type Error = FakeError;
+    async fn connect(&self) -> Result<FakeConn, FakeError> {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(FakeConn { clean: true, live: self.live.clone() })
+    }
+}
+
+fn pool(size: usize, reserve: usize, reserve_timeout_ms: u64) -> (Arc<Pool<FakeConnect>>, FakeConnect) {
+    let fc = FakeConnect::default();
+    let limits = Limits {
+        pool_size: size,
+        reserve_pool_size: reserve,
+        reserve_pool_timeout: Duration::from_millis(reserve_timeout_ms),
+        ..Limits::default()
+    };
+    let p = Pool::new(fc.clone(), limits, Arc::new(SharedLimit::new(0)), Arc::new(SharedLimit::new(0)));
+    (p, fc)
+}
+
+#[tokio::test]
+async fn reuses_clean_connections_and_closes_dirty_ones() {
+    let (p, fc) = pool(2, 0, 0);
+    let lease = p.acquire(Duration::from_secs(1)).await.unwrap();
+    lease.release();
+    let mut lease = p.acquire(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(fc.opened.load(Ordering::SeqCst), 1, "reused");
+    if let Some(c) = lease.conn() {
+        c.clean = false;
+    }
+    lease.release();
+    assert_eq!(fc.live.load(Ordering::SeqCst), 0, "dirty connection closed");
+    let lease = p.acquire(Duration::from_secs(1)).await.unwrap();
+    drop(lease);
+    assert_eq!(fc.live.load(Ordering::SeqCst), 0, "dropping a lease closes its connection");
+    assert_eq!(p.counts().open, 0);
+}
+
+#[tokio::test]
+async fn waiters_are_served_in_order_and_time_out() {
+    let (p, _fc) = pool(1, 0, 0);
+    let held = p.acquire(Duration::from_secs(1)).await.unwrap();
+    let err = p.acquire(Duration::from_millis(50)).await.err().unwrap();
+    assert!(matches!(err, PoolError::WaitTimeout { .. }));
+    assert_eq!(p.counts().waiting, 0, "a timed-out waiter leaves the queue");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let (p2, order) = (p.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let l = p2.acquire(Duration::from_secs(5)).await.unwrap();
+            order.lock().unwrap().push(i);
+            l.release();
+        }));
+        while p.counts().waiting < i + 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    held.release();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(p.counts().open, 1);
+}
+
+#[tokio::test]
+async fn reserve_only_after_timeout_and_shrinks_back() {
+    let (p, fc) = pool(1, 1, 200);
+    let held = p.acquire(Duration::from_secs(1)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let extra = p.acquire(Duration::from_secs(2)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert_eq!(p.counts().open, 2);
+    assert_eq!(p.counts().reserve_open, 1);
+    extra.release();
+    assert_eq!(fc.live.load(Ordering::SeqCst), 1, "over-size connection closed when no one waits");
+    held.release();
+}
+
+#[tokio::test]
+async fn shared_budget_caps_several_pools() {
+    let db = Arc::new(SharedLimit::new(1));
+    let fc = FakeConnect::default();
+    let a = Pool::new(fc.clone(), Limits::default(), db.clone(), Arc::new(SharedLimit::new(0)));
+    let b = Pool::new(fc.clone(), Limits::default(), db.clone(), Arc::new(SharedLimit::new(0)));
+    let la = a.acquire(Duration::from_secs(1)).await.unwrap();
+    assert!(b.acquire(Duration::from_millis(100)).await.is_err(), "db budget of 1 is used by pool a");
+    let waiter = tokio::spawn(async move { b.acquire(Duration::from_secs(2)).await.is_ok() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(la);
+    assert!(waiter.await.unwrap(), "capacity freed in pool a reaches pool b's waiter");
+}
+
+#[tokio::test]
+async fn abandoned_waiter_does_not_leak_a_connection() {
+    let (p, fc) = pool(1, 0, 0);
+    let held = p.acquire(Duration::from_secs(1)).await.unwrap();
+    let p2 = p.clone();
+    let waiter = tokio::spawn(async move { p2.acquire(Duration::from_secs(10)).await.map(|_| ()) });
+    while p.counts().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    waiter.abort();
+    let _ = waiter.await;
+    held.release();
+    assert_eq!(p.counts().waiting, 0);
+    assert_eq!(p.counts().idle, 1, "the connection went back to idle");
+    assert_eq!(fc.live.load(Ordering::SeqCst), 1);
+}

@@ -1,0 +1,208 @@
+//! Connections to PostgreSQL: connect and log in as a client (`login`), then carry raw bytes with a
+//! `Tracker` that knows when the connection is clean. Provides `ServerConnector: pool::Connect` and
+//! `ServerConn: pool::Poolable`. Imports: protocol, config, auth, pool.
+
+mod login;
+pub mod tracker;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::ServerTarget;
+use crate::pool::{Connect, Poolable};
+use crate::protocol::frame::whole_message;
+use crate::protocol::messages::{self, TxStatus};
+pub use tracker::Tracker;
+
+/// Largest message accepted from a server while pgsluice itself reads its replies (login, reset).
+const MAX_INTERNAL_MESSAGE: usize = 1 << 20;
+
+/// Why a server connection could not be made or used. `Clone` so a login failure can be replayed to
+/// clients during `server_login_retry`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not connect to server {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// The server sent an ErrorResponse; passed to the client as the server's own error.
+    #[error("{message}")]
+    Refused { severity: String, code: String, message: String },
+    #[error("server protocol error: {0}")]
+    Protocol(String),
+    #[error("server closed the connection unexpectedly")]
+    Closed,
+    #[error("server I/O error: {0}")]
+    Io(String),
+    #[error("server requested an unsupported authentication method ({0})")]
+    UnsupportedAuth(String),
+    #[error("no password available to log in to the server as {0}")]
+    NoPassword(String),
+}
+
+impl From<std::io::Error> for ServerError {
+    fn from(e: std::io::Error) -> Self {
+        ServerError::Io(e.to_string())
+    }
+}
+
+/// How pgsluice proves itself to PostgreSQL.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    #[default]
+    None,
+    Password(String),
+    /// `md5` + hex(md5(password || user)): enough for md5 auth.
+    Md5Hash(String),
+    /// ClientKey/ServerKey learned from a client's SCRAM exchange: enough for SCRAM auth.
+    ScramKeys { client_key: [u8; 32], server_key: [u8; 32] },
+}
+
+/// One connection to PostgreSQL.
+pub struct ServerConn {
+    pub(crate) stream: TcpStream,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub key: u32,
+    /// Reported parameters (ParameterStatus) as this server currently has them.
+    pub params: Vec<(String, String)>,
+    pub tracker: Tracker,
+    /// Bytes read from the server not yet forwarded (kept with the server across clients).
+    pub rbuf: BytesMut,
+    pub connected_at: Instant,
+    pub last_used: Instant,
+    /// Set when pgsluice can no longer tell what state the server is in.
+    pub broken: bool,
+    pub(crate) check_query: Option<String>,
+}
+
+impl ServerConn {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn set_param(&mut self, name: &[u8], value: &[u8]) {
+        let (name, value) = (String::from_utf8_lossy(name), String::from_utf8_lossy(value));
+        match self.params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
+            Some((_, v)) => *v = value.into_owned(),
+            None => self.params.push((name.into_owned(), value.into_owned())),
+        }
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Sends one simple query and reads until its ReadyForQuery, discarding results (tracking
+    /// ParameterStatus). Used for reset, check and parameter-sync statements pgsluice sends itself.
+    pub async fn run_internal(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut first_error = None;
+        loop {
+            let (tag, body) = self.read_internal().await?;
+            match tag {
+                b'Z' => {
+                    let status = body.first().copied().and_then(TxStatus::from_byte);
+                    self.tracker.on_ready(status.unwrap_or(TxStatus::Failed));
+                    return match (first_error, status) {
+                        (Some(e), _) => Err(e),
+                        (None, Some(TxStatus::Idle)) => Ok(()),
+                        _ => Err(ServerError::Protocol("unexpected transaction state".into())),
+                    };
+                }
+                b'E' => {
+                    let (severity, code, message) = messages::error_fields(&body);
+                    first_error.get_or_insert(ServerError::Refused { severity, code, message });
+                }
+                b'S' => {
+                    if let Some((n, v)) = messages::parameter_status_fields(&body) {
+                        self.set_param(n, v);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole message for pgsluice's own use.
+    async fn read_internal(&mut self) -> Result<(u8, Vec<u8>), ServerError> {
+        loop {
+            if let Some((tag, body, n)) =
+                whole_message(&self.rbuf, MAX_INTERNAL_MESSAGE).map_err(|e| ServerError::Protocol(e.to_string()))?
+            {
+                let out = (tag, body.to_vec());
+                let _ = self.rbuf.split_to(n);
+                return Ok(out);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    /// Best-effort Terminate without blocking, so PostgreSQL logs a clean disconnect.
+    fn say_goodbye(&self) {
+        let _ = self.stream.try_write(b"X\0\0\0\x04");
+    }
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        self.say_goodbye();
+    }
+}
+
+impl Poolable for ServerConn {
+    fn is_reusable(&self) -> bool {
+        !self.broken && self.tracker.is_clean() && self.rbuf.is_empty()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false, // EOF, or bytes on an idle server (e.g. FATAL on shutdown): not reusable
+        }
+    }
+
+    async fn check(&mut self) -> bool {
+        let sql = self.check_query.clone();
+        match sql {
+            Some(sql) => self.run_internal(&sql).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// Everything needed to open connections for one pool.
+pub struct ServerConnector {
+    pub target: ServerTarget,
+    /// The server-side user name.
+    pub user: String,
+    pub credentials: Arc<Mutex<Credentials>>,
+    pub check_query: Option<String>,
+    /// ParameterStatus values of the first login, sent to clients at their login.
+    pub welcome: Mutex<Option<Vec<(String, String)>>>,
+}
+
+impl Connect for ServerConnector {
+    type Conn = ServerConn;
+    type Error = ServerError;
+
+    async fn connect(&self) -> Result<ServerConn, ServerError> {
+        let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut conn = login::connect(&self.target, &self.user, &creds).await?;
+        conn.check_query = self.check_query.clone();
+        if let Ok(mut w) = self.welcome.lock() {
+            if w.is_none() {
+                *w = Some(conn.params.clone());
+            }
+        }
+        Ok(conn)
+    }
+}

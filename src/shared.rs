@@ -1,0 +1,160 @@
+//! The state every client task shares: the live config and auth file, the pools keyed by
+//! (database, user), the shared connection budgets, client counts and cancel keys.
+//! Locks here are taken at login/logout, never per message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::cancel::CancelRegistry;
+use crate::config::auth_file::{AuthFile, Secret};
+use crate::config::{Config, PoolSettings};
+use crate::pool::{Limits, Pool, SharedLimit};
+use crate::server::{Credentials, ServerConnector};
+
+pub type ServerPool = Pool<ServerConnector>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub db: String,
+    pub user: String,
+}
+
+/// A pool plus the settings it was built from.
+pub struct PoolEntry {
+    pub pool: Arc<ServerPool>,
+    pub settings: PoolSettings,
+}
+
+/// Counts clients per database or user name, for the client caps.
+#[derive(Default)]
+pub struct ClientCounts {
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+/// Decrements its name's count on drop.
+pub struct ClientCountGuard {
+    counts: Arc<ClientCounts>,
+    name: String,
+}
+
+impl ClientCounts {
+    /// Counts one more client for `name`, unless `max` (0 = unlimited) is reached.
+    pub fn try_add(self: &Arc<Self>, name: &str, max: usize) -> Option<ClientCountGuard> {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.entry(name.to_string()).or_default();
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientCountGuard { counts: self.clone(), name: name.to_string() })
+    }
+}
+
+impl Drop for ClientCountGuard {
+    fn drop(&mut self) {
+        let mut c = self.counts.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    auth: RwLock<Arc<AuthFile>>,
+    pools: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
+    db_limits: Mutex<HashMap<String, Arc<SharedLimit>>>,
+    user_limits: Mutex<HashMap<String, Arc<SharedLimit>>>,
+    /// Server credentials per server-side user, shared by that user's pools (SCRAM keys learned later).
+    credentials: Mutex<HashMap<String, Arc<Mutex<Credentials>>>>,
+    pub clients: AtomicUsize,
+    pub db_clients: Arc<ClientCounts>,
+    pub user_clients: Arc<ClientCounts>,
+    pub cancel: Arc<CancelRegistry>,
+}
+
+impl Shared {
+    pub fn new(config: Config, auth: AuthFile) -> Arc<Self> {
+        Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            auth: RwLock::new(Arc::new(auth)),
+            pools: Mutex::default(),
+            db_limits: Mutex::default(),
+            user_limits: Mutex::default(),
+            credentials: Mutex::default(),
+            clients: AtomicUsize::new(0),
+            db_clients: Arc::default(),
+            user_clients: Arc::default(),
+            cancel: Arc::default(),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn auth(&self) -> Arc<AuthFile> {
+        self.auth.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn secret(&self, user: &str) -> Option<Secret> {
+        self.auth().get(user).cloned()
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    fn limit(map: &Mutex<HashMap<String, Arc<SharedLimit>>>, name: &str, max: usize) -> Arc<SharedLimit> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let l = m.entry(name.to_string()).or_insert_with(|| Arc::new(SharedLimit::new(max)));
+        l.set_max(max);
+        l.clone()
+    }
+
+    /// The credential cell for a server-side user, seeded from the database entry or the auth file.
+    pub fn credentials(&self, server_user: &str, settings: &PoolSettings) -> Arc<Mutex<Credentials>> {
+        let mut m = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        let cell = m.entry(server_user.to_string()).or_default().clone();
+        let seeded = match (&settings.server.password, self.secret(server_user)) {
+            (Some(pw), _) => Some(Credentials::Password(pw.clone())),
+            (None, Some(Secret::Plain(pw))) if !pw.is_empty() => Some(Credentials::Password(pw)),
+            (None, Some(Secret::Md5(h))) => Some(Credentials::Md5Hash(h)),
+            _ => None,
+        };
+        if let (Some(c), Ok(mut cur)) = (seeded, cell.lock()) {
+            *cur = c;
+        }
+        cell
+    }
+
+    /// The pool for (db, user), created on first use. `None` when the database is not configured.
+    pub fn pool(&self, db: &str, user: &str) -> Option<Arc<PoolEntry>> {
+        let key = PoolKey { db: db.to_string(), user: user.to_string() };
+        if let Some(e) = self.pools.lock().ok()?.get(&key) {
+            return Some(e.clone());
+        }
+        let config = self.config();
+        let settings = config.pool_settings(db, user)?;
+        let server_user = settings.server.user.clone().unwrap_or_else(|| user.to_string());
+        let connector = ServerConnector {
+            target: settings.server.clone(),
+            user: server_user.clone(),
+            credentials: self.credentials(&server_user, &settings),
+            check_query: Some(settings.server_check_query.clone()).filter(|q| !q.trim().is_empty()),
+            welcome: Mutex::new(None),
+        };
+        let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
+        let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);
+        let pool = Pool::new(connector, Limits::from_settings(&settings), db_limit, user_limit);
+        let entry = Arc::new(PoolEntry { pool, settings });
+        let mut pools = self.pools.lock().ok()?;
+        Some(pools.entry(key).or_insert(entry).clone())
+    }
+
+    /// Every pool, for stats and shutdown.
+    pub fn all_pools(&self) -> Vec<(PoolKey, Arc<PoolEntry>)> {
+        self.pools.lock().map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    }
+}
