@@ -1,0 +1,106 @@
+//! A tiny raw protocol client for bad-input tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct RawConn {
+    sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(port: u16) -> RawConn {
+        RawConn { sock: TcpStream::connect(("127.0.0.1", port)).await.expect("connect"), buf: Vec::new() }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.sock.write_all(bytes).await;
+    }
+
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sock.write_all(bytes).await
+    }
+
+    pub async fn shutdown_write(&mut self) {
+        let _ = self.sock.shutdown().await;
+    }
+
+    pub fn startup_packet(user: &str, db: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut body = 196_608u32.to_be_bytes().to_vec();
+        for (k, v) in [("user", user), ("database", db)].iter().chain(extra) {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Next message, or `None` on EOF, error, or when nothing complete arrives within `within`.
+    pub async fn read_message(&mut self, within: Duration) -> Option<(u8, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() > len {
+                    let msg: Vec<u8> = self.buf.drain(..1 + len).collect();
+                    return Some((msg[0], msg[5..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.sock.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads through ReadyForQuery (panics on an error or EOF first).
+    pub async fn read_until_ready(&mut self) {
+        loop {
+            match self.read_message(Duration::from_secs(10)).await {
+                Some((b'Z', _)) => return,
+                Some((b'E', body)) => panic!("error before ReadyForQuery: {:?}", error_fields(&body)),
+                Some(_) => {}
+                None => panic!("EOF before ReadyForQuery"),
+            }
+        }
+    }
+}
+
+pub fn query_message(sql: &str) -> Vec<u8> {
+    let mut out = vec![b'Q'];
+    out.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+    out.extend_from_slice(sql.as_bytes());
+    out.push(0);
+    out
+}
+
+pub fn cancel_request(pid: u32, key: u32) -> Vec<u8> {
+    let mut out = 16u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&80_877_102u32.to_be_bytes());
+    out.extend_from_slice(&pid.to_be_bytes());
+    out.extend_from_slice(&key.to_be_bytes());
+    out
+}
+
+/// ErrorResponse fields by their one-letter code.
+pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
+    let mut out = HashMap::new();
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
+        out.insert(kind as char, String::from_utf8_lossy(&tail[..end]).into_owned());
+        rest = tail.get(end + 1..).unwrap_or_default();
+    }
+    out
+}
