@@ -17,7 +17,7 @@ async fn scram_md5_and_trust_logins_work() {
         let px = Proxy::builder(&pg).auth_type(auth_type).start().await;
         for (user, pw) in [("scram_user", "scram_pw"), ("md5_user", "md5_pw")] {
             let c = px.try_client(user, pw, "app").await.unwrap_or_else(|e| panic!("{auth_type} {user}: {e}"));
-            let who: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
+            let who = common::scalar(&c, "select current_user").await;
             assert_eq!(who, user);
         }
     }

@@ -26,8 +26,7 @@ async fn error_code_then_eof(conn: &mut RawConn, within: Duration) -> Option<Str
 
 async fn assert_still_serving(px: &Proxy) {
     let c = px.client("scram_user", "scram_pw", "app").await;
-    let n: i32 = c.query_one("select 41 + 1", &[]).await.unwrap().get(0);
-    assert_eq!(n, 42);
+    assert_eq!(common::scalar(&c, "select 41 + 1").await, "42");
 }
 
 fn startup_with_len(len: u32, body: &[u8]) -> Vec<u8> {

@@ -200,10 +200,19 @@ pub async fn login(
         .try_add(&user, general.max_user_client_connections)
         .ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
     let mut params = ClientParams::new(&general.track_extra_parameters);
+    let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));
+    let mut settings: Vec<(String, String)> = Vec::new();
     for (k, v) in startup.iter().filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_.")) {
+        if k == "options" && !ignored(k) {
+            settings.extend(parse_options(v).ok_or_else(|| ClientError::UnsupportedParameter(format!("options={v}")))?);
+        } else {
+            settings.push((k.clone(), v.clone()));
+        }
+    }
+    for (k, v) in &settings {
         if params.canonical(k).is_some() {
             params.set(k, v);
-        } else if !general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k)) {
+        } else if !ignored(k) {
             return Err(ClientError::UnsupportedParameter(k.clone()));
         }
     }
@@ -254,4 +263,53 @@ pub async fn send_error(sock: &mut TcpStream, err: &PgError) {
     let mut out = BytesMut::new();
     err.encode(&mut out);
     let _ = sock.write_all(&out).await;
+}
+
+/// The `options` startup parameter, when it holds only `-c name=value` / `--name=value` settings
+/// (what libpq's PGOPTIONS and drivers send). Anything else is refused by the caller.
+fn parse_options(options: &str) -> Option<Vec<(String, String)>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.push(chars.next()?),
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let setting = if w == "-c" {
+            it.next()?
+        } else if let Some(s) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
+            s.to_string()
+        } else {
+            return None;
+        };
+        let (k, v) = setting.split_once('=')?;
+        out.push((k.replace('-', "_"), v.to_string()));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn options_hold_settings_only() {
+        assert_eq!(
+            super::parse_options("-c timezone=UTC  --search_path=a\\ b -cDateStyle=ISO").unwrap(),
+            vec![("timezone".into(), "UTC".into()), ("search_path".into(), "a b".into()), ("DateStyle".into(), "ISO".into())]
+        );
+        assert!(super::parse_options("-X").is_none());
+        assert!(super::parse_options("-c").is_none());
+    }
 }
