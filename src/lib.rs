@@ -10,12 +10,12 @@
 //! L5 supervisor.rs main.rs      wires everything
 //! ```
 pub mod auth;
-pub mod config;
-pub mod protocol;
 pub mod cancel;
 pub mod client;
+pub mod config;
 pub mod listener;
 pub mod pool;
+pub mod protocol;
 pub mod server;
 pub mod shared;
 pub mod supervisor;

@@ -4,8 +4,14 @@
 use crate::server::ServerConn;
 
 /// Parameters tracked for every client, in PostgreSQL's canonical spelling.
-pub const TRACKED: &[&str] =
-    &["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name"];
+pub const TRACKED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "application_name",
+];
 
 /// Startup parameters handled by pgsluice itself rather than passed to a server.
 pub const PROTOCOL_PARAMS: &[&str] = &["user", "database"];
@@ -26,21 +32,32 @@ impl ClientParams {
                 names.push(e.clone());
             }
         }
-        ClientParams { values: Vec::new(), names }
+        ClientParams {
+            values: Vec::new(),
+            names,
+        }
     }
 
     /// The canonical name if `name` is tracked.
     pub fn canonical(&self, name: &str) -> Option<&str> {
-        self.names.iter().find(|n| n.eq_ignore_ascii_case(name)).map(|s| s.as_str())
+        self.names
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(name))
+            .map(|s| s.as_str())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Sets a tracked parameter; untracked names are ignored.
     pub fn set(&mut self, name: &str, value: &str) {
-        let Some(canon) = self.canonical(name).map(str::to_string) else { return };
+        let Some(canon) = self.canonical(name).map(str::to_string) else {
+            return;
+        };
         match self.values.iter_mut().find(|(k, _)| *k == canon) {
             Some((_, v)) => {
                 if v != value {
@@ -87,17 +104,20 @@ impl ClientParams {
     /// next comparison does not SET again.
     pub fn adopt_canonical(&mut self, server: &ServerConn) {
         for (k, v) in self.values.iter_mut() {
-            if let Some(sv) = server.param(k) {
-                if sv.eq_ignore_ascii_case(v) && sv != v {
-                    *v = sv.to_string();
-                }
+            if let Some(sv) = server.param(k)
+                && sv.eq_ignore_ascii_case(v)
+                && sv != v
+            {
+                *v = sv.to_string();
             }
         }
     }
 }
 
 fn is_plain_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// Appends a SQL string literal (E'' form, escaping quotes and backslashes).
@@ -131,6 +151,9 @@ mod tests {
         p.set("SEARCH_PATH", "public");
         p.set("work_mem", "1MB");
         assert_eq!(p.get("TimeZone"), Some("UTC"));
-        assert_eq!(p.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["TimeZone", "search_path"]);
+        assert_eq!(
+            p.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["TimeZone", "search_path"]
+        );
     }
 }

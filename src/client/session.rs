@@ -26,7 +26,9 @@ const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
 
 type ServerLease = Lease<ServerConnector>;
 
-/// Where a client is in its life.
+/// Where a client is in its life. (`Active` is large; the state lives in place for the whole session,
+/// so boxing it would only add an allocation per transaction.)
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// No server attached.
     Idle { since: Instant },
@@ -64,13 +66,21 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(sock: TcpStream, cbuf: BytesMut, login: LoggedIn, cancel: Arc<CancelSlot>, cancel_wait: Duration) -> Self {
+    pub fn new(
+        sock: TcpStream,
+        cbuf: BytesMut,
+        login: LoggedIn,
+        cancel: Arc<CancelSlot>,
+        cancel_wait: Duration,
+    ) -> Self {
         let settings = login.pool.settings.clone();
         Session {
             sock,
             cbuf,
             client_scanner: FrameScanner::new(MAX_MESSAGE_LEN),
-            state: State::Idle { since: Instant::now() },
+            state: State::Idle {
+                since: Instant::now(),
+            },
             login,
             settings,
             cancel,
@@ -91,29 +101,36 @@ impl Session {
                 Err(e) => break Err(e),
             }
         };
-        if let Err(e) = result {
-            if !matches!(e, ClientError::Io(_)) {
-                tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
-                let mut out = BytesMut::new();
-                e.to_pg().encode(&mut out);
-                let _ = self.sock.write_all(&out).await;
-            }
+        if let Err(e) = result
+            && !matches!(e, ClientError::Io(_))
+        {
+            tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
+            let mut out = BytesMut::new();
+            e.to_pg().encode(&mut out);
+            let _ = self.sock.write_all(&out).await;
         }
         self.finish().await;
     }
 
     /// Session end: a clean server goes back (after the reset query in session mode); anything else is closed.
     async fn finish(&mut self) {
-        let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) else {
+        let State::Active(active) = std::mem::replace(
+            &mut self.state,
+            State::Idle {
+                since: Instant::now(),
+            },
+        ) else {
             return;
         };
         self.cancel.set(None);
         let mut lease = active.lease;
         let reset = self.settings.server_reset_query.trim().to_string();
-        if let Some(conn) = lease.conn() {
-            if conn.is_reusable() && !reset.is_empty() && conn.run_internal(&reset).await.is_err() {
-                conn.broken = true;
-            }
+        if let Some(conn) = lease.conn()
+            && conn.is_reusable()
+            && !reset.is_empty()
+            && conn.run_internal(&reset).await.is_err()
+        {
+            conn.broken = true;
         }
         lease.release();
     }
@@ -124,7 +141,9 @@ impl Session {
     }
 
     async fn on_idle(&mut self) -> Result<Flow, ClientError> {
-        let State::Idle { since } = self.state else { return Ok(Flow::Continue) };
+        let State::Idle { since } = self.state else {
+            return Ok(Flow::Continue);
+        };
         let Some((tag, _)) = crate::protocol::frame::read_header(&self.cbuf) else {
             let idle_timeout = self.settings.client_idle_timeout;
             let read = self.read_client();
@@ -167,12 +186,17 @@ impl Session {
         match result {
             Ok(lease) => Ok(Acquired::Lease(lease)),
             Err(e) => {
-                let err = ClientError::from_pool(e, &format!("{}/{}", self.login.db, self.login.user));
+                let err =
+                    ClientError::from_pool(e, &format!("{}/{}", self.login.db, self.login.user));
                 if !matches!(err, ClientError::QueryWaitTimeout { .. }) {
                     return Err(err);
                 }
                 tracing::warn!(db = %self.login.db, user = %self.login.user, "query_wait_timeout");
-                Ok(if self.reject_pending(&err.to_pg()).await? { Acquired::Rejected } else { Acquired::ClientGone })
+                Ok(if self.reject_pending(&err.to_pg()).await? {
+                    Acquired::Rejected
+                } else {
+                    Acquired::ClientGone
+                })
             }
         }
     }
@@ -184,7 +208,10 @@ impl Session {
         let mut out = BytesMut::new();
         err.encode(&mut out);
         self.sock.write_all(&out).await?;
-        let simple = matches!(crate::protocol::frame::read_header(&self.cbuf), Some((b'Q' | b'F', _)));
+        let simple = matches!(
+            crate::protocol::frame::read_header(&self.cbuf),
+            Some((b'Q' | b'F', _))
+        );
         loop {
             let mut done = false;
             let n = self.client_scanner.scan(
@@ -215,7 +242,9 @@ impl Session {
 
     /// Attaches a leased server: routes cancels to it and makes its parameters match the client's.
     async fn attach(&mut self, mut lease: ServerLease) -> Result<(), ClientError> {
-        let Some(conn) = lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let Some(conn) = lease.conn() else {
+            return Err(ClientError::ServerLost("empty lease".into()));
+        };
         if let Some(sql) = self.login.params.sync_sql(conn) {
             if let Err(e) = conn.run_internal(&sql).await {
                 conn.broken = true;
@@ -224,7 +253,11 @@ impl Session {
             self.login.params.adopt_canonical(conn);
         }
         conn.last_used = Instant::now();
-        self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
+        self.cancel.set(Some(CancelTarget {
+            addr: conn.addr,
+            pid: conn.pid,
+            key: conn.key,
+        }));
         let now = Instant::now();
         self.state = State::Active(Active {
             lease,
@@ -239,7 +272,12 @@ impl Session {
 
     /// Gives the server back (or closes it when it is not clean) and becomes idle.
     fn detach(&mut self) {
-        if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
+        if let State::Active(active) = std::mem::replace(
+            &mut self.state,
+            State::Idle {
+                since: Instant::now(),
+            },
+        ) {
             self.cancel.set(None);
             active.lease.release();
         }
@@ -247,8 +285,12 @@ impl Session {
 
     async fn on_active(&mut self) -> Result<Flow, ClientError> {
         let deadline = self.next_deadline();
-        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
-        let Some(conn) = active.lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let State::Active(active) = &mut self.state else {
+            return Ok(Flow::Continue);
+        };
+        let Some(conn) = active.lease.conn() else {
+            return Err(ClientError::ServerLost("empty lease".into()));
+        };
         let far = Instant::now() + Duration::from_secs(86_400);
         tokio::select! {
             r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < MAX_PENDING_CLIENT_BYTES => {
@@ -277,19 +319,27 @@ impl Session {
 
     /// Forwards every complete (or streaming) client message to the server, tracking what it owes.
     async fn forward_client(&mut self) -> Result<Flow, ClientError> {
-        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
-        let Some(conn) = active.lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let State::Active(active) = &mut self.state else {
+            return Ok(Flow::Continue);
+        };
+        let Some(conn) = active.lease.conn() else {
+            return Err(ClientError::ServerLost("empty lease".into()));
+        };
         let was_busy = conn.tracker.busy();
         let mut terminate = false;
         let tracker = &mut conn.tracker;
-        let n = self.client_scanner.scan(&self.cbuf, |_| false, |h: Header<'_>| {
-            if h.tag == b'X' {
-                terminate = true;
-                return Scan::StopBefore;
-            }
-            tracker.on_client(h.tag);
-            Scan::Continue
-        })?;
+        let n = self.client_scanner.scan(
+            &self.cbuf,
+            |_| false,
+            |h: Header<'_>| {
+                if h.tag == b'X' {
+                    terminate = true;
+                    return Scan::StopBefore;
+                }
+                tracker.on_client(h.tag);
+                Scan::Continue
+            },
+        )?;
         if n > 0 {
             let now = Instant::now();
             active.last_client_activity = now;
@@ -316,40 +366,54 @@ impl Session {
     async fn forward_server(&mut self) -> Result<Flow, ClientError> {
         let mode = self.settings.pool_mode;
         let params = &mut self.login.params;
-        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
-        let Some(conn) = active.lease.conn() else { return Err(ClientError::ServerLost("empty lease".into())) };
+        let State::Active(active) = &mut self.state else {
+            return Ok(Flow::Continue);
+        };
+        let Some(conn) = active.lease.conn() else {
+            return Err(ClientError::ServerLost("empty lease".into()));
+        };
         let mut release = false;
         let mut refused_block = false;
         let (tracker, rbuf) = (&mut conn.tracker, &conn.rbuf);
         let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let n = active.scanner.scan(rbuf, |t| t == b'Z' || t == b'S', |h: Header<'_>| {
-            match (h.tag, h.body) {
-                (b'Z', Some(body)) => {
-                    let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
-                    tracker.on_ready(status);
-                    if mode == PoolMode::Statement && status != TxStatus::Idle {
-                        refused_block = true;
-                        return Scan::StopBefore;
+        let n = active.scanner.scan(
+            rbuf,
+            |t| t == b'Z' || t == b'S',
+            |h: Header<'_>| {
+                match (h.tag, h.body) {
+                    (b'Z', Some(body)) => {
+                        let status = body
+                            .first()
+                            .copied()
+                            .and_then(TxStatus::from_byte)
+                            .unwrap_or(TxStatus::Failed);
+                        tracker.on_ready(status);
+                        if mode == PoolMode::Statement && status != TxStatus::Idle {
+                            refused_block = true;
+                            return Scan::StopBefore;
+                        }
+                        if tracker.is_clean() && mode != PoolMode::Session {
+                            release = true;
+                            return Scan::StopAfter;
+                        }
                     }
-                    if tracker.is_clean() && mode != PoolMode::Session {
-                        release = true;
-                        return Scan::StopAfter;
+                    (b'S', Some(body)) => {
+                        if let Some((k, v)) = messages::parameter_status_fields(body) {
+                            status_changes.push((k.to_vec(), v.to_vec()));
+                        }
                     }
+                    _ => {}
                 }
-                (b'S', Some(body)) => {
-                    if let Some((k, v)) = messages::parameter_status_fields(body) {
-                        status_changes.push((k.to_vec(), v.to_vec()));
-                    }
-                }
-                _ => {}
-            }
-            Scan::Continue
-        });
+                Scan::Continue
+            },
+        );
         let n = match n {
             Ok(n) => n,
             Err(e) => {
                 conn.broken = true;
-                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
+                return Err(ClientError::ServerLost(format!(
+                    "server sent a malformed message: {e}"
+                )));
             }
         };
         for (k, v) in &status_changes {
@@ -378,12 +442,12 @@ impl Session {
     async fn release_server(&mut self) {
         if self.settings.server_reset_query_always {
             let reset = self.settings.server_reset_query.trim().to_string();
-            if let State::Active(active) = &mut self.state {
-                if let Some(conn) = active.lease.conn() {
-                    if !reset.is_empty() && conn.run_internal(&reset).await.is_err() {
-                        conn.broken = true;
-                    }
-                }
+            if let State::Active(active) = &mut self.state
+                && let Some(conn) = active.lease.conn()
+                && !reset.is_empty()
+                && conn.run_internal(&reset).await.is_err()
+            {
+                conn.broken = true;
             }
         }
         self.detach();
@@ -391,7 +455,9 @@ impl Session {
 
     /// The next timeout that applies to an active client, if any.
     fn next_deadline(&self) -> Option<(Instant, Timer)> {
-        let State::Active(active) = &self.state else { return None };
+        let State::Active(active) = &self.state else {
+            return None;
+        };
         let conn = active.lease.conn_ref()?;
         let s = &self.settings;
         let mut best: Option<(Instant, Timer)> = None;
@@ -401,16 +467,28 @@ impl Session {
             }
         };
         if let Some(started) = active.request_started {
-            let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
+            let wait = if active.cancel_sent {
+                self.cancel_wait.max(Duration::from_secs(1))
+            } else {
+                s.query_timeout
+            };
             consider(wait, started, Timer::Query);
         }
         if conn.tracker.in_transaction() {
             if !conn.tracker.busy() {
-                consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
+                consider(
+                    s.idle_transaction_timeout,
+                    active.last_client_activity,
+                    Timer::IdleTransaction,
+                );
             }
             consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
         } else if !conn.tracker.busy() {
-            consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
+            consider(
+                s.client_idle_timeout,
+                active.last_client_activity,
+                Timer::ClientIdle,
+            );
         }
         best
     }
@@ -418,13 +496,19 @@ impl Session {
     async fn on_timer(&mut self, timer: Timer) -> Result<Flow, ClientError> {
         match timer {
             Timer::Query => {
-                let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
+                let State::Active(active) = &mut self.state else {
+                    return Ok(Flow::Continue);
+                };
                 if active.cancel_sent {
                     return Err(ClientError::QueryTimeout);
                 }
                 active.cancel_sent = true;
                 active.request_started = Some(Instant::now());
-                let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
+                let target = active.lease.conn_ref().map(|c| CancelTarget {
+                    addr: c.addr,
+                    pid: c.pid,
+                    key: c.key,
+                });
                 tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
                 if let Some(t) = target {
                     crate::cancel::send_cancel(t, self.cancel_wait).await;
@@ -446,6 +530,7 @@ enum Timer {
     ClientIdle,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Acquired {
     Lease(ServerLease),
     ClientGone,

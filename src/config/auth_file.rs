@@ -48,7 +48,10 @@ pub struct AuthFile {
 
 impl AuthFile {
     pub fn load(path: &Path) -> Result<AuthFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -60,9 +63,14 @@ impl AuthFile {
             if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: &str| ConfigError::AuthFile { path: path.into(), line: i + 1, reason: reason.into() };
+            let err = |reason: &str| ConfigError::AuthFile {
+                path: path.into(),
+                line: i + 1,
+                reason: reason.into(),
+            };
             let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\" \"secret\""))?;
-            let (secret, _) = quoted(rest.trim_start()).ok_or_else(|| err("expected a quoted secret after the user"))?;
+            let (secret, _) = quoted(rest.trim_start())
+                .ok_or_else(|| err("expected a quoted secret after the user"))?;
             if user.is_empty() {
                 return Err(err("empty user name"));
             }
@@ -104,15 +112,16 @@ fn quoted(s: &str) -> Option<(String, &str)> {
 impl Secret {
     /// `md5` + 32 hex digits, a well-formed SCRAM-SHA-256 verifier, or else a plain password.
     pub fn parse(s: &str) -> Secret {
-        if let Some(hex) = s.strip_prefix("md5") {
-            if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Secret::Md5(s.to_ascii_lowercase());
-            }
+        if let Some(hex) = s.strip_prefix("md5")
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Secret::Md5(s.to_ascii_lowercase());
         }
-        if let Some(v) = s.strip_prefix("SCRAM-SHA-256$") {
-            if let Some(scram) = parse_scram(v) {
-                return Secret::Scram(scram);
-            }
+        if let Some(v) = s.strip_prefix("SCRAM-SHA-256$")
+            && let Some(scram) = parse_scram(v)
+        {
+            return Secret::Scram(scram);
         }
         Secret::Plain(s.to_string())
     }
@@ -124,5 +133,10 @@ fn parse_scram(v: &str) -> Option<ScramSecret> {
     let (stored, server) = keys.split_once(':')?;
     let key = |s: &str| -> Option<[u8; 32]> { STANDARD.decode(s).ok()?.try_into().ok() };
     let iterations: u32 = iter.parse().ok().filter(|n| *n > 0)?;
-    Some(ScramSecret { iterations, salt: STANDARD.decode(salt).ok()?, stored_key: key(stored)?, server_key: key(server)? })
+    Some(ScramSecret {
+        iterations,
+        salt: STANDARD.decode(salt).ok()?,
+        stored_key: key(stored)?,
+        server_key: key(server)?,
+    })
 }

@@ -17,8 +17,10 @@ fn to_duration<E: Error>(n: Number) -> Result<Duration, E> {
         Number::Int(i) => i as f64,
         Number::Float(f) => f,
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 100.0 * 365.0 * 86_400.0 {
-        return Err(E::custom(format!("{secs} is not a valid number of seconds (0 or more)")));
+    if !secs.is_finite() || !(0.0..=100.0 * 365.0 * 86_400.0).contains(&secs) {
+        return Err(E::custom(format!(
+            "{secs} is not a valid number of seconds (0 or more)"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -67,7 +67,11 @@ pub struct SharedLimit {
 
 impl SharedLimit {
     pub fn new(max: usize) -> Self {
-        SharedLimit { max: AtomicUsize::new(max), used: AtomicUsize::new(0), freed: Notify::new() }
+        SharedLimit {
+            max: AtomicUsize::new(max),
+            used: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
     }
     pub fn set_max(&self, max: usize) {
         self.max.store(max, Ordering::Relaxed);
@@ -80,11 +84,15 @@ impl SharedLimit {
     pub fn try_take(&self) -> bool {
         let max = self.max.load(Ordering::Relaxed);
         self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (max == 0 || u < max).then_some(u + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (max == 0 || u < max).then_some(u + 1)
+            })
             .is_ok()
     }
     pub fn give_back(&self) {
-        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
         self.freed.notify_waiters();
     }
 }

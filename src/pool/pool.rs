@@ -68,7 +68,12 @@ enum Step<T, E: std::error::Error + 'static> {
 }
 
 impl<C: Connect> Pool<C> {
-    pub fn new(connector: C, limits: Limits, db_limit: Arc<SharedLimit>, user_limit: Arc<SharedLimit>) -> Arc<Self> {
+    pub fn new(
+        connector: C,
+        limits: Limits,
+        db_limit: Arc<SharedLimit>,
+        user_limit: Arc<SharedLimit>,
+    ) -> Arc<Self> {
         let pool = Arc::new(Pool {
             connector,
             inner: Mutex::new(Inner {
@@ -141,7 +146,10 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Checks out a connection, waiting at most `wait` (zero = no limit) for one.
-    pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease<C>, PoolError<C::Error>> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        wait: Duration,
+    ) -> Result<Lease<C>, PoolError<C::Error>> {
         let started = Instant::now();
         let deadline = (!wait.is_zero()).then(|| started + wait);
         loop {
@@ -169,10 +177,10 @@ impl<C: Connect> Pool<C> {
         if let Some(idle) = g.idle.pop() {
             return Step::Got(idle.conn, idle.created, idle.idle_since);
         }
-        if let Some((at, e)) = &g.last_login_error {
-            if at.elapsed() < g.limits.server_login_retry {
-                return Step::Fail(PoolError::LoginRetry(e.clone()));
-            }
+        if let Some((at, e)) = &g.last_login_error
+            && at.elapsed() < g.limits.server_login_retry
+        {
+            return Step::Fail(PoolError::LoginRetry(e.clone()));
         }
         if g.waiters.is_empty() && self.try_claim(&mut g, false) {
             return Step::Open { reserve: false };
@@ -180,18 +188,33 @@ impl<C: Connect> Pool<C> {
         let (tx, rx) = oneshot::channel();
         let id = g.next_waiter;
         g.next_waiter += 1;
-        g.waiters.push_back(Waiter { id, since: Instant::now(), tx });
+        g.waiters.push_back(Waiter {
+            id,
+            since: Instant::now(),
+            tx,
+        });
         self.hand_out_slots(&mut g);
         Step::Wait(rx, id)
     }
 
     /// Liveness probe and, after `server_check_delay` idle, the check query. `None` = it was closed.
-    async fn validate(self: &Arc<Self>, mut conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
+    async fn validate(
+        self: &Arc<Self>,
+        mut conn: C::Conn,
+        created: Instant,
+        idle_since: Instant,
+    ) -> Option<Lease<C>> {
         let limits = self.limits();
         let ok = conn.is_alive()
-            && (!limits.check_enabled || idle_since.elapsed() < limits.server_check_delay || conn.check().await);
+            && (!limits.check_enabled
+                || idle_since.elapsed() < limits.server_check_delay
+                || conn.check().await);
         if ok {
-            Some(Lease { conn: Some(conn), created, pool: self.clone() })
+            Some(Lease {
+                conn: Some(conn),
+                created,
+                pool: self.clone(),
+            })
         } else {
             tracing::debug!("idle server connection found dead, replacing it");
             self.close(conn);
@@ -201,7 +224,12 @@ impl<C: Connect> Pool<C> {
 
     /// Takes one connection slot under the lock, if pool size, reserve and shared budgets allow.
     fn try_claim(&self, g: &mut Inner<C::Conn, C::Error>, reserve: bool) -> bool {
-        let cap = g.limits.pool_size + if reserve { g.limits.reserve_pool_size } else { 0 };
+        let cap = g.limits.pool_size
+            + if reserve {
+                g.limits.reserve_pool_size
+            } else {
+                0
+            };
         if g.open >= cap || !self.db_limit.try_take() {
             return false;
         }
@@ -226,7 +254,11 @@ impl<C: Connect> Pool<C> {
         match result {
             Ok(Ok(conn)) => {
                 self.lock().last_login_error = None;
-                Ok(Lease { conn: Some(conn), created: Instant::now(), pool: self.clone() })
+                Ok(Lease {
+                    conn: Some(conn),
+                    created: Instant::now(),
+                    pool: self.clone(),
+                })
             }
             Ok(Err(e)) => {
                 self.lock().last_login_error = Some((Instant::now(), e.clone()));
@@ -235,7 +267,9 @@ impl<C: Connect> Pool<C> {
             }
             Err(_elapsed) => {
                 self.free_slot();
-                Err(PoolError::WaitTimeout { waited: connect_timeout })
+                Err(PoolError::WaitTimeout {
+                    waited: connect_timeout,
+                })
             }
         }
     }
@@ -247,12 +281,19 @@ impl<C: Connect> Pool<C> {
         started: Instant,
         deadline: Option<Instant>,
     ) -> Result<Grant<C::Conn>, PoolError<C::Error>> {
-        let mut guard = WaiterGuard { pool: self.clone(), id, rx: Some(rx) };
+        let mut guard = WaiterGuard {
+            pool: self.clone(),
+            id,
+            rx: Some(rx),
+        };
         let reserve = self.limits();
-        let reserve_at = (reserve.reserve_pool_size > 0).then(|| started + reserve.reserve_pool_timeout);
+        let reserve_at =
+            (reserve.reserve_pool_size > 0).then(|| started + reserve.reserve_pool_timeout);
         let far = started + Duration::from_secs(365 * 24 * 3600);
         loop {
-            let Some(rx) = guard.rx.as_mut() else { return Err(PoolError::Closed) };
+            let Some(rx) = guard.rx.as_mut() else {
+                return Err(PoolError::Closed);
+            };
             let db_freed = self.db_limit.freed.notified();
             let user_freed = self.user_limit.freed.notified();
             tokio::select! {
@@ -281,11 +322,14 @@ impl<C: Connect> Pool<C> {
                 g.waiters.pop_front();
                 continue;
             }
-            let reserve = front.since.elapsed() >= g.limits.reserve_pool_timeout && g.limits.reserve_pool_size > 0;
+            let reserve = front.since.elapsed() >= g.limits.reserve_pool_timeout
+                && g.limits.reserve_pool_size > 0;
             if !self.try_claim(g, reserve) {
                 return;
             }
-            let Some(w) = g.waiters.pop_front() else { return };
+            let Some(w) = g.waiters.pop_front() else {
+                return;
+            };
             if w.tx.send(Grant::Slot { reserve }).is_err() {
                 self.unclaim(g);
             }
@@ -305,7 +349,8 @@ impl<C: Connect> Pool<C> {
     /// pool is over size, past its lifetime, or closed).
     pub(super) fn check_in(&self, conn: C::Conn, created: Instant) {
         let mut g = self.lock();
-        let expired = !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
+        let expired =
+            !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
         if g.closed || expired {
             drop(g);
             return self.close(conn);
@@ -322,7 +367,11 @@ impl<C: Connect> Pool<C> {
             drop(g);
             return self.close(conn);
         }
-        g.idle.push(IdleConn { conn, created, idle_since: Instant::now() });
+        g.idle.push(IdleConn {
+            conn,
+            created,
+            idle_since: Instant::now(),
+        });
     }
 
     /// Closes a connection and gives its slot to the next waiter.
@@ -346,7 +395,8 @@ impl<C: Connect> Pool<C> {
                 (l.server_idle_timeout.is_zero() || c.idle_since.elapsed() < l.server_idle_timeout)
                     && (l.server_lifetime.is_zero() || c.created.elapsed() < l.server_lifetime)
             };
-            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut g.idle).into_iter().partition(keep);
+            let (kept, gone): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut g.idle).into_iter().partition(keep);
             g.idle = kept;
             gone.into_iter().map(|c| c.conn).collect()
         };

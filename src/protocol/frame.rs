@@ -43,7 +43,10 @@ pub struct Header<'a> {
 
 impl FrameScanner {
     pub fn new(max_len: usize) -> Self {
-        FrameScanner { streaming: 0, max_len: max_len.min(MAX_MESSAGE_LEN) }
+        FrameScanner {
+            streaming: 0,
+            max_len: max_len.min(MAX_MESSAGE_LEN),
+        }
     }
 
     /// True while the tail of a streamed message is still expected.
@@ -54,7 +57,12 @@ impl FrameScanner {
     /// Walks `buf` from its start. `wants_body(tag)` says which messages must be seen whole; `on_msg` is
     /// called once per message header (for held-back messages, once the whole message is in `buf`).
     /// Returns how many leading bytes of `buf` are complete enough to forward.
-    pub fn scan<W, F>(&mut self, buf: &[u8], wants_body: W, mut on_msg: F) -> Result<usize, ProtocolError>
+    pub fn scan<W, F>(
+        &mut self,
+        buf: &[u8],
+        wants_body: W,
+        mut on_msg: F,
+    ) -> Result<usize, ProtocolError>
     where
         W: Fn(u8) -> bool,
         F: FnMut(Header<'_>) -> Scan,
@@ -69,18 +77,32 @@ impl FrameScanner {
                     return Ok(pos);
                 }
             }
-            let Some(rest) = buf.get(pos..) else { return Ok(pos) };
-            let Some((tag, len)) = read_header(rest) else { return Ok(pos) };
+            let Some(rest) = buf.get(pos..) else {
+                return Ok(pos);
+            };
+            let Some((tag, len)) = read_header(rest) else {
+                return Ok(pos);
+            };
             if len < 4 || len > self.max_len {
                 return Err(ProtocolError::BadLength { tag, len });
             }
             let total = 1 + len;
             let hold = wants_body(tag) && len - 4 <= MAX_READ_BODY;
             let verdict = if hold {
-                let Some(body) = rest.get(5..total) else { return Ok(pos) };
-                on_msg(Header { tag, len, body: Some(body) })
+                let Some(body) = rest.get(5..total) else {
+                    return Ok(pos);
+                };
+                on_msg(Header {
+                    tag,
+                    len,
+                    body: Some(body),
+                })
             } else {
-                on_msg(Header { tag, len, body: None })
+                on_msg(Header {
+                    tag,
+                    len,
+                    body: None,
+                })
             };
             match verdict {
                 Scan::StopBefore => return Ok(pos),
@@ -101,14 +123,21 @@ impl FrameScanner {
 
 /// Reads a message header without consuming it; `None` when fewer than 5 bytes are there.
 pub fn read_header(buf: &[u8]) -> Option<(u8, usize)> {
-    let [tag, a, b, c, d, ..] = *buf else { return None };
+    let [tag, a, b, c, d, ..] = *buf else {
+        return None;
+    };
     Some((tag, u32::from_be_bytes([a, b, c, d]) as usize))
 }
 
+/// A whole message: tag, body, and how many bytes it took in the buffer.
+pub type Whole<'a> = (u8, &'a [u8], usize);
+
 /// The next whole message in `buf` (tag, body), with a length check; `None` when incomplete.
 /// For contexts (login) where every message is read whole; `max_len` bounds what we hold.
-pub fn whole_message(buf: &[u8], max_len: usize) -> Result<Option<(u8, &[u8], usize)>, ProtocolError> {
-    let Some((tag, len)) = read_header(buf) else { return Ok(None) };
+pub fn whole_message(buf: &[u8], max_len: usize) -> Result<Option<Whole<'_>>, ProtocolError> {
+    let Some((tag, len)) = read_header(buf) else {
+        return Ok(None);
+    };
     if len < 4 || len > max_len.min(MAX_MESSAGE_LEN) {
         return Err(ProtocolError::BadLength { tag, len });
     }
@@ -128,7 +157,9 @@ mod tests {
     }
 
     /// Feeds `wire` split at `cut` and collects (tag, body) and the total forwarded count.
-    fn run(wire: &[u8], cut: usize) -> (Vec<(u8, Option<Vec<u8>>)>, usize) {
+    type Seen = Vec<(u8, Option<Vec<u8>>)>;
+
+    fn run(wire: &[u8], cut: usize) -> (Seen, usize) {
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
         let mut buf = wire[..cut].to_vec();
         let mut seen = vec![];
@@ -136,10 +167,14 @@ mod tests {
         let mut rest = &wire[cut..];
         loop {
             let n = sc
-                .scan(&buf, |t| t == b'Z', |h| {
-                    seen.push((h.tag, h.body.map(|b| b.to_vec())));
-                    Scan::Continue
-                })
+                .scan(
+                    &buf,
+                    |t| t == b'Z',
+                    |h| {
+                        seen.push((h.tag, h.body.map(|b| b.to_vec())));
+                        Scan::Continue
+                    },
+                )
                 .unwrap();
             fwd += n;
             buf.drain(..n);
@@ -172,10 +207,14 @@ mod tests {
     fn streamed_message_is_forwarded_before_it_is_complete() {
         let wire = msg(b'D', &[1u8; 1000]);
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
-        let n = sc.scan(&wire[..100], |_| false, |_| Scan::Continue).unwrap();
+        let n = sc
+            .scan(&wire[..100], |_| false, |_| Scan::Continue)
+            .unwrap();
         assert_eq!(n, 100);
         assert!(sc.mid_message());
-        let n = sc.scan(&wire[100..], |_| false, |_| Scan::Continue).unwrap();
+        let n = sc
+            .scan(&wire[100..], |_| false, |_| Scan::Continue)
+            .unwrap();
         assert_eq!(n, 905);
         assert!(!sc.mid_message());
     }
@@ -186,7 +225,10 @@ mod tests {
             let mut wire = vec![b'Q'];
             wire.extend_from_slice(&len.to_be_bytes());
             let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
-            assert!(sc.scan(&wire, |_| true, |_| Scan::Continue).is_err(), "len {len}");
+            assert!(
+                sc.scan(&wire, |_| true, |_| Scan::Continue).is_err(),
+                "len {len}"
+            );
         }
     }
 
@@ -196,7 +238,17 @@ mod tests {
         wire.extend(msg(b'X', b""));
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
         let n = sc
-            .scan(&wire, |_| false, |h| if h.tag == b'X' { Scan::StopBefore } else { Scan::Continue })
+            .scan(
+                &wire,
+                |_| false,
+                |h| {
+                    if h.tag == b'X' {
+                        Scan::StopBefore
+                    } else {
+                        Scan::Continue
+                    }
+                },
+            )
             .unwrap();
         assert_eq!(n, 14);
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);

@@ -30,7 +30,11 @@ pub enum ServerError {
     Connect { addr: String, reason: String },
     /// The server sent an ErrorResponse; passed to the client as the server's own error.
     #[error("{message}")]
-    Refused { severity: String, code: String, message: String },
+    Refused {
+        severity: String,
+        code: String,
+        message: String,
+    },
     #[error("server protocol error: {0}")]
     Protocol(String),
     #[error("server closed the connection unexpectedly")]
@@ -58,7 +62,10 @@ pub enum Credentials {
     /// `md5` + hex(md5(password || user)): enough for md5 auth.
     Md5Hash(String),
     /// ClientKey/ServerKey learned from a client's SCRAM exchange: enough for SCRAM auth.
-    ScramKeys { client_key: [u8; 32], server_key: [u8; 32] },
+    ScramKeys {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+    },
 }
 
 /// One connection to PostgreSQL.
@@ -81,12 +88,22 @@ pub struct ServerConn {
 
 impl ServerConn {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn set_param(&mut self, name: &[u8], value: &[u8]) {
-        let (name, value) = (String::from_utf8_lossy(name), String::from_utf8_lossy(value));
-        match self.params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
+        let (name, value) = (
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(value),
+        );
+        match self
+            .params
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+        {
             Some((_, v)) => *v = value.into_owned(),
             None => self.params.push((name.into_owned(), value.into_owned())),
         }
@@ -117,7 +134,11 @@ impl ServerConn {
                 }
                 b'E' => {
                     let (severity, code, message) = messages::error_fields(&body);
-                    first_error.get_or_insert(ServerError::Refused { severity, code, message });
+                    first_error.get_or_insert(ServerError::Refused {
+                        severity,
+                        code,
+                        message,
+                    });
                 }
                 b'S' => {
                     if let Some((n, v)) = messages::parameter_status_fields(&body) {
@@ -132,8 +153,8 @@ impl ServerConn {
     /// Reads one whole message for pgsluice's own use.
     async fn read_internal(&mut self) -> Result<(u8, Vec<u8>), ServerError> {
         loop {
-            if let Some((tag, body, n)) =
-                whole_message(&self.rbuf, MAX_INTERNAL_MESSAGE).map_err(|e| ServerError::Protocol(e.to_string()))?
+            if let Some((tag, body, n)) = whole_message(&self.rbuf, MAX_INTERNAL_MESSAGE)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?
             {
                 let out = (tag, body.to_vec());
                 let _ = self.rbuf.split_to(n);
@@ -195,13 +216,17 @@ impl Connect for ServerConnector {
     type Error = ServerError;
 
     async fn connect(&self) -> Result<ServerConn, ServerError> {
-        let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
+        let creds = self
+            .credentials
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
         let mut conn = login::connect(&self.target, &self.user, &creds).await?;
         conn.check_query = self.check_query.clone();
-        if let Ok(mut w) = self.welcome.lock() {
-            if w.is_none() {
-                *w = Some(conn.params.clone());
-            }
+        if let Ok(mut w) = self.welcome.lock()
+            && w.is_none()
+        {
+            *w = Some(conn.params.clone());
         }
         Ok(conn)
     }

@@ -13,7 +13,12 @@ pub struct RawConn {
 
 impl RawConn {
     pub async fn connect(port: u16) -> RawConn {
-        RawConn { sock: TcpStream::connect(("127.0.0.1", port)).await.expect("connect"), buf: Vec::new() }
+        RawConn {
+            sock: TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect"),
+            buf: Vec::new(),
+        }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -66,7 +71,9 @@ impl RawConn {
         loop {
             match self.read_message(Duration::from_secs(10)).await {
                 Some((b'Z', _)) => return,
-                Some((b'E', body)) => panic!("error before ReadyForQuery: {:?}", error_fields(&body)),
+                Some((b'E', body)) => {
+                    panic!("error before ReadyForQuery: {:?}", error_fields(&body))
+                }
                 Some(_) => {}
                 None => panic!("EOF before ReadyForQuery"),
             }
@@ -99,7 +106,10 @@ pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
             break;
         }
         let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
-        out.insert(kind as char, String::from_utf8_lossy(&tail[..end]).into_owned());
+        out.insert(
+            kind as char,
+            String::from_utf8_lossy(&tail[..end]).into_owned(),
+        );
         rest = tail.get(end + 1..).unwrap_or_default();
     }
     out
