@@ -63,19 +63,12 @@ impl CancelRegistry {
         let slot = loop {
             let pid = rand::random::<u32>() & 0x7fff_ffff;
             if pid != 0 && !slots.contains_key(&pid) {
-                let slot = Arc::new(CancelSlot {
-                    pid,
-                    key: rand::random(),
-                    target: Mutex::new(None),
-                });
+                let slot = Arc::new(CancelSlot { pid, key: rand::random(), target: Mutex::new(None) });
                 slots.insert(pid, slot.clone());
                 break slot;
             }
         };
-        Registration {
-            registry: self.clone(),
-            slot,
-        }
+        Registration { registry: self.clone(), slot }
     }
 
     /// Forwards a client's CancelRequest to its current server. Wrong keys and idle clients cancel nothing.
@@ -106,11 +99,7 @@ pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
         s.write_all(&pkt).await?;
         s.shutdown().await
     };
-    let result = if wait.is_zero() {
-        Ok(send.await)
-    } else {
-        tokio::time::timeout(wait, send).await
-    };
+    let result = if wait.is_zero() { Ok(send.await) } else { tokio::time::timeout(wait, send).await };
     match result {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -118,10 +107,7 @@ pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
             false
         }
         Err(_) => {
-            tracing::warn!(
-                pid = target.pid,
-                "cancel request timed out (cancel_wait_timeout)"
-            );
+            tracing::warn!(pid = target.pid, "cancel request timed out (cancel_wait_timeout)");
             false
         }
     }

@@ -18,11 +18,7 @@ impl Drop for ClientSlot {
 }
 
 /// Accepts until `shutdown` turns true.
-pub async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {

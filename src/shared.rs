@@ -47,10 +47,7 @@ impl ClientCounts {
             return None;
         }
         *n += 1;
-        Some(ClientCountGuard {
-            counts: self.clone(),
-            name: name.to_string(),
-        })
+        Some(ClientCountGuard { counts: self.clone(), name: name.to_string() })
     }
 }
 
@@ -64,6 +61,7 @@ impl Drop for ClientCountGuard {
 }
 
 pub struct Shared {
+    me: std::sync::Weak<Shared>,
     config: RwLock<Arc<Config>>,
     auth: RwLock<Arc<AuthFile>>,
     pools: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
@@ -79,7 +77,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, auth: AuthFile) -> Arc<Self> {
-        Arc::new(Shared {
+        Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::default(),
@@ -94,17 +93,11 @@ impl Shared {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
     pub fn auth(&self) -> Arc<AuthFile> {
-        self.auth
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        self.auth.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
     pub fn secret(&self, user: &str) -> Option<Secret> {
@@ -115,25 +108,15 @@ impl Shared {
         self.clients.load(Ordering::Relaxed)
     }
 
-    fn limit(
-        map: &Mutex<HashMap<String, Arc<SharedLimit>>>,
-        name: &str,
-        max: usize,
-    ) -> Arc<SharedLimit> {
+    fn limit(map: &Mutex<HashMap<String, Arc<SharedLimit>>>, name: &str, max: usize) -> Arc<SharedLimit> {
         let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        let l = m
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(SharedLimit::new(max)));
+        let l = m.entry(name.to_string()).or_insert_with(|| Arc::new(SharedLimit::new(max)));
         l.set_max(max);
         l.clone()
     }
 
     /// The credential cell for a server-side user, seeded from the database entry or the auth file.
-    pub fn credentials(
-        &self,
-        server_user: &str,
-        settings: &PoolSettings,
-    ) -> Arc<Mutex<Credentials>> {
+    pub fn credentials(&self, server_user: &str, settings: &PoolSettings) -> Arc<Mutex<Credentials>> {
         let mut m = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
         let cell = m.entry(server_user.to_string()).or_default().clone();
         let seeded = match (&settings.server.password, self.secret(server_user)) {
@@ -150,20 +133,13 @@ impl Shared {
 
     /// The pool for (db, user), created on first use. `None` when the database is not configured.
     pub fn pool(&self, db: &str, user: &str) -> Option<Arc<PoolEntry>> {
-        let key = PoolKey {
-            db: db.to_string(),
-            user: user.to_string(),
-        };
+        let key = PoolKey { db: db.to_string(), user: user.to_string() };
         if let Some(e) = self.pools.lock().ok()?.get(&key) {
             return Some(e.clone());
         }
         let config = self.config();
         let settings = config.pool_settings(db, user)?;
-        let server_user = settings
-            .server
-            .user
-            .clone()
-            .unwrap_or_else(|| user.to_string());
+        let server_user = settings.server.user.clone().unwrap_or_else(|| user.to_string());
         let connector = ServerConnector {
             target: settings.server.clone(),
             user: server_user.clone(),
@@ -172,17 +148,8 @@ impl Shared {
             welcome: Mutex::new(None),
         };
         let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
-        let user_limit = Self::limit(
-            &self.user_limits,
-            &server_user,
-            settings.max_user_connections,
-        );
-        let pool = Pool::new(
-            connector,
-            Limits::from_settings(&settings),
-            db_limit,
-            user_limit,
-        );
+        let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);
+        let pool = Pool::new(connector, Limits::from_settings(&settings), db_limit, user_limit);
         let entry = Arc::new(PoolEntry { pool, settings });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
@@ -190,9 +157,6 @@ impl Shared {
 
     /// Every pool, for stats and shutdown.
     pub fn all_pools(&self) -> Vec<(PoolKey, Arc<PoolEntry>)> {
-        self.pools
-            .lock()
-            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        self.pools.lock().map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
     }
 }

@@ -13,34 +13,19 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    Listen { addr: String, source: std::io::Error },
 }
 
 /// Binds the configured address and serves until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    let addr = format!(
-        "{}:{}",
-        config.general.listen_addr, config.general.listen_port
-    );
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
+    let addr = format!("{}:{}", config.general.listen_addr, config.general.listen_port);
+    let listener = TcpListener::bind(&addr).await.map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
     tracing::info!(%addr, "listening");
     serve(config, listener, shutdown).await
 }
 
 /// Serves on an already-bound listener (tests bind 127.0.0.1:0).
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), RunError> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let auth = config.load_auth_file()?;
     let shared = Shared::new(config, auth);
     crate::listener::accept_loop(listener, shared.clone(), shutdown).await;
@@ -53,10 +38,7 @@ pub async fn serve(
 /// Resolves once SIGINT or SIGTERM arrives.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -15,9 +15,7 @@ async fn error_code_then_eof(conn: &mut RawConn, within: Duration) -> Option<Str
     while Instant::now() < deadline {
         match conn.read_message(deadline - Instant::now()).await {
             Some((b'E', body)) => {
-                code.get_or_insert_with(|| {
-                    error_fields(&body).get(&'C').cloned().unwrap_or_default()
-                });
+                code.get_or_insert_with(|| error_fields(&body).get(&'C').cloned().unwrap_or_default());
             }
             Some(_) => {}
             None => return code,
@@ -43,22 +41,10 @@ async fn malformed_startup_packets_get_08p01_and_others_are_served() {
     let px = Proxy::builder(&pg).start().await;
     let proto3 = 196_608u32.to_be_bytes();
     let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
-        (
-            "garbage",
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage garbage".to_vec(),
-            Some("08P01"),
-        ),
+        ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage garbage".to_vec(), Some("08P01")),
         ("length below 8", startup_with_len(4, &[]), Some("08P01")),
-        (
-            "oversized startup",
-            startup_with_len(20_000, &proto3),
-            Some("08P01"),
-        ),
-        (
-            "2 GB length",
-            startup_with_len(0x8000_0000, &proto3),
-            Some("08P01"),
-        ),
+        ("oversized startup", startup_with_len(20_000, &proto3), Some("08P01")),
+        ("2 GB length", startup_with_len(0x8000_0000, &proto3), Some("08P01")),
         (
             "missing final NUL",
             {
@@ -67,16 +53,8 @@ async fn malformed_startup_packets_get_08p01_and_others_are_served() {
             },
             Some("08P01"),
         ),
-        (
-            "protocol 2.0",
-            startup_with_len(8, &0x0002_0000u32.to_be_bytes()),
-            Some("0A000"),
-        ),
-        (
-            "protocol 4.0",
-            startup_with_len(8, &0x0004_0000u32.to_be_bytes()),
-            Some("0A000"),
-        ),
+        ("protocol 2.0", startup_with_len(8, &0x0002_0000u32.to_be_bytes()), Some("0A000")),
+        ("protocol 4.0", startup_with_len(8, &0x0004_0000u32.to_be_bytes()), Some("0A000")),
         (
             "no user",
             {
@@ -103,21 +81,13 @@ async fn truncated_startup_then_eof_and_data_after_ssl_request() {
     let mut c = RawConn::connect(px.port()).await;
     c.send(&full[..full.len() / 2]).await;
     c.shutdown_write().await;
-    assert_eq!(
-        error_code_then_eof(&mut c, Duration::from_secs(5)).await,
-        None
-    );
+    assert_eq!(error_code_then_eof(&mut c, Duration::from_secs(5)).await, None);
     // SSLRequest with a StartupMessage in the same write: the bytes after it are refused (CVE-2021-23214 class).
     let mut c = RawConn::connect(px.port()).await;
     let mut both = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
     both.extend_from_slice(&full);
     c.send(&both).await;
-    assert_eq!(
-        error_code_then_eof(&mut c, Duration::from_secs(5))
-            .await
-            .as_deref(),
-        Some("08P01")
-    );
+    assert_eq!(error_code_then_eof(&mut c, Duration::from_secs(5)).await.as_deref(), Some("08P01"));
     assert_still_serving(&px).await;
 }
 
@@ -125,22 +95,12 @@ async fn truncated_startup_then_eof_and_data_after_ssl_request() {
 async fn garbage_after_login_gets_08p01_and_oversized_frame_is_not_allocated() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).auth_type("trust").start().await;
-    for frame in [
-        &b"Q\x7f\xff\xff\xffselect"[..],
-        &b"Q\x00\x00\x00\x02"[..],
-        &b"Q\x80\x80\x80\x80"[..],
-    ] {
+    for frame in [&b"Q\x7f\xff\xff\xffselect"[..], &b"Q\x00\x00\x00\x02"[..], &b"Q\x80\x80\x80\x80"[..]] {
         let mut c = RawConn::connect(px.port()).await;
-        c.send(&RawConn::startup_packet("trust_user", "app", &[]))
-            .await;
+        c.send(&RawConn::startup_packet("trust_user", "app", &[])).await;
         c.read_until_ready().await;
         c.send(frame).await;
-        assert_eq!(
-            error_code_then_eof(&mut c, Duration::from_secs(5))
-                .await
-                .as_deref(),
-            Some("08P01")
-        );
+        assert_eq!(error_code_then_eof(&mut c, Duration::from_secs(5)).await.as_deref(), Some("08P01"));
     }
     let c = px.try_client("trust_user", "", "app").await.unwrap();
     c.simple_query("select 1").await.unwrap();
@@ -149,10 +109,7 @@ async fn garbage_after_login_gets_08p01_and_oversized_frame_is_not_allocated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_login_is_dropped_after_client_login_timeout_while_others_log_in() {
     let pg = TestPg::start().await;
-    let px = Proxy::builder(&pg)
-        .general("client_login_timeout", "2")
-        .start()
-        .await;
+    let px = Proxy::builder(&pg).general("client_login_timeout", "2").start().await;
     let startup = RawConn::startup_packet("scram_user", "app", &[]);
     let mut slow = RawConn::connect(px.port()).await;
     let started = Instant::now();
@@ -172,10 +129,7 @@ async fn slow_login_is_dropped_after_client_login_timeout_while_others_log_in() 
     let code = error_code_then_eof(&mut slow, Duration::from_secs(5)).await;
     assert_eq!(code.as_deref(), Some("08P01"));
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(8),
-        "dropped after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(8), "dropped after {elapsed:?}");
 }
 
 fn assert_still_open_or_closed() {}

@@ -15,12 +15,7 @@ const PW: &str = "scram_pw";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_clients_share_a_pool_of_five() {
     let pg = TestPg::start().await;
-    let px = Proxy::builder(&pg)
-        .pool_size(5)
-        .max_client_conn(1000)
-        .query_wait_timeout(60.0)
-        .start()
-        .await;
+    let px = Proxy::builder(&pg).pool_size(5).max_client_conn(1000).query_wait_timeout(60.0).start().await;
     let admin = pg.admin_client().await;
     // Watch PostgreSQL's own view of the pool's connections for the whole run.
     let running = Arc::new(AtomicBool::new(true));
@@ -48,12 +43,17 @@ async fn five_hundred_clients_share_a_pool_of_five() {
             let (client, conn) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.expect("connect");
             tokio::spawn(conn);
             for j in 0..20 {
-                let tx_sql = format!("begin; update accounts set balance = balance + 1 where id = {}; commit;", (i + j) % 10 + 1);
+                let tx_sql = format!(
+                    "begin; update accounts set balance = balance + 1 where id = {}; commit;",
+                    (i + j) % 10 + 1
+                );
                 client.batch_execute(&tx_sql).await.expect("transaction");
             }
             let rows = client.simple_query(&format!("select {i} + 1")).await.unwrap();
             let expected = (i + 1).to_string();
-            assert!(rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(expected.as_str()))));
+            assert!(rows.iter().any(
+                |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(expected.as_str()))
+            ));
         }));
     }
     for t in tasks {
@@ -62,36 +62,17 @@ async fn five_hundred_clients_share_a_pool_of_five() {
     running.store(false, Ordering::Relaxed);
     watcher.await.unwrap();
     let seen = max_seen.load(Ordering::Relaxed);
-    assert!(
-        (1..=5).contains(&seen),
-        "PostgreSQL saw {seen} connections from a pool of 5"
-    );
+    assert!((1..=5).contains(&seen), "PostgreSQL saw {seen} connections from a pool of 5");
     let c = pg.direct(USER, PW, "app").await;
-    let total: i64 = c
-        .query_one("select sum(balance)::int8 from accounts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let initial: i64 = c
-        .query_one("select count(*) * 0 from accounts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        total >= 500 * 20 + initial,
-        "every transaction committed: sum {total}"
-    );
+    let total: i64 = c.query_one("select sum(balance)::int8 from accounts", &[]).await.unwrap().get(0);
+    let initial: i64 = c.query_one("select count(*) * 0 from accounts", &[]).await.unwrap().get(0);
+    assert!(total >= 500 * 20 + initial, "every transaction committed: sum {total}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_pool_only_after_reserve_timeout_and_wait_timeout_keeps_client_usable() {
     let pg = TestPg::start().await;
-    let px = Proxy::builder(&pg)
-        .pool_size(5)
-        .reserve_pool(2, 1.0)
-        .query_wait_timeout(2.5)
-        .start()
-        .await;
+    let px = Proxy::builder(&pg).pool_size(5).reserve_pool(2, 1.0).query_wait_timeout(2.5).start().await;
     // Seven clients each hold a server inside a transaction.
     let mut holders = Vec::new();
     for i in 0..5 {
@@ -108,16 +89,9 @@ async fn reserve_pool_only_after_reserve_timeout_and_wait_timeout_keeps_client_u
         (sixth, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        pg.backends_for(USER).await,
-        5,
-        "reserve used before reserve_pool_timeout"
-    );
+    assert_eq!(pg.backends_for(USER).await, 5, "reserve used before reserve_pool_timeout");
     let (sixth, waited) = sixth_tx.await.unwrap();
-    assert!(
-        waited >= Duration::from_millis(900),
-        "reserve granted after {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(900), "reserve granted after {waited:?}");
     assert_eq!(pg.backends_for(USER).await, 6);
     holders.push(sixth);
     let seventh = px.client(USER, PW, "app").await;
@@ -131,20 +105,9 @@ async fn reserve_pool_only_after_reserve_timeout_and_wait_timeout_keeps_client_u
     let waited = started.elapsed();
     let db = err.as_db_error().expect("an ErrorResponse");
     assert_eq!(db.code(), &SqlState::QUERY_CANCELED);
-    assert!(
-        db.message().starts_with("query_wait_timeout"),
-        "{}",
-        db.message()
-    );
-    assert!(
-        waited >= Duration::from_secs(2),
-        "timed out after {waited:?}"
-    );
-    assert_eq!(
-        pg.backends_for(USER).await,
-        7,
-        "never more than pool + reserve"
-    );
+    assert!(db.message().starts_with("query_wait_timeout"), "{}", db.message());
+    assert!(waited >= Duration::from_secs(2), "timed out after {waited:?}");
+    assert_eq!(pg.backends_for(USER).await, 7, "never more than pool + reserve");
     // Free one server: the same 8th connection now works.
     holders[0].batch_execute("commit").await.unwrap();
     assert_eq!(common::scalar(&eighth, "select 42").await, "42");
@@ -154,15 +117,9 @@ async fn reserve_pool_only_after_reserve_timeout_and_wait_timeout_keeps_client_u
 async fn killed_client_inside_transaction_leaves_no_lock_and_pool_of_one_recovers() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).pool_size(1).start().await;
-    let (client, conn) =
-        tokio_postgres::connect(&px.connstr(USER, PW, "app"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
+    let (client, conn) = tokio_postgres::connect(&px.connstr(USER, PW, "app"), tokio_postgres::NoTls).await.unwrap();
     let conn_task = tokio::spawn(conn);
-    client
-        .batch_execute("begin; update accounts set balance = balance + 1000 where id = 1")
-        .await
-        .unwrap();
+    client.batch_execute("begin; update accounts set balance = balance + 1000 where id = 1").await.unwrap();
     // Kill the client abruptly: the socket closes while the server holds a row lock.
     conn_task.abort();
     drop(client);
@@ -185,14 +142,9 @@ async fn killed_client_inside_transaction_leaves_no_lock_and_pool_of_one_recover
     })
     .await;
     let next = px.client(USER, PW, "app").await;
-    let balance: i64 = common::scalar(&next, "select balance from accounts where id = 1")
-        .await
-        .parse()
-        .unwrap();
+    let balance: i64 = common::scalar(&next, "select balance from accounts where id = 1").await.parse().unwrap();
     assert!(balance < 1000, "the killed client's update was rolled back");
-    next.batch_execute("update accounts set balance = balance where id = 1")
-        .await
-        .unwrap();
+    next.batch_execute("update accounts set balance = balance where id = 1").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

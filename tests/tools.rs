@@ -9,15 +9,7 @@ use common::{Proxy, TestPg};
 fn pgbench(args: &[&str], port: u16) -> std::process::Output {
     Command::new("pgbench")
         .args(args)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "scram_user",
-            "app",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "scram_user", "app"])
         .env("PGPASSWORD", "scram_pw")
         .output()
         .expect("pgbench is installed (.ci/run installs postgresql)")
@@ -27,31 +19,16 @@ fn pgbench(args: &[&str], port: u16) -> std::process::Output {
 async fn pgbench_simple_and_extended_have_no_failed_transactions() {
     let pg = TestPg::start().await;
     let init = pgbench(&["-i", "-s", "1", "-q"], pg.port());
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let px = Proxy::builder(&pg)
-        .pool_size(4)
-        .general("ignore_startup_parameters", "\"extra_float_digits\"")
-        .start()
-        .await;
+    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    let px =
+        Proxy::builder(&pg).pool_size(4).general("ignore_startup_parameters", "\"extra_float_digits\"").start().await;
     for mode in ["simple", "extended"] {
         let out = pgbench(&["-c", "16", "-j", "2", "-t", "200", "-M", mode], px.port());
         let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "pgbench -M {mode}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("number of transactions actually processed: 3200/3200"), "{mode}: {stdout}");
         assert!(
-            out.status.success(),
-            "pgbench -M {mode}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("number of transactions actually processed: 3200/3200"),
-            "{mode}: {stdout}"
-        );
-        assert!(
-            !stdout.contains("number of failed transactions: ")
-                || stdout.contains("number of failed transactions: 0 "),
+            !stdout.contains("number of failed transactions: ") || stdout.contains("number of failed transactions: 0 "),
             "{stdout}"
         );
     }
@@ -78,28 +55,12 @@ async fn psql_runs_a_script_through_pgsluice() {
             "-d",
             "app",
         ])
-        .args([
-            "-c",
-            "begin",
-            "-c",
-            "select count(*) from accounts",
-            "-c",
-            "commit",
-            "-c",
-            "show application_name",
-        ])
+        .args(["-c", "begin", "-c", "select count(*) from accounts", "-c", "commit", "-c", "show application_name"])
         .env("PGPASSWORD", "scram_pw")
         .output()
         .expect("psql is installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("10"), "{stdout}");
-    assert!(
-        stdout.contains("psql"),
-        "application_name reaches the server: {stdout}"
-    );
+    assert!(stdout.contains("psql"), "application_name reaches the server: {stdout}");
 }

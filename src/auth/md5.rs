@@ -34,9 +34,7 @@ pub fn verify(secret: Option<&Secret>, user: &str, salt: [u8; 4], response: &[u8
     let stored = match secret {
         Some(Secret::Plain(p)) => md5_hex_secret(p, user),
         Some(Secret::Md5(h)) => h.clone(),
-        Some(Secret::Scram(_)) | None => {
-            md5_hex_secret(&format!("{:x}", rand::random::<u64>()), user)
-        }
+        Some(Secret::Scram(_)) | None => md5_hex_secret(&format!("{:x}", rand::random::<u64>()), user),
     };
     let ok = ct_eq(expected_response(&stored, salt).as_bytes(), response);
     ok && matches!(secret, Some(Secret::Plain(_) | Secret::Md5(_)))
@@ -50,24 +48,11 @@ mod tests {
     fn matches_postgres_protocol() {
         let salt = [9, 8, 7, 6];
         let response = postgres_protocol::authentication::md5_hash(b"bob", b"secret", salt);
-        assert!(verify(
-            Some(&Secret::Plain("secret".into())),
-            "bob",
-            salt,
-            response.as_bytes()
-        ));
+        assert!(verify(Some(&Secret::Plain("secret".into())), "bob", salt, response.as_bytes()));
         let stored = Secret::Md5(md5_hex_secret("secret", "bob"));
         assert!(verify(Some(&stored), "bob", salt, response.as_bytes()));
-        assert!(!verify(
-            Some(&Secret::Plain("other".into())),
-            "bob",
-            salt,
-            response.as_bytes()
-        ));
+        assert!(!verify(Some(&Secret::Plain("other".into())), "bob", salt, response.as_bytes()));
         assert!(!verify(None, "bob", salt, response.as_bytes()));
-        assert_eq!(
-            md5_hex_secret("secret", "bob"),
-            postgres_protocol::password::md5(b"secret", "bob")
-        );
+        assert_eq!(md5_hex_secret("secret", "bob"), postgres_protocol::password::md5(b"secret", "bob"));
     }
 }

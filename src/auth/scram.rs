@@ -43,10 +43,7 @@ impl Keys {
             salted.iter_mut().zip(u.iter()).for_each(|(s, x)| *s ^= x);
         }
         let client_key = hmac(&salted, &[b"Client Key"]);
-        Keys {
-            stored_key: sha256(&client_key),
-            server_key: hmac(&salted, &[b"Server Key"]),
-        }
+        Keys { stored_key: sha256(&client_key), server_key: hmac(&salted, &[b"Server Key"]) }
     }
 }
 
@@ -69,22 +66,13 @@ fn attr(part: Option<&str>, key: char) -> Result<&str, AuthError> {
 }
 
 fn valid_nonce(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= MAX_NONCE
-        && n.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    !n.is_empty() && n.len() <= MAX_NONCE && n.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 enum ScramExchange {
     AwaitFirst,
-    AwaitFinal {
-        gs2_header: String,
-        client_first_bare: String,
-        server_first: String,
-        nonce: String,
-    },
-    Done {
-        client_key: [u8; 32],
-    },
+    AwaitFinal { gs2_header: String, client_first_bare: String, server_first: String, nonce: String },
+    Done { client_key: [u8; 32] },
     Failed,
 }
 
@@ -121,11 +109,7 @@ impl ScramServer {
             stored_key: rand::random(),
             server_key: rand::random(),
         });
-        ScramServer {
-            secret,
-            genuine,
-            state: ScramExchange::AwaitFirst,
-        }
+        ScramServer { secret, genuine, state: ScramExchange::AwaitFirst }
     }
 
     pub fn handle_client_first(&mut self, client_first: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -143,21 +127,15 @@ impl ScramServer {
             }
             _ => return Err(AuthError::Malformed("bad channel binding flag")),
         }
-        let authzid = parts
-            .next()
-            .ok_or(AuthError::Malformed("missing authzid"))?;
+        let authzid = parts.next().ok_or(AuthError::Malformed("missing authzid"))?;
         if !authzid.is_empty() && !authzid.starts_with("a=") {
             return Err(AuthError::Malformed("bad authzid"));
         }
-        let bare = parts
-            .next()
-            .ok_or(AuthError::Malformed("missing client-first-message-bare"))?;
+        let bare = parts.next().ok_or(AuthError::Malformed("missing client-first-message-bare"))?;
         let mut attrs = bare.split(',');
         let first = attrs.next();
         if first.is_some_and(|p| p.starts_with("m=")) {
-            return Err(AuthError::Malformed(
-                "mandatory extensions are not supported",
-            ));
+            return Err(AuthError::Malformed("mandatory extensions are not supported"));
         }
         attr(first, 'n')?; // PostgreSQL ignores the SCRAM user name: the startup user counts
         let client_nonce = attr(attrs.next(), 'r')?;
@@ -165,11 +143,7 @@ impl ScramServer {
             return Err(AuthError::Malformed("bad nonce"));
         }
         let nonce = format!("{client_nonce}{}", random_nonce());
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            STANDARD.encode(&self.secret.salt),
-            self.secret.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", STANDARD.encode(&self.secret.salt), self.secret.iterations);
         let gs2_header = format!("{cbind},{authzid},");
         self.state = ScramExchange::AwaitFinal {
             gs2_header,
@@ -181,19 +155,13 @@ impl ScramServer {
     }
 
     pub fn handle_client_final(&mut self, client_final: &[u8]) -> Result<Vec<u8>, AuthError> {
-        let ScramExchange::AwaitFinal {
-            gs2_header,
-            client_first_bare,
-            server_first,
-            nonce,
-        } = std::mem::replace(&mut self.state, ScramExchange::Failed)
+        let ScramExchange::AwaitFinal { gs2_header, client_first_bare, server_first, nonce } =
+            std::mem::replace(&mut self.state, ScramExchange::Failed)
         else {
             return Err(AuthError::Malformed("unexpected client-final-message"));
         };
         let msg = text(client_final)?;
-        let (without_proof, proof) = msg
-            .rsplit_once(",p=")
-            .ok_or(AuthError::Malformed("missing proof"))?;
+        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(AuthError::Malformed("missing proof"))?;
         let mut parts = without_proof.split(',');
         let cbind = attr(parts.next(), 'c')?;
         if STANDARD.decode(cbind).ok().as_deref() != Some(gs2_header.as_bytes()) {
@@ -202,18 +170,12 @@ impl ScramServer {
         if attr(parts.next(), 'r')? != nonce {
             return Err(AuthError::Malformed("nonce does not match"));
         }
-        let proof: [u8; 32] = STANDARD
-            .decode(proof)
-            .ok()
-            .and_then(|p| p.try_into().ok())
-            .ok_or(AuthError::Malformed("bad proof"))?;
+        let proof: [u8; 32] =
+            STANDARD.decode(proof).ok().and_then(|p| p.try_into().ok()).ok_or(AuthError::Malformed("bad proof"))?;
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = hmac(&self.secret.stored_key, &[auth_message.as_bytes()]);
         let mut client_key = proof;
-        client_key
-            .iter_mut()
-            .zip(signature.iter())
-            .for_each(|(k, s)| *k ^= s);
+        client_key.iter_mut().zip(signature.iter()).for_each(|(k, s)| *k ^= s);
         if !ct_eq(&sha256(&client_key), &self.secret.stored_key) || !self.genuine {
             return Err(AuthError::Failed);
         }
@@ -233,10 +195,7 @@ impl ScramServer {
 
 enum ClientCreds {
     Password(String),
-    Keys {
-        client_key: [u8; 32],
-        server_key: [u8; 32],
-    },
+    Keys { client_key: [u8; 32], server_key: [u8; 32] },
 }
 
 /// Client side, logging in to PostgreSQL with a password or with ClientKey/ServerKey.
@@ -249,22 +208,11 @@ pub struct ScramClient {
 
 impl ScramClient {
     pub fn with_password(password: &str) -> ScramClient {
-        ScramClient {
-            creds: ClientCreds::Password(password.into()),
-            nonce: random_nonce(),
-            expect: None,
-        }
+        ScramClient { creds: ClientCreds::Password(password.into()), nonce: random_nonce(), expect: None }
     }
 
     pub fn with_keys(client_key: [u8; 32], server_key: [u8; 32]) -> ScramClient {
-        ScramClient {
-            creds: ClientCreds::Keys {
-                client_key,
-                server_key,
-            },
-            nonce: random_nonce(),
-            expect: None,
-        }
+        ScramClient { creds: ClientCreds::Keys { client_key, server_key }, nonce: random_nonce(), expect: None }
     }
 
     pub fn client_first(&mut self) -> Vec<u8> {
@@ -275,24 +223,14 @@ impl ScramClient {
         let msg = text(msg)?;
         let mut parts = msg.split(',');
         let nonce = attr(parts.next(), 'r')?;
-        let salt = STANDARD
-            .decode(attr(parts.next(), 's')?)
-            .map_err(|_| AuthError::Malformed("bad salt"))?;
-        let iterations: u32 = attr(parts.next(), 'i')?
-            .parse()
-            .map_err(|_| AuthError::Malformed("bad iteration count"))?;
-        if !nonce.starts_with(&self.nonce)
-            || !valid_nonce(nonce)
-            || iterations == 0
-            || iterations > 10_000_000
-        {
+        let salt = STANDARD.decode(attr(parts.next(), 's')?).map_err(|_| AuthError::Malformed("bad salt"))?;
+        let iterations: u32 =
+            attr(parts.next(), 'i')?.parse().map_err(|_| AuthError::Malformed("bad iteration count"))?;
+        if !nonce.starts_with(&self.nonce) || !valid_nonce(nonce) || iterations == 0 || iterations > 10_000_000 {
             return Err(AuthError::Malformed("bad server-first-message"));
         }
         let (client_key, server_key) = match &self.creds {
-            ClientCreds::Keys {
-                client_key,
-                server_key,
-            } => (*client_key, *server_key),
+            ClientCreds::Keys { client_key, server_key } => (*client_key, *server_key),
             ClientCreds::Password(pw) => {
                 let k = Keys::derive(pw.as_bytes(), &salt, iterations);
                 let mut salted_client = [0u8; 32];
@@ -311,10 +249,7 @@ impl ScramClient {
         let auth_message = format!("n=,r={},{msg},{without_proof}", self.nonce);
         let signature = hmac(&sha256(&client_key), &[auth_message.as_bytes()]);
         let mut proof = client_key;
-        proof
-            .iter_mut()
-            .zip(signature.iter())
-            .for_each(|(p, s)| *p ^= s);
+        proof.iter_mut().zip(signature.iter()).for_each(|(p, s)| *p ^= s);
         self.expect = Some(hmac(&server_key, &[auth_message.as_bytes()]));
         Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
     }
@@ -324,9 +259,7 @@ impl ScramClient {
         if msg.starts_with("e=") {
             return Err(AuthError::Failed);
         }
-        let sig = STANDARD
-            .decode(attr(Some(msg), 'v')?)
-            .map_err(|_| AuthError::Malformed("bad signature"))?;
+        let sig = STANDARD.decode(attr(Some(msg), 'v')?).map_err(|_| AuthError::Malformed("bad signature"))?;
         match self.expect {
             Some(expected) if ct_eq(&expected, &sig) => Ok(()),
             _ => Err(AuthError::Failed),

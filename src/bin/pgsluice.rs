@@ -7,11 +7,7 @@ use clap::Parser;
 use pgsluice::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "pgsluice",
-    version,
-    about = "A transaction-pooling PostgreSQL proxy"
-)]
+#[command(name = "pgsluice", version, about = "A transaction-pooling PostgreSQL proxy")]
 struct Cli {
     /// Validate the config file (and its auth file) and exit 0, or 1 with the reason.
     #[arg(long)]
@@ -45,16 +41,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let workers = match config.general.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgsluice: cannot start runtime: {e}");

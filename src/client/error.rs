@@ -26,9 +26,7 @@ pub enum ClientError {
     UnsupportedParameter(String),
     #[error("no more connections allowed ({0})")]
     TooManyClients(&'static str),
-    #[error(
-        "query_wait_timeout: no server connection available in pool {pool} after waiting {waited:?}"
-    )]
+    #[error("query_wait_timeout: no server connection available in pool {pool} after waiting {waited:?}")]
     QueryWaitTimeout { pool: String, waited: Duration },
     #[error("{0}")]
     Server(ServerError),
@@ -78,12 +76,10 @@ impl ClientError {
 
     pub fn from_pool(e: PoolError<ServerError>, pool: &str) -> ClientError {
         match e {
-            PoolError::WaitTimeout { waited } => ClientError::QueryWaitTimeout {
-                pool: pool.to_string(),
-                waited,
-            },
+            PoolError::WaitTimeout { waited } => ClientError::QueryWaitTimeout { pool: pool.to_string(), waited },
             PoolError::Connect(s) | PoolError::LoginRetry(s) => ClientError::Server(s),
             PoolError::Closed => ClientError::PoolClosed(pool.to_string()),
+            PoolError::ConnectTimeout(d) => ClientError::ServerLost(format!("connect timed out after {d:?}")),
         }
     }
 }

@@ -44,11 +44,7 @@ pub enum Opening {
 }
 
 /// Reads packets until a StartupMessage (answering SSLRequest/GSSENCRequest with 'N').
-pub async fn read_opening(
-    sock: &mut TcpStream,
-    buf: &mut BytesMut,
-    shared: &Shared,
-) -> Result<Opening, ClientError> {
+pub async fn read_opening(sock: &mut TcpStream, buf: &mut BytesMut, shared: &Shared) -> Result<Opening, ClientError> {
     loop {
         match StartupPacket::parse(buf)? {
             None => {
@@ -83,10 +79,7 @@ pub async fn read_opening(
 }
 
 /// Reads the next whole message from the client during login.
-async fn read_login_message(
-    sock: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<(u8, Vec<u8>), ClientError> {
+async fn read_login_message(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8, Vec<u8>), ClientError> {
     loop {
         if let Some((tag, body, n)) = whole_message(buf, MAX_LOGIN_MESSAGE)? {
             let out = (tag, body.to_vec());
@@ -125,9 +118,7 @@ async fn authenticate(
             sock.write_all(&out).await?;
             let body = read_password(sock, buf).await?;
             let pw = messages::password_body(&body)?;
-            auth::verify_plain(secret.as_ref(), user, pw)
-                .then_some(None)
-                .ok_or_else(failed)
+            auth::verify_plain(secret.as_ref(), user, pw).then_some(None).ok_or_else(failed)
         }
         Method::Md5 => {
             let salt = auth::md5::new_salt();
@@ -135,9 +126,7 @@ async fn authenticate(
             sock.write_all(&out).await?;
             let body = read_password(sock, buf).await?;
             let response = messages::password_body(&body)?;
-            auth::md5::verify(secret.as_ref(), user, salt, response)
-                .then_some(None)
-                .ok_or_else(failed)
+            auth::md5::verify(secret.as_ref(), user, salt, response).then_some(None).ok_or_else(failed)
         }
         Method::ScramSha256 => scram_exchange(sock, buf, secret.as_ref(), user).await,
     }
@@ -159,16 +148,12 @@ async fn scram_exchange(
     if mechanism != ScramServer::MECHANISM.as_bytes() {
         return Err(ProtocolError::Malformed("unsupported SASL mechanism").into());
     }
-    let server_first = scram
-        .handle_client_first(data)
-        .map_err(|e| scram_error(e, user))?;
+    let server_first = scram.handle_client_first(data).map_err(|e| scram_error(e, user))?;
     out.clear();
     messages::auth_sasl_continue(&mut out, &server_first);
     sock.write_all(&out).await?;
     let body = read_password(sock, buf).await?;
-    let server_final = scram
-        .handle_client_final(&body)
-        .map_err(|e| scram_error(e, user))?;
+    let server_final = scram.handle_client_final(&body).map_err(|e| scram_error(e, user))?;
     out.clear();
     messages::auth_sasl_final(&mut out, &server_final);
     sock.write_all(&out).await?;
@@ -198,27 +183,18 @@ pub async fn login(
 ) -> Result<LoggedIn, ClientError> {
     let config = shared.config();
     let get = |k: &str| startup.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let user = get("user")
-        .filter(|u| !u.is_empty())
-        .ok_or(ClientError::NoUser)?;
-    let db = get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| user.clone());
+    let user = get("user").filter(|u| !u.is_empty()).ok_or(ClientError::NoUser)?;
+    let db = get("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
     let mut out = BytesMut::new();
     if minor > 0 {
-        let unknown: Vec<&str> = startup
-            .iter()
-            .filter(|(k, _)| k.starts_with("_pq_."))
-            .map(|(k, _)| k.as_str())
-            .collect();
+        let unknown: Vec<&str> =
+            startup.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.as_str()).collect();
         messages::negotiate_protocol_version(&mut out, &unknown);
         sock.write_all(&out).await?;
         out.clear();
     }
     let client_key = authenticate(sock, buf, shared, &user).await?;
-    let pool = shared
-        .pool(&db, &user)
-        .ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
+    let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
     let general = &config.general;
     let db_guard = shared
         .db_clients
@@ -229,22 +205,11 @@ pub async fn login(
         .try_add(&user, general.max_user_client_connections)
         .ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
     let mut params = ClientParams::new(&general.track_extra_parameters);
-    let ignored = |k: &str| {
-        general
-            .ignore_startup_parameters
-            .iter()
-            .any(|i| i.eq_ignore_ascii_case(k))
-    };
+    let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));
     let mut settings: Vec<(String, String)> = Vec::new();
-    for (k, v) in startup
-        .iter()
-        .filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_."))
-    {
+    for (k, v) in startup.iter().filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_.")) {
         if k == "options" && !ignored(k) {
-            settings.extend(
-                parse_options(v)
-                    .ok_or_else(|| ClientError::UnsupportedParameter(format!("options={v}")))?,
-            );
+            settings.extend(parse_options(v).ok_or_else(|| ClientError::UnsupportedParameter(format!("options={v}")))?);
         } else {
             settings.push((k.clone(), v.clone()));
         }
@@ -257,27 +222,13 @@ pub async fn login(
         }
     }
     if general.application_name_add_host {
-        let app = params
-            .get("application_name")
-            .unwrap_or_default()
-            .to_string();
-        params.set(
-            "application_name",
-            &format!("{app} - {}:{}", peer.ip(), peer.port()),
-        );
+        let app = params.get("application_name").unwrap_or_default().to_string();
+        params.set("application_name", &format!("{app} - {}:{}", peer.ip(), peer.port()));
     }
     if let (Some(ck), Some(Secret::Scram(s))) = (client_key, shared.secret(&user)) {
-        let mut cell = pool
-            .pool
-            .connector()
-            .credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cell = pool.pool.connector().credentials.lock().unwrap_or_else(|e| e.into_inner());
         if matches!(*cell, Credentials::None) {
-            *cell = Credentials::ScramKeys {
-                client_key: ck,
-                server_key: s.server_key,
-            };
+            *cell = Credentials::ScramKeys { client_key: ck, server_key: s.server_key };
         }
     }
     let welcome = welcome_params(&pool, &db).await?;
@@ -287,44 +238,23 @@ pub async fn login(
         let v = params.get(k).unwrap_or(v);
         messages::parameter_status(&mut out, k, v);
     }
-    for (k, v) in params
-        .iter()
-        .filter(|(k, _)| !welcome.iter().any(|(w, _)| w == k))
-    {
+    for (k, v) in params.iter().filter(|(k, _)| !welcome.iter().any(|(w, _)| w == k)) {
         messages::parameter_status(&mut out, k, v);
     }
     messages::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
     messages::ready_for_query(&mut out, TxStatus::Idle);
     sock.write_all(&out).await?;
-    Ok(LoggedIn {
-        db,
-        user,
-        pool,
-        params,
-        _db_guard: db_guard,
-        _user_guard: user_guard,
-    })
+    Ok(LoggedIn { db, user, pool, params, _db_guard: db_guard, _user_guard: user_guard })
 }
 
 /// The pool's server parameters, connecting once if no server has been seen yet (this also proves
 /// the database is reachable and the server credentials work).
 async fn welcome_params(pool: &PoolEntry, db: &str) -> Result<Vec<(String, String)>, ClientError> {
-    let cached = || {
-        pool.pool
-            .connector()
-            .welcome
-            .lock()
-            .ok()
-            .and_then(|w| w.clone())
-    };
+    let cached = || pool.pool.connector().welcome.lock().ok().and_then(|w| w.clone());
     if let Some(w) = cached() {
         return Ok(w);
     }
-    let lease = pool
-        .pool
-        .acquire(pool.settings.query_wait_timeout)
-        .await
-        .map_err(|e| ClientError::from_pool(e, db))?;
+    let lease = pool.pool.acquire(pool.settings.query_wait_timeout).await.map_err(|e| ClientError::from_pool(e, db))?;
     lease.release();
     cached().ok_or_else(|| ClientError::ServerLost("no server parameters".into()))
 }

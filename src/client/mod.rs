@@ -34,17 +34,13 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
             return Err(ClientError::TooManyClients("max_client_conn"));
         }
         let key = (registration.slot.pid, registration.slot.key);
-        login::login(&mut sock, &mut buf, &shared, peer, minor, params, key)
-            .await
-            .map(Some)
+        login::login(&mut sock, &mut buf, &shared, peer, minor, params, key).await.map(Some)
     };
     let timeout = general.client_login_timeout;
     let result = if timeout.is_zero() {
         login.await
     } else {
-        tokio::time::timeout(timeout, login)
-            .await
-            .unwrap_or(Err(ClientError::LoginTimeout))
+        tokio::time::timeout(timeout, login).await.unwrap_or(Err(ClientError::LoginTimeout))
     };
     let logged_in = match result {
         Ok(Some(l)) => l,
@@ -59,8 +55,6 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
     };
     tracing::debug!(%peer, db = %logged_in.db, user = %logged_in.user, "client logged in");
     let cancel_wait = general.cancel_wait_timeout;
-    Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait)
-        .run()
-        .await;
+    Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait).run().await;
     drop(registration);
 }

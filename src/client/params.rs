@@ -4,14 +4,8 @@
 use crate::server::ServerConn;
 
 /// Parameters tracked for every client, in PostgreSQL's canonical spelling.
-pub const TRACKED: &[&str] = &[
-    "client_encoding",
-    "DateStyle",
-    "TimeZone",
-    "IntervalStyle",
-    "standard_conforming_strings",
-    "application_name",
-];
+pub const TRACKED: &[&str] =
+    &["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name"];
 
 /// Startup parameters handled by pgsluice itself rather than passed to a server.
 pub const PROTOCOL_PARAMS: &[&str] = &["user", "database"];
@@ -32,25 +26,16 @@ impl ClientParams {
                 names.push(e.clone());
             }
         }
-        ClientParams {
-            values: Vec::new(),
-            names,
-        }
+        ClientParams { values: Vec::new(), names }
     }
 
     /// The canonical name if `name` is tracked.
     pub fn canonical(&self, name: &str) -> Option<&str> {
-        self.names
-            .iter()
-            .find(|n| n.eq_ignore_ascii_case(name))
-            .map(|s| s.as_str())
+        self.names.iter().find(|n| n.eq_ignore_ascii_case(name)).map(|s| s.as_str())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Sets a tracked parameter; untracked names are ignored.
@@ -82,8 +67,17 @@ impl ClientParams {
     }
 
     /// SET statements that make `server` agree with this client, or `None` when it already does.
+    /// A tracked parameter the client has no value for, but that an earlier client SET on this server
+    /// (only recorded ones: PostgreSQL does not report every parameter), is RESET.
     pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
         let mut sql = String::new();
+        for name in &self.names {
+            if self.get(name).is_none() && server.set_by_proxy(name) && is_plain_name(name) {
+                sql.push_str("RESET ");
+                sql.push_str(name);
+                sql.push(';');
+            }
+        }
         for (k, v) in &self.values {
             if server.param(k) == Some(v.as_str()) || !is_plain_name(k) {
                 continue;
@@ -100,9 +94,19 @@ impl ClientParams {
         (!sql.is_empty()).then_some(sql)
     }
 
-    /// After syncing, adopt the server's spelling of each value (e.g. `utc` -> `UTC`) so the
-    /// next comparison does not SET again.
-    pub fn adopt_canonical(&mut self, server: &ServerConn) {
+    /// After syncing: record what was SET on the server (for parameters it does not report), and
+    /// adopt the server's spelling of each value (e.g. `utc` -> `UTC`) so the next comparison does not SET again.
+    pub fn after_sync(&mut self, server: &mut ServerConn) {
+        for name in &self.names {
+            if self.get(name).is_none() {
+                server.forget_param(name);
+            }
+        }
+        for (k, v) in &self.values {
+            if server.param(k) != Some(v.as_str()) && !server.reported(k) {
+                server.record_set(k, v);
+            }
+        }
         for (k, v) in self.values.iter_mut() {
             if let Some(sv) = server.param(k)
                 && sv.eq_ignore_ascii_case(v)
@@ -115,9 +119,7 @@ impl ClientParams {
 }
 
 fn is_plain_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// Appends a SQL string literal (E'' form, escaping quotes and backslashes).
@@ -151,9 +153,6 @@ mod tests {
         p.set("SEARCH_PATH", "public");
         p.set("work_mem", "1MB");
         assert_eq!(p.get("TimeZone"), Some("UTC"));
-        assert_eq!(
-            p.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            vec!["TimeZone", "search_path"]
-        );
+        assert_eq!(p.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec!["TimeZone", "search_path"]);
     }
 }

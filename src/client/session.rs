@@ -78,9 +78,7 @@ impl Session {
             sock,
             cbuf,
             client_scanner: FrameScanner::new(MAX_MESSAGE_LEN),
-            state: State::Idle {
-                since: Instant::now(),
-            },
+            state: State::Idle { since: Instant::now() },
             login,
             settings,
             cancel,
@@ -114,12 +112,7 @@ impl Session {
 
     /// Session end: a clean server goes back (after the reset query in session mode); anything else is closed.
     async fn finish(&mut self) {
-        let State::Active(active) = std::mem::replace(
-            &mut self.state,
-            State::Idle {
-                since: Instant::now(),
-            },
-        ) else {
+        let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) else {
             return;
         };
         self.cancel.set(None);
@@ -186,17 +179,12 @@ impl Session {
         match result {
             Ok(lease) => Ok(Acquired::Lease(lease)),
             Err(e) => {
-                let err =
-                    ClientError::from_pool(e, &format!("{}/{}", self.login.db, self.login.user));
+                let err = ClientError::from_pool(e, &format!("{}/{}", self.login.db, self.login.user));
                 if !matches!(err, ClientError::QueryWaitTimeout { .. }) {
                     return Err(err);
                 }
                 tracing::warn!(db = %self.login.db, user = %self.login.user, "query_wait_timeout");
-                Ok(if self.reject_pending(&err.to_pg()).await? {
-                    Acquired::Rejected
-                } else {
-                    Acquired::ClientGone
-                })
+                Ok(if self.reject_pending(&err.to_pg()).await? { Acquired::Rejected } else { Acquired::ClientGone })
             }
         }
     }
@@ -208,10 +196,7 @@ impl Session {
         let mut out = BytesMut::new();
         err.encode(&mut out);
         self.sock.write_all(&out).await?;
-        let simple = matches!(
-            crate::protocol::frame::read_header(&self.cbuf),
-            Some((b'Q' | b'F', _))
-        );
+        let simple = matches!(crate::protocol::frame::read_header(&self.cbuf), Some((b'Q' | b'F', _)));
         loop {
             let mut done = false;
             let n = self.client_scanner.scan(
@@ -250,14 +235,10 @@ impl Session {
                 conn.broken = true;
                 return Err(ClientError::Server(e));
             }
-            self.login.params.adopt_canonical(conn);
+            self.login.params.after_sync(conn);
         }
         conn.last_used = Instant::now();
-        self.cancel.set(Some(CancelTarget {
-            addr: conn.addr,
-            pid: conn.pid,
-            key: conn.key,
-        }));
+        self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
         let now = Instant::now();
         self.state = State::Active(Active {
             lease,
@@ -272,12 +253,7 @@ impl Session {
 
     /// Gives the server back (or closes it when it is not clean) and becomes idle.
     fn detach(&mut self) {
-        if let State::Active(active) = std::mem::replace(
-            &mut self.state,
-            State::Idle {
-                since: Instant::now(),
-            },
-        ) {
+        if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
             self.cancel.set(None);
             active.lease.release();
         }
@@ -382,11 +358,7 @@ impl Session {
             |h: Header<'_>| {
                 match (h.tag, h.body) {
                     (b'Z', Some(body)) => {
-                        let status = body
-                            .first()
-                            .copied()
-                            .and_then(TxStatus::from_byte)
-                            .unwrap_or(TxStatus::Failed);
+                        let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
                         tracker.on_ready(status);
                         if mode == PoolMode::Statement && status != TxStatus::Idle {
                             refused_block = true;
@@ -411,9 +383,7 @@ impl Session {
             Ok(n) => n,
             Err(e) => {
                 conn.broken = true;
-                return Err(ClientError::ServerLost(format!(
-                    "server sent a malformed message: {e}"
-                )));
+                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
             }
         };
         for (k, v) in &status_changes {
@@ -467,28 +437,16 @@ impl Session {
             }
         };
         if let Some(started) = active.request_started {
-            let wait = if active.cancel_sent {
-                self.cancel_wait.max(Duration::from_secs(1))
-            } else {
-                s.query_timeout
-            };
+            let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
             consider(wait, started, Timer::Query);
         }
         if conn.tracker.in_transaction() {
             if !conn.tracker.busy() {
-                consider(
-                    s.idle_transaction_timeout,
-                    active.last_client_activity,
-                    Timer::IdleTransaction,
-                );
+                consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
             }
             consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
         } else if !conn.tracker.busy() {
-            consider(
-                s.client_idle_timeout,
-                active.last_client_activity,
-                Timer::ClientIdle,
-            );
+            consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
         }
         best
     }
@@ -504,11 +462,7 @@ impl Session {
                 }
                 active.cancel_sent = true;
                 active.request_started = Some(Instant::now());
-                let target = active.lease.conn_ref().map(|c| CancelTarget {
-                    addr: c.addr,
-                    pid: c.pid,
-                    key: c.key,
-                });
+                let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
                 tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
                 if let Some(t) = target {
                     crate::cancel::send_cancel(t, self.cancel_wait).await;

@@ -48,10 +48,7 @@ pub struct AuthFile {
 
 impl AuthFile {
     pub fn load(path: &Path) -> Result<AuthFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(&text, path)
     }
 
@@ -63,14 +60,10 @@ impl AuthFile {
             if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: &str| ConfigError::AuthFile {
-                path: path.into(),
-                line: i + 1,
-                reason: reason.into(),
-            };
+            let err = |reason: &str| ConfigError::AuthFile { path: path.into(), line: i + 1, reason: reason.into() };
             let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\" \"secret\""))?;
-            let (secret, _) = quoted(rest.trim_start())
-                .ok_or_else(|| err("expected a quoted secret after the user"))?;
+            let (secret, _) =
+                quoted(rest.trim_start()).ok_or_else(|| err("expected a quoted secret after the user"))?;
             if user.is_empty() {
                 return Err(err("empty user name"));
             }

@@ -38,24 +38,13 @@ pub enum AuthType {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {reason}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        reason: String,
-    },
+    Invalid { path: PathBuf, key: String, reason: String },
     #[error("{path}:{line}: {reason}")]
-    AuthFile {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    AuthFile { path: PathBuf, line: usize, reason: String },
 }
 
 /// The whole configuration.
@@ -246,39 +235,25 @@ pub struct UserConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::from_toml_str(&text, path)
     }
 
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let file: File =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         let mut general = file.pgsluice;
         if let Some(a) = general.auth_file.take() {
             let base = path.parent().unwrap_or(Path::new("."));
             general.auth_file = Some(if a.is_absolute() { a } else { base.join(a) });
         }
-        let config = Config {
-            general,
-            databases: file.databases,
-            users: file.users,
-            path: path.into(),
-        };
+        let config = Config { general, databases: file.databases, users: file.users, path: path.into() };
         config.validate()?;
         Ok(config)
     }
 
     fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.clone(),
-            key: key.into(),
-            reason: reason.into(),
-        }
+        ConfigError::Invalid { path: self.path.clone(), key: key.into(), reason: reason.into() }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -290,10 +265,7 @@ impl Config {
             return Err(self.invalid("pgsluice.default_pool_size", "must be at least 1"));
         }
         if !(1024..=crate::protocol::frame::MAX_MESSAGE_LEN).contains(&g.max_packet_size) {
-            return Err(self.invalid(
-                "pgsluice.max_packet_size",
-                "must be between 1024 and 1073741823",
-            ));
+            return Err(self.invalid("pgsluice.max_packet_size", "must be between 1024 and 1073741823"));
         }
         if g.workers > 1024 {
             return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
@@ -303,9 +275,7 @@ impl Config {
                 return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
             }
             if db.pool_size == Some(0) {
-                return Err(
-                    self.invalid(format!("databases.{name}.pool_size"), "must be at least 1")
-                );
+                return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
             }
         }
         for (name, u) in &self.users {

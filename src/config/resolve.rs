@@ -63,23 +63,15 @@ impl Config {
                 password: entry.password.clone(),
             },
             pool_mode: u.pool_mode.or(entry.pool_mode).unwrap_or(g.pool_mode),
-            pool_size: u
-                .pool_size
-                .or(entry.pool_size)
-                .unwrap_or(g.default_pool_size),
+            pool_size: u.pool_size.or(entry.pool_size).unwrap_or(g.default_pool_size),
             min_pool_size: entry.min_pool_size.unwrap_or(g.min_pool_size),
             reserve_pool_size: entry.reserve_pool_size.unwrap_or(g.reserve_pool_size),
             reserve_pool_timeout: g.reserve_pool_timeout,
             max_db_connections: entry.max_db_connections.unwrap_or(g.max_db_connections),
             max_user_connections: u.max_user_connections.unwrap_or(g.max_user_connections),
-            query_wait_timeout: u
-                .query_wait_timeout
-                .or(entry.query_wait_timeout)
-                .unwrap_or(g.query_wait_timeout),
+            query_wait_timeout: u.query_wait_timeout.or(entry.query_wait_timeout).unwrap_or(g.query_wait_timeout),
             query_timeout: u.query_timeout.unwrap_or(g.query_timeout),
-            idle_transaction_timeout: u
-                .idle_transaction_timeout
-                .unwrap_or(g.idle_transaction_timeout),
+            idle_transaction_timeout: u.idle_transaction_timeout.unwrap_or(g.idle_transaction_timeout),
             transaction_timeout: g.transaction_timeout,
             client_idle_timeout: g.client_idle_timeout,
             server_lifetime: g.server_lifetime,

@@ -18,9 +18,7 @@ fn to_duration<E: Error>(n: Number) -> Result<Duration, E> {
         Number::Float(f) => f,
     };
     if !secs.is_finite() || !(0.0..=100.0 * 365.0 * 86_400.0).contains(&secs) {
-        return Err(E::custom(format!(
-            "{secs} is not a valid number of seconds (0 or more)"
-        )));
+        return Err(E::custom(format!("{secs} is not a valid number of seconds (0 or more)")));
     }
     Ok(Duration::from_secs_f64(secs))
 }

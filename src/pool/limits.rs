@@ -67,11 +67,7 @@ pub struct SharedLimit {
 
 impl SharedLimit {
     pub fn new(max: usize) -> Self {
-        SharedLimit {
-            max: AtomicUsize::new(max),
-            used: AtomicUsize::new(0),
-            freed: Notify::new(),
-        }
+        SharedLimit { max: AtomicUsize::new(max), used: AtomicUsize::new(0), freed: Notify::new() }
     }
     pub fn set_max(&self, max: usize) {
         self.max.store(max, Ordering::Relaxed);
@@ -83,16 +79,10 @@ impl SharedLimit {
     /// Takes one unit if the budget allows.
     pub fn try_take(&self) -> bool {
         let max = self.max.load(Ordering::Relaxed);
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (max == 0 || u < max).then_some(u + 1)
-            })
-            .is_ok()
+        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (max == 0 || u < max).then_some(u + 1)).is_ok()
     }
     pub fn give_back(&self) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
         self.freed.notify_waiters();
     }
 }

@@ -38,6 +38,8 @@ pub enum PoolError<E: std::error::Error + 'static> {
     WaitTimeout { waited: std::time::Duration },
     #[error("server connection failed: {0}")]
     Connect(#[source] E),
+    #[error("server connect timed out after {0:?} (server_connect_timeout)")]
+    ConnectTimeout(std::time::Duration),
     #[error("server login failed recently, not retrying yet: {0}")]
     LoginRetry(#[source] E),
     #[error("pool is closed")]

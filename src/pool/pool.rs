@@ -41,6 +41,16 @@ struct Inner<T, E> {
     next_waiter: u64,
     last_login_error: Option<(Instant, E)>,
     closed: bool,
+    /// A waiter could not get a slot because a shared (database/user) budget is used up.
+    starved: bool,
+}
+
+/// Why a slot could not be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Got,
+    PoolFull,
+    BudgetFull,
 }
 
 /// Counts for SHOW POOLS and metrics.
@@ -58,6 +68,9 @@ pub struct Pool<C: Connect> {
     inner: Mutex<Inner<C::Conn, C::Error>>,
     db_limit: Arc<SharedLimit>,
     user_limit: Arc<SharedLimit>,
+    /// Called (outside the lock) when waiters starve on a shared budget: closes an idle connection
+    /// of another pool sharing it, as PgBouncer evicts for max_db_connections/max_user_connections.
+    on_starved: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 enum Step<T, E: std::error::Error + 'static> {
@@ -68,12 +81,7 @@ enum Step<T, E: std::error::Error + 'static> {
 }
 
 impl<C: Connect> Pool<C> {
-    pub fn new(
-        connector: C,
-        limits: Limits,
-        db_limit: Arc<SharedLimit>,
-        user_limit: Arc<SharedLimit>,
-    ) -> Arc<Self> {
+    pub fn new(connector: C, limits: Limits, db_limit: Arc<SharedLimit>, user_limit: Arc<SharedLimit>) -> Arc<Self> {
         let pool = Arc::new(Pool {
             connector,
             inner: Mutex::new(Inner {
@@ -85,9 +93,11 @@ impl<C: Connect> Pool<C> {
                 next_waiter: 0,
                 last_login_error: None,
                 closed: false,
+                starved: false,
             }),
             db_limit,
             user_limit,
+            on_starved: std::sync::OnceLock::new(),
         });
         tokio::spawn(janitor(Arc::downgrade(&pool)));
         pool
@@ -96,6 +106,23 @@ impl<C: Connect> Pool<C> {
     fn lock(&self) -> MutexGuard<'_, Inner<C::Conn, C::Error>> {
         // A poisoned lock only means another task panicked mid-update; the counts stay usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_starved_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_starved.set(hook);
+    }
+
+    /// Closes the longest-idle connection, if any. True when one was closed.
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut g = self.lock();
+            if g.idle.is_empty() {
+                return false;
+            }
+            g.idle.remove(0).conn
+        };
+        self.close(conn);
+        true
     }
 
     pub fn connector(&self) -> &C {
@@ -146,10 +173,7 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Checks out a connection, waiting at most `wait` (zero = no limit) for one.
-    pub async fn acquire(
-        self: &Arc<Self>,
-        wait: Duration,
-    ) -> Result<Lease<C>, PoolError<C::Error>> {
+    pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease<C>, PoolError<C::Error>> {
         let started = Instant::now();
         let deadline = (!wait.is_zero()).then(|| started + wait);
         loop {
@@ -182,39 +206,24 @@ impl<C: Connect> Pool<C> {
         {
             return Step::Fail(PoolError::LoginRetry(e.clone()));
         }
-        if g.waiters.is_empty() && self.try_claim(&mut g, false) {
+        if g.waiters.is_empty() && self.try_claim(&mut g, false) == Claim::Got {
             return Step::Open { reserve: false };
         }
         let (tx, rx) = oneshot::channel();
         let id = g.next_waiter;
         g.next_waiter += 1;
-        g.waiters.push_back(Waiter {
-            id,
-            since: Instant::now(),
-            tx,
-        });
+        g.waiters.push_back(Waiter { id, since: Instant::now(), tx });
         self.hand_out_slots(&mut g);
         Step::Wait(rx, id)
     }
 
     /// Liveness probe and, after `server_check_delay` idle, the check query. `None` = it was closed.
-    async fn validate(
-        self: &Arc<Self>,
-        mut conn: C::Conn,
-        created: Instant,
-        idle_since: Instant,
-    ) -> Option<Lease<C>> {
+    async fn validate(self: &Arc<Self>, mut conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
         let limits = self.limits();
         let ok = conn.is_alive()
-            && (!limits.check_enabled
-                || idle_since.elapsed() < limits.server_check_delay
-                || conn.check().await);
+            && (!limits.check_enabled || idle_since.elapsed() < limits.server_check_delay || conn.check().await);
         if ok {
-            Some(Lease {
-                conn: Some(conn),
-                created,
-                pool: self.clone(),
-            })
+            Some(Lease { conn: Some(conn), created, pool: self.clone() })
         } else {
             tracing::debug!("idle server connection found dead, replacing it");
             self.close(conn);
@@ -223,25 +232,23 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Takes one connection slot under the lock, if pool size, reserve and shared budgets allow.
-    fn try_claim(&self, g: &mut Inner<C::Conn, C::Error>, reserve: bool) -> bool {
-        let cap = g.limits.pool_size
-            + if reserve {
-                g.limits.reserve_pool_size
-            } else {
-                0
-            };
-        if g.open >= cap || !self.db_limit.try_take() {
-            return false;
+    fn try_claim(&self, g: &mut Inner<C::Conn, C::Error>, reserve: bool) -> Claim {
+        let cap = g.limits.pool_size + if reserve { g.limits.reserve_pool_size } else { 0 };
+        if g.open >= cap {
+            return Claim::PoolFull;
+        }
+        if !self.db_limit.try_take() {
+            return Claim::BudgetFull;
         }
         if !self.user_limit.try_take() {
             self.db_limit.give_back();
-            return false;
+            return Claim::BudgetFull;
         }
         g.open += 1;
         if g.open > g.limits.pool_size {
             g.reserve_open += 1;
         }
-        true
+        Claim::Got
     }
 
     async fn open_new(self: &Arc<Self>, _reserve: bool) -> Result<Lease<C>, PoolError<C::Error>> {
@@ -254,11 +261,7 @@ impl<C: Connect> Pool<C> {
         match result {
             Ok(Ok(conn)) => {
                 self.lock().last_login_error = None;
-                Ok(Lease {
-                    conn: Some(conn),
-                    created: Instant::now(),
-                    pool: self.clone(),
-                })
+                Ok(Lease { conn: Some(conn), created: Instant::now(), pool: self.clone() })
             }
             Ok(Err(e)) => {
                 self.lock().last_login_error = Some((Instant::now(), e.clone()));
@@ -267,9 +270,7 @@ impl<C: Connect> Pool<C> {
             }
             Err(_elapsed) => {
                 self.free_slot();
-                Err(PoolError::WaitTimeout {
-                    waited: connect_timeout,
-                })
+                Err(PoolError::WaitTimeout { waited: connect_timeout })
             }
         }
     }
@@ -281,16 +282,20 @@ impl<C: Connect> Pool<C> {
         started: Instant,
         deadline: Option<Instant>,
     ) -> Result<Grant<C::Conn>, PoolError<C::Error>> {
-        let mut guard = WaiterGuard {
-            pool: self.clone(),
-            id,
-            rx: Some(rx),
-        };
+        let mut guard = WaiterGuard { pool: self.clone(), id, rx: Some(rx) };
         let reserve = self.limits();
-        let reserve_at =
-            (reserve.reserve_pool_size > 0).then(|| started + reserve.reserve_pool_timeout);
+        let reserve_at = (reserve.reserve_pool_size > 0).then(|| started + reserve.reserve_pool_timeout);
         let far = started + Duration::from_secs(365 * 24 * 3600);
         loop {
+            // Offer free capacity; if a shared budget starves us, have another pool give some back.
+            let starved = {
+                let mut g = self.lock();
+                self.hand_out_slots(&mut g);
+                std::mem::take(&mut g.starved)
+            };
+            if let (true, Some(hook)) = (starved, self.on_starved.get()) {
+                hook();
+            }
             let Some(rx) = guard.rx.as_mut() else {
                 return Err(PoolError::Closed);
             };
@@ -310,8 +315,6 @@ impl<C: Connect> Pool<C> {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
             // Something changed: capacity freed elsewhere, or the reserve became available to us.
-            let mut g = self.lock();
-            self.hand_out_slots(&mut g);
         }
     }
 
@@ -322,10 +325,14 @@ impl<C: Connect> Pool<C> {
                 g.waiters.pop_front();
                 continue;
             }
-            let reserve = front.since.elapsed() >= g.limits.reserve_pool_timeout
-                && g.limits.reserve_pool_size > 0;
-            if !self.try_claim(g, reserve) {
-                return;
+            let reserve = front.since.elapsed() >= g.limits.reserve_pool_timeout && g.limits.reserve_pool_size > 0;
+            match self.try_claim(g, reserve) {
+                Claim::Got => {}
+                Claim::PoolFull => return,
+                Claim::BudgetFull => {
+                    g.starved = true;
+                    return;
+                }
             }
             let Some(w) = g.waiters.pop_front() else {
                 return;
@@ -349,8 +356,7 @@ impl<C: Connect> Pool<C> {
     /// pool is over size, past its lifetime, or closed).
     pub(super) fn check_in(&self, conn: C::Conn, created: Instant) {
         let mut g = self.lock();
-        let expired =
-            !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
+        let expired = !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
         if g.closed || expired {
             drop(g);
             return self.close(conn);
@@ -367,11 +373,7 @@ impl<C: Connect> Pool<C> {
             drop(g);
             return self.close(conn);
         }
-        g.idle.push(IdleConn {
-            conn,
-            created,
-            idle_since: Instant::now(),
-        });
+        g.idle.push(IdleConn { conn, created, idle_since: Instant::now() });
     }
 
     /// Closes a connection and gives its slot to the next waiter.
@@ -395,8 +397,7 @@ impl<C: Connect> Pool<C> {
                 (l.server_idle_timeout.is_zero() || c.idle_since.elapsed() < l.server_idle_timeout)
                     && (l.server_lifetime.is_zero() || c.created.elapsed() < l.server_lifetime)
             };
-            let (kept, gone): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut g.idle).into_iter().partition(keep);
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut g.idle).into_iter().partition(keep);
             g.idle = kept;
             gone.into_iter().map(|c| c.conn).collect()
         };
@@ -406,7 +407,7 @@ impl<C: Connect> Pool<C> {
         let to_open = {
             let mut g = self.lock();
             let mut n = 0;
-            while !g.closed && g.open < g.limits.min_pool_size && self.try_claim(&mut g, false) {
+            while !g.closed && g.open < g.limits.min_pool_size && self.try_claim(&mut g, false) == Claim::Got {
                 n += 1;
             }
             n

@@ -45,18 +45,11 @@ impl Connect for FakeConnect {
     async fn connect(&self) -> Result<FakeConn, FakeError> {
         self.live.fetch_add(1, Ordering::SeqCst);
         self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(FakeConn {
-            clean: true,
-            live: self.live.clone(),
-        })
+        Ok(FakeConn { clean: true, live: self.live.clone() })
     }
 }
 
-fn pool(
-    size: usize,
-    reserve: usize,
-    reserve_timeout_ms: u64,
-) -> (Arc<Pool<FakeConnect>>, FakeConnect) {
+fn pool(size: usize, reserve: usize, reserve_timeout_ms: u64) -> (Arc<Pool<FakeConnect>>, FakeConnect) {
     let fc = FakeConnect::default();
     let limits = Limits {
         pool_size: size,
@@ -64,12 +57,7 @@ fn pool(
         reserve_pool_timeout: Duration::from_millis(reserve_timeout_ms),
         ..Limits::default()
     };
-    let p = Pool::new(
-        fc.clone(),
-        limits,
-        Arc::new(SharedLimit::new(0)),
-        Arc::new(SharedLimit::new(0)),
-    );
+    let p = Pool::new(fc.clone(), limits, Arc::new(SharedLimit::new(0)), Arc::new(SharedLimit::new(0)));
     (p, fc)
 }
 
@@ -87,11 +75,7 @@ async fn reuses_clean_connections_and_closes_dirty_ones() {
     assert_eq!(fc.live.load(Ordering::SeqCst), 0, "dirty connection closed");
     let lease = p.acquire(Duration::from_secs(1)).await.unwrap();
     drop(lease);
-    assert_eq!(
-        fc.live.load(Ordering::SeqCst),
-        0,
-        "dropping a lease closes its connection"
-    );
+    assert_eq!(fc.live.load(Ordering::SeqCst), 0, "dropping a lease closes its connection");
     assert_eq!(p.counts().open, 0);
 }
 
@@ -133,11 +117,7 @@ async fn reserve_only_after_timeout_and_shrinks_back() {
     assert_eq!(p.counts().open, 2);
     assert_eq!(p.counts().reserve_open, 1);
     extra.release();
-    assert_eq!(
-        fc.live.load(Ordering::SeqCst),
-        1,
-        "over-size connection closed when no one waits"
-    );
+    assert_eq!(fc.live.load(Ordering::SeqCst), 1, "over-size connection closed when no one waits");
     held.release();
 }
 
@@ -145,30 +125,14 @@ async fn reserve_only_after_timeout_and_shrinks_back() {
 async fn shared_budget_caps_several_pools() {
     let db = Arc::new(SharedLimit::new(1));
     let fc = FakeConnect::default();
-    let a = Pool::new(
-        fc.clone(),
-        Limits::default(),
-        db.clone(),
-        Arc::new(SharedLimit::new(0)),
-    );
-    let b = Pool::new(
-        fc.clone(),
-        Limits::default(),
-        db.clone(),
-        Arc::new(SharedLimit::new(0)),
-    );
+    let a = Pool::new(fc.clone(), Limits::default(), db.clone(), Arc::new(SharedLimit::new(0)));
+    let b = Pool::new(fc.clone(), Limits::default(), db.clone(), Arc::new(SharedLimit::new(0)));
     let la = a.acquire(Duration::from_secs(1)).await.unwrap();
-    assert!(
-        b.acquire(Duration::from_millis(100)).await.is_err(),
-        "db budget of 1 is used by pool a"
-    );
+    assert!(b.acquire(Duration::from_millis(100)).await.is_err(), "db budget of 1 is used by pool a");
     let waiter = tokio::spawn(async move { b.acquire(Duration::from_secs(2)).await.is_ok() });
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(la);
-    assert!(
-        waiter.await.unwrap(),
-        "capacity freed in pool a reaches pool b's waiter"
-    );
+    assert!(waiter.await.unwrap(), "capacity freed in pool a reaches pool b's waiter");
 }
 
 #[tokio::test]

@@ -56,38 +56,19 @@ pub struct PgError {
 
 impl PgError {
     pub fn error(code: SqlState, message: impl Into<String>) -> Self {
-        PgError {
-            severity: Severity::Error,
-            code: Cow::Borrowed(code.0),
-            message: message.into(),
-        }
+        PgError { severity: Severity::Error, code: Cow::Borrowed(code.0), message: message.into() }
     }
     pub fn fatal(code: SqlState, message: impl Into<String>) -> Self {
-        PgError {
-            severity: Severity::Fatal,
-            code: Cow::Borrowed(code.0),
-            message: message.into(),
-        }
+        PgError { severity: Severity::Fatal, code: Cow::Borrowed(code.0), message: message.into() }
     }
     pub fn notice(message: impl Into<String>) -> Self {
-        PgError {
-            severity: Severity::Notice,
-            code: Cow::Borrowed("00000"),
-            message: message.into(),
-        }
+        PgError { severity: Severity::Notice, code: Cow::Borrowed("00000"), message: message.into() }
     }
     /// A server's error passed on with its own SQLSTATE (anything not 5 characters becomes 08006).
     pub fn forwarded(severity: Severity, code: &str, message: impl Into<String>) -> Self {
-        let code = if code.len() == 5 && code.is_ascii() {
-            Cow::Owned(code.to_string())
-        } else {
-            Cow::Borrowed("08006")
-        };
-        PgError {
-            severity,
-            code,
-            message: message.into(),
-        }
+        let code =
+            if code.len() == 5 && code.is_ascii() { Cow::Owned(code.to_string()) } else { Cow::Borrowed("08006") };
+        PgError { severity, code, message: message.into() }
     }
     pub fn is_fatal(&self) -> bool {
         self.severity == Severity::Fatal
@@ -95,18 +76,9 @@ impl PgError {
 
     /// Appends the ErrorResponse ('E') or NoticeResponse ('N') to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let tag = if self.severity == Severity::Notice {
-            b'N'
-        } else {
-            b'E'
-        };
+        let tag = if self.severity == Severity::Notice { b'N' } else { b'E' };
         let sev = self.severity.as_str();
-        let fields: [(u8, &str); 4] = [
-            (b'S', sev),
-            (b'V', sev),
-            (b'C', &self.code),
-            (b'M', &self.message),
-        ];
+        let fields: [(u8, &str); 4] = [(b'S', sev), (b'V', sev), (b'C', &self.code), (b'M', &self.message)];
         let len = 4 + 1 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>();
         out.put_u8(tag);
         out.put_u32(len as u32);

@@ -43,10 +43,7 @@ pub struct Header<'a> {
 
 impl FrameScanner {
     pub fn new(max_len: usize) -> Self {
-        FrameScanner {
-            streaming: 0,
-            max_len: max_len.min(MAX_MESSAGE_LEN),
-        }
+        FrameScanner { streaming: 0, max_len: max_len.min(MAX_MESSAGE_LEN) }
     }
 
     /// True while the tail of a streamed message is still expected.
@@ -57,12 +54,7 @@ impl FrameScanner {
     /// Walks `buf` from its start. `wants_body(tag)` says which messages must be seen whole; `on_msg` is
     /// called once per message header (for held-back messages, once the whole message is in `buf`).
     /// Returns how many leading bytes of `buf` are complete enough to forward.
-    pub fn scan<W, F>(
-        &mut self,
-        buf: &[u8],
-        wants_body: W,
-        mut on_msg: F,
-    ) -> Result<usize, ProtocolError>
+    pub fn scan<W, F>(&mut self, buf: &[u8], wants_body: W, mut on_msg: F) -> Result<usize, ProtocolError>
     where
         W: Fn(u8) -> bool,
         F: FnMut(Header<'_>) -> Scan,
@@ -92,17 +84,9 @@ impl FrameScanner {
                 let Some(body) = rest.get(5..total) else {
                     return Ok(pos);
                 };
-                on_msg(Header {
-                    tag,
-                    len,
-                    body: Some(body),
-                })
+                on_msg(Header { tag, len, body: Some(body) })
             } else {
-                on_msg(Header {
-                    tag,
-                    len,
-                    body: None,
-                })
+                on_msg(Header { tag, len, body: None })
             };
             match verdict {
                 Scan::StopBefore => return Ok(pos),
@@ -207,14 +191,10 @@ mod tests {
     fn streamed_message_is_forwarded_before_it_is_complete() {
         let wire = msg(b'D', &[1u8; 1000]);
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
-        let n = sc
-            .scan(&wire[..100], |_| false, |_| Scan::Continue)
-            .unwrap();
+        let n = sc.scan(&wire[..100], |_| false, |_| Scan::Continue).unwrap();
         assert_eq!(n, 100);
         assert!(sc.mid_message());
-        let n = sc
-            .scan(&wire[100..], |_| false, |_| Scan::Continue)
-            .unwrap();
+        let n = sc.scan(&wire[100..], |_| false, |_| Scan::Continue).unwrap();
         assert_eq!(n, 905);
         assert!(!sc.mid_message());
     }
@@ -225,10 +205,7 @@ mod tests {
             let mut wire = vec![b'Q'];
             wire.extend_from_slice(&len.to_be_bytes());
             let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
-            assert!(
-                sc.scan(&wire, |_| true, |_| Scan::Continue).is_err(),
-                "len {len}"
-            );
+            assert!(sc.scan(&wire, |_| true, |_| Scan::Continue).is_err(), "len {len}");
         }
     }
 
@@ -242,11 +219,7 @@ mod tests {
                 &wire,
                 |_| false,
                 |h| {
-                    if h.tag == b'X' {
-                        Scan::StopBefore
-                    } else {
-                        Scan::Continue
-                    }
+                    if h.tag == b'X' { Scan::StopBefore } else { Scan::Continue }
                 },
             )
             .unwrap();

@@ -117,16 +117,13 @@ pub fn terminate(out: &mut BytesMut) {
 pub fn password_body(body: &[u8]) -> Result<&[u8], ProtocolError> {
     match body.split_last() {
         Some((0, s)) if !s.contains(&0) => Ok(s),
-        _ => Err(ProtocolError::Malformed(
-            "password message must be one NUL-terminated string",
-        )),
+        _ => Err(ProtocolError::Malformed("password message must be one NUL-terminated string")),
     }
 }
 
 /// Body of a SASLInitialResponse: (mechanism, data). A data length of -1 means no data.
 pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
-    let end =
-        memchr::memchr(0, body).ok_or(ProtocolError::Malformed("SASL mechanism not terminated"))?;
+    let end = memchr::memchr(0, body).ok_or(ProtocolError::Malformed("SASL mechanism not terminated"))?;
     let (mechanism, rest) = body.split_at(end);
     let rest = rest.get(1..).unwrap_or_default();
     let [a, b, c, d, data @ ..] = rest else {
@@ -136,9 +133,7 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolErro
     match usize::try_from(len) {
         Ok(n) if n == data.len() => Ok((mechanism, data)),
         Err(_) if len == -1 && data.is_empty() => Ok((mechanism, data)),
-        _ => Err(ProtocolError::Malformed(
-            "SASL data length does not match the message",
-        )),
+        _ => Err(ProtocolError::Malformed("SASL data length does not match the message")),
     }
 }
 
@@ -196,10 +191,7 @@ mod tests {
         let mut body = b"SCRAM-SHA-256\0".to_vec();
         body.extend_from_slice(&3i32.to_be_bytes());
         body.extend_from_slice(b"abc");
-        assert_eq!(
-            sasl_initial_response(&body).unwrap(),
-            (&b"SCRAM-SHA-256"[..], &b"abc"[..])
-        );
+        assert_eq!(sasl_initial_response(&body).unwrap(), (&b"SCRAM-SHA-256"[..], &b"abc"[..]));
         for bad in [0x7fff_ffffi32, -1, 4, 2] {
             let mut b = b"SCRAM-SHA-256\0".to_vec();
             b.extend_from_slice(&bad.to_be_bytes());
@@ -210,10 +202,7 @@ mod tests {
 
     #[test]
     fn error_fields_tolerate_missing_code() {
-        assert_eq!(
-            error_fields(b"SERROR\0Mboom\0\0"),
-            ("ERROR".into(), "".into(), "boom".into())
-        );
+        assert_eq!(error_fields(b"SERROR\0Mboom\0\0"), ("ERROR".into(), "".into(), "boom".into()));
         assert_eq!(error_fields(b"Mtrunc"), ("".into(), "".into(), "".into()));
     }
 }

@@ -62,14 +62,10 @@ impl StartupPacket {
                     key: u32::from_be_bytes([k1, k2, k3, k4]),
                 }
             }
-            _ if code >> 16 == 3 => StartupPacket::Startup {
-                minor: (code & 0xffff) as u16,
-                params: parse_params(body)?,
-            },
-            _ => StartupPacket::UnsupportedVersion {
-                major: (code >> 16) as u16,
-                minor: (code & 0xffff) as u16,
-            },
+            _ if code >> 16 == 3 => {
+                StartupPacket::Startup { minor: (code & 0xffff) as u16, params: parse_params(body)? }
+            }
+            _ => StartupPacket::UnsupportedVersion { major: (code >> 16) as u16, minor: (code & 0xffff) as u16 },
         };
         Ok(Some((parsed, len)))
     }
@@ -95,8 +91,7 @@ fn take_cstr(buf: &mut &[u8]) -> Result<String, ProtocolError> {
     let end = memchr::memchr(0, buf).ok_or(ProtocolError::BadStartup("missing terminator"))?;
     let (s, rest) = buf.split_at(end);
     *buf = rest.get(1..).unwrap_or_default();
-    String::from_utf8(s.to_vec())
-        .map_err(|_| ProtocolError::BadStartup("parameter is not valid UTF-8"))
+    String::from_utf8(s.to_vec()).map_err(|_| ProtocolError::BadStartup("parameter is not valid UTF-8"))
 }
 
 #[cfg(test)]
@@ -115,11 +110,7 @@ mod tests {
     fn startup_message_parses_at_every_split() {
         let wire = packet(196_608, b"user\0bob\0database\0app\0\0");
         for cut in 0..wire.len() {
-            assert_eq!(
-                StartupPacket::parse(&wire[..cut]).unwrap(),
-                None,
-                "cut {cut}"
-            );
+            assert_eq!(StartupPacket::parse(&wire[..cut]).unwrap(), None, "cut {cut}");
         }
         let (p, n) = StartupPacket::parse(&wire).unwrap().unwrap();
         assert_eq!(n, wire.len());
@@ -127,35 +118,20 @@ mod tests {
             p,
             StartupPacket::Startup {
                 minor: 0,
-                params: vec![
-                    ("user".into(), "bob".into()),
-                    ("database".into(), "app".into())
-                ]
+                params: vec![("user".into(), "bob".into()), ("database".into(), "app".into())]
             }
         );
     }
 
     #[test]
     fn special_requests() {
+        assert_eq!(StartupPacket::parse(&packet(SSL_REQUEST, b"")).unwrap().unwrap().0, StartupPacket::SslRequest);
         assert_eq!(
-            StartupPacket::parse(&packet(SSL_REQUEST, b""))
-                .unwrap()
-                .unwrap()
-                .0,
-            StartupPacket::SslRequest
-        );
-        assert_eq!(
-            StartupPacket::parse(&packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9]))
-                .unwrap()
-                .unwrap()
-                .0,
+            StartupPacket::parse(&packet(CANCEL_REQUEST, &[0, 0, 0, 7, 0, 0, 0, 9])).unwrap().unwrap().0,
             StartupPacket::Cancel { pid: 7, key: 9 }
         );
         assert_eq!(
-            StartupPacket::parse(&packet(0x0002_0000, b""))
-                .unwrap()
-                .unwrap()
-                .0,
+            StartupPacket::parse(&packet(0x0002_0000, b"")).unwrap().unwrap().0,
             StartupPacket::UnsupportedVersion { major: 2, minor: 0 }
         );
     }

@@ -15,18 +15,11 @@ use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
 
 /// Connects and logs in. The returned connection is idle (ReadyForQuery 'I' seen).
-pub async fn connect(
-    target: &ServerTarget,
-    user: &str,
-    creds: &Credentials,
-) -> Result<ServerConn, ServerError> {
+pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> Result<ServerConn, ServerError> {
     let addr_text = format!("{}:{}", target.host, target.port);
     let stream = TcpStream::connect(&addr_text)
         .await
-        .map_err(|e| ServerError::Connect {
-            addr: addr_text.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ServerError::Connect { addr: addr_text.clone(), reason: e.to_string() })?;
     stream.set_nodelay(true)?;
     let addr = stream.peer_addr()?;
     let now = Instant::now();
@@ -42,24 +35,22 @@ pub async fn connect(
         last_used: now,
         broken: false,
         check_query: None,
+        reported: Vec::new(),
     };
     let mut out = BytesMut::new();
-    let params = [
-        ("user", user),
-        ("database", target.dbname.as_str()),
-        ("client_encoding", "UTF8"),
-    ];
+    let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];
     frontend::startup_message(params.iter().copied(), &mut out)?;
     conn.stream.write_all(&out).await?;
     authenticate(&mut conn, user, creds).await?;
     finish_startup(&mut conn).await?;
+    conn.reported = conn.params.iter().map(|(k, _)| k.clone()).collect();
     Ok(conn)
 }
 
 async fn read_message(conn: &mut ServerConn) -> Result<(u8, Vec<u8>), ServerError> {
     loop {
-        if let Some((tag, body, n)) = whole_message(&conn.rbuf, MAX_INTERNAL_MESSAGE)
-            .map_err(|e| ServerError::Protocol(e.to_string()))?
+        if let Some((tag, body, n)) =
+            whole_message(&conn.rbuf, MAX_INTERNAL_MESSAGE).map_err(|e| ServerError::Protocol(e.to_string()))?
         {
             let out = (tag, body.to_vec());
             let _ = conn.rbuf.split_to(n);
@@ -73,11 +64,7 @@ async fn read_message(conn: &mut ServerConn) -> Result<(u8, Vec<u8>), ServerErro
 
 fn refused(body: &[u8]) -> ServerError {
     let (severity, code, message) = messages::error_fields(body);
-    ServerError::Refused {
-        severity,
-        code,
-        message,
-    }
+    ServerError::Refused { severity, code, message }
 }
 
 fn auth_code(body: &[u8]) -> Result<(u32, &[u8]), ServerError> {
@@ -93,11 +80,7 @@ async fn send(conn: &mut ServerConn, out: &mut BytesMut) -> Result<(), ServerErr
     Ok(())
 }
 
-async fn authenticate(
-    conn: &mut ServerConn,
-    user: &str,
-    creds: &Credentials,
-) -> Result<(), ServerError> {
+async fn authenticate(conn: &mut ServerConn, user: &str, creds: &Credentials) -> Result<(), ServerError> {
     let mut out = BytesMut::new();
     let mut scram: Option<ScramClient> = None;
     loop {
@@ -106,9 +89,7 @@ async fn authenticate(
             b'E' => return Err(refused(&body)),
             b'R' => {}
             other => {
-                return Err(ServerError::Protocol(format!(
-                    "unexpected message 0x{other:02x} during login"
-                )));
+                return Err(ServerError::Protocol(format!("unexpected message 0x{other:02x} during login")));
             }
         }
         let (code, rest) = auth_code(&body)?;
@@ -121,9 +102,7 @@ async fn authenticate(
                 frontend::password_message(pw.as_bytes(), &mut out)?;
             }
             5 => {
-                let salt: [u8; 4] = rest
-                    .try_into()
-                    .map_err(|_| ServerError::Protocol("bad md5 salt".into()))?;
+                let salt: [u8; 4] = rest.try_into().map_err(|_| ServerError::Protocol("bad md5 salt".into()))?;
                 let hashed = match creds {
                     Credentials::Password(pw) => md5_hex_secret(pw, user),
                     Credentials::Md5Hash(h) => h.clone(),
@@ -135,16 +114,13 @@ async fn authenticate(
             10 => {
                 let offers_scram = rest.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
                 if !offers_scram {
-                    return Err(ServerError::UnsupportedAuth(
-                        "SASL without SCRAM-SHA-256".into(),
-                    ));
+                    return Err(ServerError::UnsupportedAuth("SASL without SCRAM-SHA-256".into()));
                 }
                 let mut client = match creds {
                     Credentials::Password(pw) => ScramClient::with_password(pw),
-                    Credentials::ScramKeys {
-                        client_key,
-                        server_key,
-                    } => ScramClient::with_keys(*client_key, *server_key),
+                    Credentials::ScramKeys { client_key, server_key } => {
+                        ScramClient::with_keys(*client_key, *server_key)
+                    }
                     _ => return Err(ServerError::NoPassword(user.into())),
                 };
                 let first = client.client_first();
@@ -152,27 +128,17 @@ async fn authenticate(
                 scram = Some(client);
             }
             11 => {
-                let client = scram
-                    .as_mut()
-                    .ok_or_else(|| ServerError::Protocol("unexpected SASL continue".into()))?;
-                let reply = client
-                    .handle_server_first(rest)
-                    .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL continue".into()))?;
+                let reply = client.handle_server_first(rest).map_err(|e| ServerError::Protocol(e.to_string()))?;
                 frontend::sasl_response(&reply, &mut out)?;
             }
             12 => {
-                let client = scram
-                    .as_mut()
-                    .ok_or_else(|| ServerError::Protocol("unexpected SASL final".into()))?;
-                client
-                    .handle_server_final(rest)
-                    .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL final".into()))?;
+                client.handle_server_final(rest).map_err(|e| ServerError::Protocol(e.to_string()))?;
                 continue;
             }
             other => {
-                return Err(ServerError::UnsupportedAuth(format!(
-                    "authentication request {other}"
-                )));
+                return Err(ServerError::UnsupportedAuth(format!("authentication request {other}")));
             }
         }
         send(conn, &mut out).await?;
@@ -220,9 +186,7 @@ async fn finish_startup(conn: &mut ServerConn) -> Result<(), ServerError> {
             b'E' => return Err(refused(&body)),
             b'N' => {}
             other => {
-                return Err(ServerError::Protocol(format!(
-                    "unexpected message 0x{other:02x} after login"
-                )));
+                return Err(ServerError::Protocol(format!("unexpected message 0x{other:02x} after login")));
             }
         }
     }
@@ -234,9 +198,6 @@ mod tests {
     fn md5_salted_matches_postgres_protocol() {
         let hashed = crate::auth::md5::md5_hex_secret("pw", "bob");
         let salt = [1, 2, 3, 4];
-        assert_eq!(
-            super::md5_salted(&hashed, salt),
-            postgres_protocol::authentication::md5_hash(b"bob", b"pw", salt)
-        );
+        assert_eq!(super::md5_salted(&hashed, salt), postgres_protocol::authentication::md5_hash(b"bob", b"pw", salt));
     }
 }

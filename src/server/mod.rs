@@ -30,11 +30,7 @@ pub enum ServerError {
     Connect { addr: String, reason: String },
     /// The server sent an ErrorResponse; passed to the client as the server's own error.
     #[error("{message}")]
-    Refused {
-        severity: String,
-        code: String,
-        message: String,
-    },
+    Refused { severity: String, code: String, message: String },
     #[error("server protocol error: {0}")]
     Protocol(String),
     #[error("server closed the connection unexpectedly")]
@@ -84,26 +80,40 @@ pub struct ServerConn {
     /// Set when pgsluice can no longer tell what state the server is in.
     pub broken: bool,
     pub(crate) check_query: Option<String>,
+    /// Names PostgreSQL reported at login (GUC_REPORT parameters).
+    pub(crate) reported: Vec<String>,
 }
 
 impl ServerConn {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// True when PostgreSQL reported this parameter at login (it will report its changes too).
+    pub fn reported(&self, name: &str) -> bool {
+        self.reported.iter().any(|r| r.eq_ignore_ascii_case(name))
+    }
+
+    /// True when pgsluice SET this unreported parameter on this server for some client.
+    pub fn set_by_proxy(&self, name: &str) -> bool {
+        !self.reported(name) && self.param(name).is_some()
+    }
+
+    /// Records a value pgsluice SET for a parameter PostgreSQL does not report.
+    pub fn record_set(&mut self, name: &str, value: &str) {
+        self.set_param(name.as_bytes(), value.as_bytes());
+    }
+
+    /// Forgets an unreported parameter after it was RESET.
+    pub fn forget_param(&mut self, name: &str) {
+        if !self.reported(name) {
+            self.params.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        }
     }
 
     pub(crate) fn set_param(&mut self, name: &[u8], value: &[u8]) {
-        let (name, value) = (
-            String::from_utf8_lossy(name),
-            String::from_utf8_lossy(value),
-        );
-        match self
-            .params
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
-        {
+        let (name, value) = (String::from_utf8_lossy(name), String::from_utf8_lossy(value));
+        match self.params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
             Some((_, v)) => *v = value.into_owned(),
             None => self.params.push((name.into_owned(), value.into_owned())),
         }
@@ -134,11 +144,7 @@ impl ServerConn {
                 }
                 b'E' => {
                     let (severity, code, message) = messages::error_fields(&body);
-                    first_error.get_or_insert(ServerError::Refused {
-                        severity,
-                        code,
-                        message,
-                    });
+                    first_error.get_or_insert(ServerError::Refused { severity, code, message });
                 }
                 b'S' => {
                     if let Some((n, v)) = messages::parameter_status_fields(&body) {
@@ -153,8 +159,8 @@ impl ServerConn {
     /// Reads one whole message for pgsluice's own use.
     async fn read_internal(&mut self) -> Result<(u8, Vec<u8>), ServerError> {
         loop {
-            if let Some((tag, body, n)) = whole_message(&self.rbuf, MAX_INTERNAL_MESSAGE)
-                .map_err(|e| ServerError::Protocol(e.to_string()))?
+            if let Some((tag, body, n)) =
+                whole_message(&self.rbuf, MAX_INTERNAL_MESSAGE).map_err(|e| ServerError::Protocol(e.to_string()))?
             {
                 let out = (tag, body.to_vec());
                 let _ = self.rbuf.split_to(n);
@@ -216,11 +222,7 @@ impl Connect for ServerConnector {
     type Error = ServerError;
 
     async fn connect(&self) -> Result<ServerConn, ServerError> {
-        let creds = self
-            .credentials
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
+        let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
         let mut conn = login::connect(&self.target, &self.user, &creds).await?;
         conn.check_query = self.check_query.clone();
         if let Ok(mut w) = self.welcome.lock()

@@ -15,11 +15,7 @@ pub struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker {
-            status: TxStatus::Idle,
-            outstanding: 0,
-            unsynced: false,
-        }
+        Tracker { status: TxStatus::Idle, outstanding: 0, unsynced: false }
     }
 }
 

@@ -11,15 +11,10 @@ pub use proxy::{Proxy, ProxyBuilder, wait_for};
 
 /// The first column of the first row of a simple-protocol query (no prepared statements).
 pub async fn scalar(c: &tokio_postgres::Client, sql: &str) -> String {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let msgs = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     msgs.iter()
         .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some(r.get(0).unwrap_or("NULL").to_string())
-            }
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{sql}: no row"))

@@ -10,11 +10,7 @@ use tokio_postgres::{Client, NoTls};
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -23,23 +19,12 @@ pub fn pg_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("initdb").exists())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
         .unwrap_or_default();
     found.sort_by_key(|p| {
-        p.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
+        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
     });
-    found
-        .pop()
-        .expect("PostgreSQL server binaries not found: apt-get install postgresql, or set PG_BIN")
+    found.pop().expect("PostgreSQL server binaries not found: apt-get install postgresql, or set PG_BIN")
 }
 
 /// Runs a PostgreSQL binary, as `postgres` when we are root.
@@ -55,10 +40,7 @@ fn pg_cmd(bin: &str) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed: {}{}",
@@ -81,10 +63,7 @@ fn chown_postgres(path: &Path) {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 const SETUP_SQL: &str = r#"
@@ -105,11 +84,8 @@ grant all on schema public to public;
 
 /// The template data directory, created once per machine (atomically: built aside, then renamed).
 fn template() -> PathBuf {
-    let version = pg_bin()
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|v| v.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let version =
+        pg_bin().parent().and_then(|p| p.file_name()).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("pgsluice-test-template-v2-{version}"));
     if dir.join("ready").exists() {
         return dir;
@@ -123,16 +99,7 @@ fn template() -> PathBuf {
     run(
         {
             let mut c = pg_cmd("initdb");
-            c.arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]);
+            c.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
             c
         },
         "initdb",
@@ -142,10 +109,7 @@ fn template() -> PathBuf {
         "local all all trust\nhost all trust_user 127.0.0.1/32 trust\nhost all md5_user 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
     )
     .unwrap();
-    let mut conf = std::fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.conf"))
-        .unwrap();
+    let mut conf = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
     use std::io::Write;
     writeln!(
         conf,
@@ -155,10 +119,7 @@ fn template() -> PathBuf {
     drop(conf);
     chown_postgres(&work);
     let port = free_port();
-    let pg = Postmaster {
-        data: data.clone(),
-        port,
-    };
+    let pg = Postmaster { data: data.clone(), port };
     pg.start();
     let psql = |db: &str, sql: &str| {
         let mut c = if is_root() {
@@ -168,9 +129,14 @@ fn template() -> PathBuf {
         } else {
             Command::new("psql")
         };
-        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-U", "postgres", "-d", db]);
+        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"]).arg(&data).args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ]);
         for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             c.args(["-c", stmt]);
         }
@@ -211,11 +177,7 @@ impl Postmaster {
     fn stop(&self, mode: &str) {
         let mut c = pg_cmd("pg_ctl");
         c.arg("-D").arg(&self.data).args(["-m", mode, "-w", "stop"]);
-        let _ = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
     fn restart(&self) {
         let opts = format!("-p {} -k {}", self.port, self.data.display());
@@ -237,19 +199,13 @@ pub struct TestPg {
 
 impl TestPg {
     pub async fn start() -> TestPg {
-        tokio::task::spawn_blocking(Self::start_blocking)
-            .await
-            .expect("start postgres")
+        tokio::task::spawn_blocking(Self::start_blocking).await.expect("start postgres")
     }
 
     fn start_blocking() -> TestPg {
         let started = Instant::now();
         let template = template();
-        let dir = std::env::temp_dir().join(format!(
-            "pgsluice-test-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir = std::env::temp_dir().join(format!("pgsluice-test-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         set_mode(&dir, 0o755);
         run(
@@ -265,10 +221,7 @@ impl TestPg {
         let _ = std::fs::remove_file(data.join("postmaster.pid"));
         let mut last = None;
         for _ in 0..5 {
-            let pm = Postmaster {
-                data: data.clone(),
-                port: free_port(),
-            };
+            let pm = Postmaster { data: data.clone(), port: free_port() };
             let opts = format!("-p {} -k {}", pm.port, data.display());
             let mut c = pg_cmd("pg_ctl");
             c.arg("-D")
@@ -306,27 +259,16 @@ impl TestPg {
 
     /// Superuser over the unix socket.
     pub async fn admin_client(&self) -> Client {
-        let conf = format!(
-            "host={} port={} user=postgres dbname=app",
-            self.pm.data.display(),
-            self.pm.port
-        );
-        let (c, conn) = tokio_postgres::connect(&conf, NoTls)
-            .await
-            .expect("admin connection");
+        let conf = format!("host={} port={} user=postgres dbname=app", self.pm.data.display(), self.pm.port);
+        let (c, conn) = tokio_postgres::connect(&conf, NoTls).await.expect("admin connection");
         tokio::spawn(conn);
         c
     }
 
     /// A direct TCP connection, bypassing pgsluice.
     pub async fn direct(&self, user: &str, password: &str, db: &str) -> Client {
-        let conf = format!(
-            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
-            self.pm.port
-        );
-        let (c, conn) = tokio_postgres::connect(&conf, NoTls)
-            .await
-            .expect("direct connection");
+        let conf = format!("host=127.0.0.1 port={} user={user} password={password} dbname={db}", self.pm.port);
+        let (c, conn) = tokio_postgres::connect(&conf, NoTls).await.expect("direct connection");
         tokio::spawn(conn);
         c
     }
@@ -344,33 +286,18 @@ impl TestPg {
     }
 
     pub async fn restart_fast(&self) {
-        let pm = Postmaster {
-            data: self.pm.data.clone(),
-            port: self.pm.port,
-        };
-        tokio::task::spawn_blocking(move || pm.restart())
-            .await
-            .unwrap();
+        let pm = Postmaster { data: self.pm.data.clone(), port: self.pm.port };
+        tokio::task::spawn_blocking(move || pm.restart()).await.unwrap();
     }
 
     pub async fn stop(&self) {
-        let pm = Postmaster {
-            data: self.pm.data.clone(),
-            port: self.pm.port,
-        };
-        tokio::task::spawn_blocking(move || pm.stop("fast"))
-            .await
-            .unwrap();
+        let pm = Postmaster { data: self.pm.data.clone(), port: self.pm.port };
+        tokio::task::spawn_blocking(move || pm.stop("fast")).await.unwrap();
     }
 
     pub async fn start_again(&self) {
-        let pm = Postmaster {
-            data: self.pm.data.clone(),
-            port: self.pm.port,
-        };
-        tokio::task::spawn_blocking(move || pm.start())
-            .await
-            .unwrap();
+        let pm = Postmaster { data: self.pm.data.clone(), port: self.pm.port };
+        tokio::task::spawn_blocking(move || pm.start()).await.unwrap();
     }
 }
 

@@ -54,10 +54,7 @@ impl ProxyBuilder {
     }
     /// Replaces the auth file's entries.
     pub fn userlist(mut self, entries: &[(&str, &str)]) -> Self {
-        self.userlist = entries
-            .iter()
-            .map(|(u, p)| (u.to_string(), p.to_string()))
-            .collect();
+        self.userlist = entries.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
         self
     }
     pub fn no_fallback_database(mut self) -> Self {
@@ -78,22 +75,13 @@ impl ProxyBuilder {
         for (name, fields) in &self.databases {
             have_app |= name == "app";
             let sep = if fields.is_empty() { "" } else { ", " };
-            s.push_str(&format!(
-                "{name:?} = {{ host = \"127.0.0.1\", port = {}{sep}{fields} }}\n",
-                self.pg_port
-            ));
+            s.push_str(&format!("{name:?} = {{ host = \"127.0.0.1\", port = {}{sep}{fields} }}\n", self.pg_port));
         }
         if !have_app {
-            s.push_str(&format!(
-                "app = {{ host = \"127.0.0.1\", port = {}, dbname = \"app\" }}\n",
-                self.pg_port
-            ));
+            s.push_str(&format!("app = {{ host = \"127.0.0.1\", port = {}, dbname = \"app\" }}\n", self.pg_port));
         }
         if self.fallback {
-            s.push_str(&format!(
-                "\"*\" = {{ host = \"127.0.0.1\", port = {} }}\n",
-                self.pg_port
-            ));
+            s.push_str(&format!("\"*\" = {{ host = \"127.0.0.1\", port = {} }}\n", self.pg_port));
         }
         s.push_str("[users]\n");
         for (name, fields) in &self.users {
@@ -105,11 +93,7 @@ impl ProxyBuilder {
     pub async fn start(self) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let userlist = dir.path().join("userlist.txt");
-        let lines: String = self
-            .userlist
-            .iter()
-            .map(|(u, p)| format!("\"{u}\" \"{p}\"\n"))
-            .collect();
+        let lines: String = self.userlist.iter().map(|(u, p)| format!("\"{u}\" \"{p}\"\n")).collect();
         std::fs::write(&userlist, lines).unwrap();
         let config = dir.path().join("pgsluice.toml");
         let log = dir.path().join("pgsluice.log");
@@ -118,10 +102,7 @@ impl ProxyBuilder {
             std::fs::write(&config, self.config_text(port, &userlist)).unwrap();
             let mut child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
                 .arg(&config)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
-                )
+                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()))
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
@@ -129,24 +110,13 @@ impl ProxyBuilder {
                 .expect("spawn pgsluice");
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    return Proxy {
-                        child,
-                        port,
-                        dir,
-                        config,
-                    };
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    return Proxy { child, port, dir, config };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // probably lost the port race: try another
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "pgsluice did not start listening"
-                );
+                assert!(Instant::now() < deadline, "pgsluice did not start listening");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -189,10 +159,7 @@ impl Proxy {
     }
 
     pub fn connstr(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} password='{password}' dbname={db} connect_timeout=30",
-            self.port
-        )
+        format!("host=127.0.0.1 port={} user={user} password='{password}' dbname={db} connect_timeout=30", self.port)
     }
 
     pub async fn try_client_with(
@@ -220,33 +187,17 @@ impl Proxy {
         Ok(c)
     }
 
-    pub async fn try_client(
-        &self,
-        user: &str,
-        password: &str,
-        db: &str,
-    ) -> Result<Client, tokio_postgres::Error> {
+    pub async fn try_client(&self, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
         self.try_client_with(user, password, db, &[]).await
     }
 
     pub async fn client(&self, user: &str, password: &str, db: &str) -> Client {
         self.try_client(user, password, db)
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "connect through pgsluice as {user}: {e}\n{}",
-                    self.log_contents()
-                )
-            })
+            .unwrap_or_else(|e| panic!("connect through pgsluice as {user}: {e}\n{}", self.log_contents()))
     }
 
-    pub async fn client_with(
-        &self,
-        user: &str,
-        password: &str,
-        db: &str,
-        opts: &[(&str, &str)],
-    ) -> Client {
+    pub async fn client_with(&self, user: &str, password: &str, db: &str, opts: &[(&str, &str)]) -> Client {
         self.try_client_with(user, password, db, opts)
             .await
             .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log_contents()))
@@ -255,23 +206,13 @@ impl Proxy {
     pub fn log_contents(&self) -> String {
         let out = std::fs::read_to_string(self.dir.path().join("pgsluice.log")).unwrap_or_default();
         let err = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
-        let tail = |s: &str| {
-            s.lines()
-                .rev()
-                .take(60)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let tail =
+            |s: &str| s.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
         format!("{}{}", tail(&out), tail(&err))
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status();
     }
 }
 
@@ -290,10 +231,7 @@ where
 {
     let until = Instant::now() + deadline;
     while !cond().await {
-        assert!(
-            Instant::now() < until,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -13,12 +13,7 @@ pub struct RawConn {
 
 impl RawConn {
     pub async fn connect(port: u16) -> RawConn {
-        RawConn {
-            sock: TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connect"),
-            buf: Vec::new(),
-        }
+        RawConn { sock: TcpStream::connect(("127.0.0.1", port)).await.expect("connect"), buf: Vec::new() }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -106,10 +101,7 @@ pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
             break;
         }
         let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
-        out.insert(
-            kind as char,
-            String::from_utf8_lossy(&tail[..end]).into_owned(),
-        );
+        out.insert(kind as char, String::from_utf8_lossy(&tail[..end]).into_owned());
         rest = tail.get(end + 1..).unwrap_or_default();
     }
     out

@@ -1,0 +1,211 @@
+//! Pool modes (session, statement), server lifecycle settings (min_pool_size, server_lifetime,
+//! server_idle_timeout, server_check_query, server_connect_timeout), shared budgets and startup parameters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Proxy, TestPg, scalar, wait_for};
+use tokio_postgres::error::SqlState;
+
+const USER: &str = "scram_user";
+const PW: &str = "scram_pw";
+
+fn code(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_the_backend_and_resets_it_for_the_next_client() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(1).pool_mode("session").start().await;
+    let a = px.client(USER, PW, "app").await;
+    let pid = scalar(&a, "select pg_backend_pid()").await;
+    a.batch_execute("set work_mem = '7MB'; prepare leftover as select 1").await.unwrap();
+    assert_eq!(scalar(&a, "select pg_backend_pid()").await, pid, "session mode keeps one backend");
+    drop(a);
+    let b = px.client(USER, PW, "app").await;
+    assert_eq!(scalar(&b, "select pg_backend_pid()").await, pid, "the server was reused");
+    assert_eq!(scalar(&b, "show work_mem").await, "4MB", "DISCARD ALL ran between sessions");
+    assert_eq!(scalar(&b, "select count(*) from pg_prepared_statements").await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_mode_refuses_transaction_blocks() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(1).pool_mode("statement").start().await;
+    let a = px.client(USER, PW, "app").await;
+    let b = px.client(USER, PW, "app").await;
+    assert_eq!(scalar(&a, "select 1").await, "1");
+    assert_eq!(scalar(&b, "select 2").await, "2");
+    let e = a.batch_execute("begin").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("0A000"), "{e}");
+    assert_eq!(scalar(&b, "select 3").await, "3", "the pool of one is usable after the refusal");
+    let idle_tx: i64 = pg
+        .admin_client()
+        .await
+        .query_one("select count(*) from pg_stat_activity where state like 'idle in transaction%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(idle_tx, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_is_kept_warm() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("min_pool_size", "3").start().await;
+    let _c = px.client(USER, PW, "app").await;
+    wait_for(Duration::from_secs(10), "three warm servers", || async { pg.backends_for(USER).await == 3 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_and_idle_timeout_close_servers() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("server_lifetime", "1").general("server_idle_timeout", "1.5").start().await;
+    let c = px.client(USER, PW, "app").await;
+    let first = scalar(&c, "select pg_backend_pid()").await;
+    let admin = pg.admin_client().await;
+    wait_for(Duration::from_secs(10), "the old server closed by server_lifetime", || async {
+        let n: i64 = admin
+            .query_one("select count(*) from pg_stat_activity where pid = $1::text::int", &[&first])
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    let second = scalar(&c, "select pg_backend_pid()").await;
+    assert_ne!(first, second, "a new server after the lifetime");
+    wait_for(Duration::from_secs(10), "idle servers closed", || async { pg.backends_for(USER).await == 0 }).await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_idle_server_is_replaced_and_check_query_runs() {
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    admin
+        .batch_execute("create table checks(at timestamptz default now()); grant all on checks to public")
+        .await
+        .unwrap();
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .general("server_check_query", "\"insert into checks default values\"")
+        .general("server_check_delay", "0")
+        .start()
+        .await;
+    let c = px.client(USER, PW, "app").await;
+    let pid = scalar(&c, "select pg_backend_pid()").await;
+    let checks_before: i64 = admin.query_one("select count(*) from checks", &[]).await.unwrap().get(0);
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    let checks_after: i64 = admin.query_one("select count(*) from checks", &[]).await.unwrap().get(0);
+    assert!(checks_after > checks_before, "server_check_query ran before reuse");
+    admin.execute("select pg_terminate_backend($1::text::int)", &[&pid]).await.unwrap();
+    wait_for(Duration::from_secs(5), "backend gone", || async { pg.backends_for(USER).await == 0 }).await;
+    let new_pid = scalar(&c, "select pg_backend_pid()").await;
+    assert_ne!(pid, new_pid, "the client never saw the dead server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connect_timeout_fails_the_client_clearly() {
+    let pg = TestPg::start().await;
+    // A server that accepts TCP and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let px = Proxy::builder(&pg)
+        .general("server_connect_timeout", "1")
+        .database("silent", &format!("port = {port}, dbname = \"app\""))
+        .start()
+        .await;
+    let started = Instant::now();
+    let e = px.try_client(USER, PW, "silent").await.err().expect("no server");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(code(&e).as_deref(), Some("08006"), "{e}");
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_is_shared_by_the_pools_of_a_database() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("max_db_connections", "2").query_wait_timeout(1.0).start().await;
+    let a = px.client(USER, PW, "app").await;
+    let b = px.client("md5_user", "md5_pw", "app").await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    let c = px.client("md5_user", "md5_pw", "app").await;
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+    let total: i64 = pg
+        .admin_client()
+        .await
+        .query_one("select count(*) from pg_stat_activity where datname = 'app' and usename <> 'postgres'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 2);
+    a.batch_execute("commit").await.unwrap();
+    // The freed capacity (in scram_user's pool) lets md5_user's pool open a server.
+    assert_eq!(scalar(&c, "select 5").await, "5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_in_the_extended_protocol_skips_to_sync() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(1).query_wait_timeout(1.0).start().await;
+    let holder = px.client(USER, PW, "app").await;
+    holder.batch_execute("begin").await.unwrap();
+    let c = px.client(USER, PW, "app").await;
+    let e = c.query_typed("select $1::int4 + 1", &[(&1i32, tokio_postgres::types::Type::INT4)]).await.unwrap_err();
+    assert_eq!(e.as_db_error().map(|d| d.code().clone()), Some(SqlState::QUERY_CANCELED), "{e}");
+    holder.batch_execute("commit").await.unwrap();
+    let rows = c.query_typed("select $1::int4 + 1", &[(&1i32, tokio_postgres::types::Type::INT4)]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_startup_parameters_are_refused_unless_ignored() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).start().await;
+    let e = px.try_client_with(USER, PW, "app", &[("work_mem", "1MB")]).await.err().unwrap();
+    assert_eq!(code(&e).as_deref(), Some("08P01"), "{e}");
+    let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(msg.contains("work_mem"), "{msg}");
+    let px = Proxy::builder(&pg).general("ignore_startup_parameters", "\"options\"").start().await;
+    let c = px.client_with(USER, PW, "app", &[("work_mem", "1MB")]).await;
+    assert_eq!(scalar(&c, "show work_mem").await, "4MB", "ignored, not applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_add_host_and_search_path_tracking() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .general("application_name_add_host", "true")
+        .general("track_extra_parameters", "[\"search_path\"]")
+        .start()
+        .await;
+    let a = px.client_with(USER, PW, "app", &[("application_name", "api"), ("search_path", "pg_catalog")]).await;
+    let b = px.client(USER, PW, "app").await;
+    let name = scalar(&a, "show application_name").await;
+    assert!(name.starts_with("api - 127.0.0.1:"), "{name}");
+    assert_eq!(scalar(&a, "show search_path").await, "pg_catalog");
+    assert_ne!(scalar(&b, "show search_path").await, "pg_catalog");
+    assert_eq!(scalar(&a, "show search_path").await, "pg_catalog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_3_2_gets_negotiate_protocol_version() {
+    use common::wire::RawConn;
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").start().await;
+    let mut c = RawConn::connect(px.port()).await;
+    let mut pkt = RawConn::startup_packet("trust_user", "app", &[("_pq_.test_option", "1")]);
+    pkt[4..8].copy_from_slice(&0x0003_0002u32.to_be_bytes());
+    c.send(&pkt).await;
+    let (tag, body) = c.read_message(Duration::from_secs(5)).await.expect("a reply");
+    assert_eq!(tag, b'v', "NegotiateProtocolVersion first");
+    assert_eq!(&body[..4], &196_608u32.to_be_bytes());
+    assert_eq!(&body[4..8], &1u32.to_be_bytes());
+    c.read_until_ready().await;
+}
