@@ -150,9 +150,26 @@ impl Shared {
         let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
         let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);
         let pool = Pool::new(connector, Limits::from_settings(&settings), db_limit, user_limit);
+        let (weak, me, me_user) = (self.me.clone(), key.clone(), server_user.clone());
+        pool.set_starved_hook(Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.evict_idle_for(&me, &me_user);
+            }
+        }));
         let entry = Arc::new(PoolEntry { pool, settings });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
+    }
+
+    /// Closes one idle server of another pool sharing `key`'s database or server-user budget.
+    fn evict_idle_for(&self, key: &PoolKey, server_user: &str) {
+        for (k, entry) in self.all_pools() {
+            let same_user = entry.pool.connector().user == server_user;
+            if k != *key && (k.db == key.db || same_user) && entry.pool.close_one_idle() {
+                tracing::debug!(db = %k.db, user = %k.user, "closed an idle server to free a shared budget");
+                return;
+            }
+        }
     }
 
     /// Every pool, for stats and shutdown.

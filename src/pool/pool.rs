@@ -270,7 +270,7 @@ impl<C: Connect> Pool<C> {
             }
             Err(_elapsed) => {
                 self.free_slot();
-                Err(PoolError::WaitTimeout { waited: connect_timeout })
+                Err(PoolError::ConnectTimeout(connect_timeout))
             }
         }
     }

@@ -74,8 +74,9 @@ impl ProxyBuilder {
         let mut have_app = false;
         for (name, fields) in &self.databases {
             have_app |= name == "app";
+            let port = if fields.contains("port") { String::new() } else { format!(", port = {}", self.pg_port) };
             let sep = if fields.is_empty() { "" } else { ", " };
-            s.push_str(&format!("{name:?} = {{ host = \"127.0.0.1\", port = {}{sep}{fields} }}\n", self.pg_port));
+            s.push_str(&format!("{name:?} = {{ host = \"127.0.0.1\"{port}{sep}{fields} }}\n"));
         }
         if !have_app {
             s.push_str(&format!("app = {{ host = \"127.0.0.1\", port = {}, dbname = \"app\" }}\n", self.pg_port));
