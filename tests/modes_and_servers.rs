@@ -119,7 +119,7 @@ async fn server_connect_timeout_fails_the_client_clearly() {
         .start()
         .await;
     let started = Instant::now();
-    let e = px.try_client(USER, PW, "silent").await.err().expect("no server");
+    let e = px.try_client(USER, PW, "silent").await.expect_err("no server");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(code(&e).as_deref(), Some("08006"), "{e}");
     drop(silent);
