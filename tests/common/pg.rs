@@ -90,6 +90,13 @@ fn template() -> PathBuf {
     if dir.join("ready").exists() {
         return dir;
     }
+    // One builder at a time across test processes; the others wait on the lock, then reuse.
+    let lock = std::fs::File::create(std::env::temp_dir().join(format!("pgsluice-test-template-{version}.lock")))
+        .expect("template lock file");
+    lock.lock().expect("lock the template");
+    if dir.join("ready").exists() {
+        return dir;
+    }
     let work = std::env::temp_dir().join(format!("pgsluice-template-build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
@@ -119,8 +126,8 @@ fn template() -> PathBuf {
     drop(conf);
     chown_postgres(&work);
     let port = free_port();
-    let pg = Postmaster { data: data.clone(), port };
-    pg.start();
+    let pg = StopOnDrop(Postmaster { data: data.clone(), port });
+    pg.0.start();
     let psql = |db: &str, sql: &str| {
         let mut c = if is_root() {
             let mut c = Command::new("runuser");
@@ -144,7 +151,7 @@ fn template() -> PathBuf {
     };
     psql("postgres", SETUP_SQL);
     psql("app", APP_SQL);
-    pg.stop("fast");
+    drop(pg);
     std::fs::write(work.join("ready"), "").unwrap();
     if std::fs::rename(&work, &dir).is_err() {
         // Another test process won the race; use its template.
@@ -156,6 +163,15 @@ fn template() -> PathBuf {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// Stops a postmaster even when setup panics, so no stray server outlives the test.
+struct StopOnDrop(Postmaster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop("fast");
+    }
 }
 
 struct Postmaster {
