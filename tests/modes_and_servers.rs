@@ -209,3 +209,18 @@ async fn protocol_3_2_gets_negotiate_protocol_version() {
     assert_eq!(&body[4..8], &1u32.to_be_bytes());
     c.read_until_ready().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_reset_query_always_cleans_between_transactions() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(1).general("server_reset_query_always", "true").start().await;
+    let a = px.client(USER, PW, "app").await;
+    let b = px.client(USER, PW, "app").await;
+    a.batch_execute("set work_mem = '7MB'").await.unwrap();
+    assert_eq!(scalar(&b, "show work_mem").await, "4MB", "DISCARD ALL ran after a's transaction");
+    let px = Proxy::builder(&pg).pool_size(1).start().await;
+    let a = px.client(USER, PW, "app").await;
+    let b = px.client(USER, PW, "app").await;
+    a.batch_execute("set work_mem = '7MB'").await.unwrap();
+    assert_eq!(scalar(&b, "show work_mem").await, "7MB", "without it, transaction mode does not reset (as PgBouncer)");
+}

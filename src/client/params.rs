@@ -16,6 +16,8 @@ pub struct ClientParams {
     values: Vec<(String, String)>,
     /// Which names are tracked (TRACKED plus track_extra_parameters).
     names: Vec<String>,
+    /// Hash of `values`, never 0: a server synced to the same fingerprint needs no SET.
+    fingerprint: u64,
 }
 
 impl ClientParams {
@@ -26,7 +28,9 @@ impl ClientParams {
                 names.push(e.clone());
             }
         }
-        ClientParams { values: Vec::new(), names }
+        let mut p = ClientParams { values: Vec::new(), names, fingerprint: 0 };
+        p.refresh_fingerprint();
+        p
     }
 
     /// The canonical name if `name` is tracked.
@@ -36,6 +40,19 @@ impl ClientParams {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn refresh_fingerprint(&mut self) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for name in &self.names {
+            (name, self.get(name)).hash(&mut h);
+        }
+        self.fingerprint = h.finish().max(1);
     }
 
     /// Sets a tracked parameter; untracked names are ignored.
@@ -51,6 +68,7 @@ impl ClientParams {
             }
             None => self.values.push((canon, value.to_string())),
         }
+        self.refresh_fingerprint();
     }
 
     /// Fills parameters the client did not choose from a server's welcome values.
@@ -115,6 +133,8 @@ impl ClientParams {
                 *v = sv.to_string();
             }
         }
+        self.refresh_fingerprint();
+        server.synced_fingerprint = self.fingerprint;
     }
 }
 

@@ -230,10 +230,12 @@ impl Session {
         let Some(conn) = lease.conn() else {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
-        if let Some(sql) = self.login.params.sync_sql(conn) {
-            if let Err(e) = conn.run_internal(&sql).await {
-                conn.broken = true;
-                return Err(ClientError::Server(e));
+        if conn.synced_fingerprint != self.login.params.fingerprint() {
+            if let Some(sql) = self.login.params.sync_sql(conn) {
+                if let Err(e) = conn.run_internal(&sql).await {
+                    conn.broken = true;
+                    return Err(ClientError::Server(e));
+                }
             }
             self.login.params.after_sync(conn);
         }
@@ -261,12 +263,14 @@ impl Session {
 
     async fn on_active(&mut self) -> Result<Flow, ClientError> {
         let deadline = self.next_deadline();
+        ensure_room(&mut self.cbuf);
         let State::Active(active) = &mut self.state else {
             return Ok(Flow::Continue);
         };
         let Some(conn) = active.lease.conn() else {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
+        ensure_room(&mut conn.rbuf);
         let far = Instant::now() + Duration::from_secs(86_400);
         tokio::select! {
             r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < MAX_PENDING_CLIENT_BYTES => {
@@ -475,6 +479,17 @@ impl Session {
         }
     }
 }
+
+/// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read
+/// has been forwarded, so this does not allocate in steady state.
+fn ensure_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Size of one socket read.
+const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {

@@ -36,6 +36,7 @@ pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> 
         broken: false,
         check_query: None,
         reported: Vec::new(),
+        synced_fingerprint: 0,
     };
     let mut out = BytesMut::new();
     let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];

@@ -82,6 +82,8 @@ pub struct ServerConn {
     pub(crate) check_query: Option<String>,
     /// Names PostgreSQL reported at login (GUC_REPORT parameters).
     pub(crate) reported: Vec<String>,
+    /// Fingerprint of the client parameters this server was last made to match; 0 = unknown.
+    pub synced_fingerprint: u64,
 }
 
 impl ServerConn {
@@ -106,12 +108,14 @@ impl ServerConn {
 
     /// Forgets an unreported parameter after it was RESET.
     pub fn forget_param(&mut self, name: &str) {
+        self.synced_fingerprint = 0;
         if !self.reported(name) {
             self.params.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         }
     }
 
     pub(crate) fn set_param(&mut self, name: &[u8], value: &[u8]) {
+        self.synced_fingerprint = 0;
         let (name, value) = (String::from_utf8_lossy(name), String::from_utf8_lossy(value));
         match self.params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&name)) {
             Some((_, v)) => *v = value.into_owned(),
