@@ -231,11 +231,11 @@ impl Session {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
         if conn.synced_fingerprint != self.login.params.fingerprint() {
-            if let Some(sql) = self.login.params.sync_sql(conn) {
-                if let Err(e) = conn.run_internal(&sql).await {
-                    conn.broken = true;
-                    return Err(ClientError::Server(e));
-                }
+            if let Some(sql) = self.login.params.sync_sql(conn)
+                && let Err(e) = conn.run_internal(&sql).await
+            {
+                conn.broken = true;
+                return Err(ClientError::Server(e));
             }
             self.login.params.after_sync(conn);
         }
