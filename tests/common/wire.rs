@@ -24,6 +24,14 @@ impl RawConn {
         self.sock.write_all(bytes).await
     }
 
+    /// Reads exactly `out.len()` raw bytes (for the one-byte SSL/GSS answers); returns how many arrived.
+    pub async fn read_exact_raw(&mut self, out: &mut [u8]) -> usize {
+        match tokio::time::timeout(Duration::from_secs(5), self.sock.read_exact(out)).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        }
+    }
+
     pub async fn shutdown_write(&mut self) {
         let _ = self.sock.shutdown().await;
     }
