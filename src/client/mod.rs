@@ -4,6 +4,7 @@
 mod error;
 mod login;
 mod params;
+mod prepared;
 mod session;
 
 use std::net::SocketAddr;

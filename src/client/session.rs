@@ -12,13 +12,17 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use super::ClientError;
+
+mod timers;
 use super::login::LoggedIn;
+use super::prepared::{Edit, Statements};
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
 use crate::protocol::frame::{FrameScanner, Header, MAX_MESSAGE_LEN};
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
+use crate::server::replies::Verdict;
 use crate::server::{ServerConn, ServerConnector};
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
@@ -63,6 +67,24 @@ pub struct Session {
     settings: PoolSettings,
     cancel: Arc<CancelSlot>,
     cancel_wait: Duration,
+    /// The client's prepared statement names (transaction and statement mode).
+    stmts: Statements,
+    /// Reused buffers for rewritten output: replacement bytes, edits, and the assembled write.
+    extra: BytesMut,
+    edits: Vec<Splice>,
+    wbuf: BytesMut,
+}
+
+/// One change to a forwarded chunk: at `at`, drop `drop` bytes and insert `insert` (from `extra`, or owned).
+struct Splice {
+    at: usize,
+    drop: usize,
+    insert: Insert,
+}
+
+enum Insert {
+    Extra(std::ops::Range<usize>),
+    Owned(bytes::Bytes),
 }
 
 impl Session {
@@ -74,6 +96,8 @@ impl Session {
         cancel_wait: Duration,
     ) -> Self {
         let settings = login.pool.settings.clone();
+        let rewrite = settings.pool_mode != PoolMode::Session;
+        let stmts = Statements::new(if rewrite { settings.max_prepared_statements } else { 0 });
         Session {
             sock,
             cbuf,
@@ -83,6 +107,10 @@ impl Session {
             settings,
             cancel,
             cancel_wait,
+            stmts,
+            extra: BytesMut::new(),
+            edits: Vec::new(),
+            wbuf: BytesMut::new(),
         }
     }
 
@@ -297,7 +325,8 @@ impl Session {
         }
     }
 
-    /// Forwards every complete (or streaming) client message to the server, tracking what it owes.
+    /// Forwards every complete (or streaming) client message to the server, tracking what it owes and
+    /// rewriting prepared statements.
     async fn forward_client(&mut self) -> Result<Flow, ClientError> {
         let State::Active(active) = &mut self.state else {
             return Ok(Flow::Continue);
@@ -307,16 +336,28 @@ impl Session {
         };
         let was_busy = conn.tracker.busy();
         let mut terminate = false;
-        let tracker = &mut conn.tracker;
+        let (stmts, extra, edits) = (&mut self.stmts, &mut self.extra, &mut self.edits);
+        let rewrite = stmts.enabled();
+        extra.clear();
+        edits.clear();
         let n = self.client_scanner.scan(
             &self.cbuf,
-            |_| false,
+            |t| rewrite && Statements::wants_body(t),
             |h: Header<'_>| {
                 if h.tag == b'X' {
                     terminate = true;
                     return Scan::StopBefore;
                 }
-                tracker.on_client(h.tag);
+                let edit = if rewrite { stmts.on_message(h.tag, h.body, conn, extra) } else { Edit::Keep };
+                match edit {
+                    Edit::Keep => conn.tracker.on_client(h.tag),
+                    Edit::Replace(r) => {
+                        if !r.is_empty() {
+                            conn.tracker.on_client(h.tag);
+                        }
+                        edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(r) });
+                    }
+                }
                 Scan::Continue
             },
         )?;
@@ -329,11 +370,26 @@ impl Session {
                     active.tx_started = now;
                 }
             }
-            conn.stream.write_all(&self.cbuf[..n]).await.map_err(|e| {
-                conn.broken = true;
-                ClientError::ServerLost(e.to_string())
-            })?;
+            let out = splice(&self.cbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
+            if !out.is_empty() {
+                conn.stream.write_all(out).await.map_err(|e| {
+                    conn.broken = true;
+                    ClientError::ServerLost(e.to_string())
+                })?;
+            }
             self.cbuf.advance(n);
+        }
+        if rewrite {
+            // Replies pgsluice answers itself may be due now (e.g. Parse of a known statement + Flush).
+            self.wbuf.clear();
+            let wbuf = &mut self.wbuf;
+            conn.replies.take_due(&mut |b| wbuf.extend_from_slice(&b));
+            if !self.wbuf.is_empty() {
+                self.sock.write_all(&self.wbuf).await?;
+            }
+            if conn.is_reusable() && self.settings.pool_mode != PoolMode::Session {
+                self.release_server().await;
+            }
         }
         if terminate {
             let _ = self.cbuf.split_to(5);
@@ -354,12 +410,31 @@ impl Session {
         };
         let mut release = false;
         let mut refused_block = false;
-        let (tracker, rbuf) = (&mut conn.tracker, &conn.rbuf);
+        let rewrite = self.stmts.enabled();
+        let edits = &mut self.edits;
+        edits.clear();
+        let mut failed = Vec::new();
+        let ServerConn { tracker, rbuf, replies, .. } = &mut *conn;
         let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let n = active.scanner.scan(
             rbuf,
-            |t| t == b'Z' || t == b'S',
+            // Replies that may be swallowed or followed by pgsluice's own are held whole.
+            |t| {
+                t == b'Z'
+                    || t == b'S'
+                    || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
+            },
             |h: Header<'_>| {
+                if rewrite {
+                    let mut emit = |b| edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(b) });
+                    let (verdict, outcome) = replies.on_server(h.tag, &mut emit);
+                    if verdict == Verdict::Swallow {
+                        edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
+                    }
+                    failed.extend(outcome.failed_parse);
+                    let after = h.offset + 1 + h.len;
+                    replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
+                }
                 match (h.tag, h.body) {
                     (b'Z', Some(body)) => {
                         let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
@@ -390,12 +465,18 @@ impl Session {
                 return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
             }
         };
+        for p in &failed {
+            self.stmts.forget(p, conn);
+        }
         for (k, v) in &status_changes {
             conn.set_param(k, v);
             params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
         }
         if n > 0 {
-            self.sock.write_all(&conn.rbuf[..n]).await?;
+            let out = splice(&conn.rbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
+            if !out.is_empty() {
+                self.sock.write_all(out).await?;
+            }
             conn.rbuf.advance(n);
         }
         if !conn.tracker.busy() {
@@ -426,58 +507,26 @@ impl Session {
         }
         self.detach();
     }
+}
 
-    /// The next timeout that applies to an active client, if any.
-    fn next_deadline(&self) -> Option<(Instant, Timer)> {
-        let State::Active(active) = &self.state else {
-            return None;
-        };
-        let conn = active.lease.conn_ref()?;
-        let s = &self.settings;
-        let mut best: Option<(Instant, Timer)> = None;
-        let mut consider = |d: Duration, from: Instant, t: Timer| {
-            if !d.is_zero() && best.is_none_or(|(b, _)| from + d < b) {
-                best = Some((from + d, t));
-            }
-        };
-        if let Some(started) = active.request_started {
-            let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
-            consider(wait, started, Timer::Query);
-        }
-        if conn.tracker.in_transaction() {
-            if !conn.tracker.busy() {
-                consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
-            }
-            consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
-        } else if !conn.tracker.busy() {
-            consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
-        }
-        best
+/// The bytes to forward: `input` itself when nothing changed, else `input` with `edits` applied, in `wbuf`.
+fn splice<'a>(input: &'a [u8], edits: &[Splice], extra: &[u8], wbuf: &'a mut BytesMut) -> &'a [u8] {
+    if edits.is_empty() {
+        return input;
     }
-
-    async fn on_timer(&mut self, timer: Timer) -> Result<Flow, ClientError> {
-        match timer {
-            Timer::Query => {
-                let State::Active(active) = &mut self.state else {
-                    return Ok(Flow::Continue);
-                };
-                if active.cancel_sent {
-                    return Err(ClientError::QueryTimeout);
-                }
-                active.cancel_sent = true;
-                active.request_started = Some(Instant::now());
-                let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
-                tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
-                if let Some(t) = target {
-                    crate::cancel::send_cancel(t, self.cancel_wait).await;
-                }
-                Ok(Flow::Continue)
-            }
-            Timer::IdleTransaction => Err(ClientError::IdleTransactionTimeout),
-            Timer::Transaction => Err(ClientError::TransactionTimeout),
-            Timer::ClientIdle => Err(ClientError::ClientIdleTimeout),
+    wbuf.clear();
+    let mut pos = 0;
+    for e in edits {
+        let at = e.at.min(input.len());
+        wbuf.extend_from_slice(input.get(pos..at).unwrap_or_default());
+        match &e.insert {
+            Insert::Extra(r) => wbuf.extend_from_slice(extra.get(r.clone()).unwrap_or_default()),
+            Insert::Owned(b) => wbuf.extend_from_slice(b),
         }
+        pos = (at + e.drop).min(input.len()).max(pos);
     }
+    wbuf.extend_from_slice(input.get(pos..).unwrap_or_default());
+    wbuf
 }
 
 /// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read
@@ -490,14 +539,6 @@ fn ensure_room(buf: &mut BytesMut) {
 
 /// Size of one socket read.
 const READ_CHUNK: usize = 16 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timer {
-    Query,
-    IdleTransaction,
-    Transaction,
-    ClientIdle,
-}
 
 #[allow(clippy::large_enum_variant)]
 enum Acquired {

@@ -154,6 +154,9 @@ pub struct General {
     pub workers: usize,
     /// Largest message accepted, bytes (PostgreSQL's limit is 1 GiB). Default 1073741823.
     pub max_packet_size: usize,
+    /// Named prepared statements kept per server connection in transaction/statement mode; 0 = off
+    /// (names then reach the server unchanged). Default 200.
+    pub max_prepared_statements: usize,
 }
 
 impl Default for General {
@@ -194,6 +197,7 @@ impl Default for General {
             application_name_add_host: false,
             workers: 0,
             max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,
+            max_prepared_statements: 200,
         }
     }
 }

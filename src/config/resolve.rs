@@ -40,6 +40,8 @@ pub struct PoolSettings {
     pub server_check_delay: Duration,
     pub server_reset_query: String,
     pub server_reset_query_always: bool,
+    /// Prepared statements per server; 0 = off. Session mode never rewrites (the server is the client's).
+    pub max_prepared_statements: usize,
 }
 
 impl Config {
@@ -82,6 +84,7 @@ impl Config {
             server_check_delay: g.server_check_delay,
             server_reset_query: g.server_reset_query.clone(),
             server_reset_query_always: g.server_reset_query_always,
+            max_prepared_statements: g.max_prepared_statements,
         })
     }
 }

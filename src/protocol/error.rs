@@ -26,6 +26,8 @@ impl SqlState {
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    pub const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState("42P05");
+    pub const INVALID_SQL_STATEMENT_NAME: SqlState = SqlState("26000");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,8 @@ pub struct Header<'a> {
     pub tag: u8,
     /// Length as on the wire (body plus the 4 length bytes).
     pub len: usize,
+    /// Where the message starts in the scanned buffer.
+    pub offset: usize,
     pub body: Option<&'a [u8]>,
 }
 
@@ -84,9 +86,9 @@ impl FrameScanner {
                 let Some(body) = rest.get(5..total) else {
                     return Ok(pos);
                 };
-                on_msg(Header { tag, len, body: Some(body) })
+                on_msg(Header { tag, len, offset: pos, body: Some(body) })
             } else {
-                on_msg(Header { tag, len, body: None })
+                on_msg(Header { tag, len, offset: pos, body: None })
             };
             match verdict {
                 Scan::StopBefore => return Ok(pos),

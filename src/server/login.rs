@@ -37,6 +37,8 @@ pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> 
         check_query: None,
         reported: Vec::new(),
         synced_fingerprint: 0,
+        replies: Default::default(),
+        statements: Default::default(),
     };
     let mut out = BytesMut::new();
     let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];

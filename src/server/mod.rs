@@ -3,6 +3,8 @@
 //! `ServerConn: pool::Poolable`. Imports: protocol, config, auth, pool.
 
 mod login;
+pub mod replies;
+pub mod statements;
 pub mod tracker;
 
 use std::net::SocketAddr;
@@ -84,6 +86,10 @@ pub struct ServerConn {
     pub(crate) reported: Vec<String>,
     /// Fingerprint of the client parameters this server was last made to match; 0 = unknown.
     pub synced_fingerprint: u64,
+    /// Replies owed while pgsluice rewrites prepared statements (empty otherwise).
+    pub replies: replies::ReplyQueue,
+    /// Statements prepared on this server under pgsluice's names.
+    pub statements: statements::StatementCache,
 }
 
 impl ServerConn {
@@ -190,7 +196,7 @@ impl Drop for ServerConn {
 
 impl Poolable for ServerConn {
     fn is_reusable(&self) -> bool {
-        !self.broken && self.tracker.is_clean() && self.rbuf.is_empty()
+        !self.broken && self.tracker.is_clean() && self.rbuf.is_empty() && self.replies.is_empty()
     }
 
     fn is_alive(&mut self) -> bool {

@@ -1,0 +1,242 @@
+//! Named prepared statements in transaction mode. Each client keeps its own statement names; the
+//! server-side name is derived from the statement's text and parameter types, so one statement is
+//! prepared at most once per server and lazily on whichever server the client lands on. Parse, Bind,
+//! Describe and Close are rewritten here; the replies they change are queued in the server's
+//! `ReplyQueue`.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::messages::{self, put_message};
+use crate::protocol::{PgError, SqlState};
+use crate::server::ServerConn;
+use crate::server::replies::{Entry, Prepared, Request};
+
+const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
+
+/// One client statement: pgsluice's name for it and the Parse body after the name.
+#[derive(Debug)]
+struct Statement {
+    server_name: Bytes,
+    rest: Bytes,
+}
+
+/// What to do with one client message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Forward the original bytes.
+    Keep,
+    /// Forward `out[range]` instead (empty = drop the message).
+    Replace(std::ops::Range<usize>),
+}
+
+#[derive(Debug, Default)]
+pub struct Statements {
+    by_name: HashMap<Bytes, Arc<Statement>>,
+    /// `max_prepared_statements` per server; 0 = feature off.
+    max: usize,
+    /// After an error pgsluice raised itself, the rest of the pipeline is skipped up to Sync.
+    skipping: bool,
+}
+
+fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = memchr::memchr(0, buf)?;
+    Some((buf.get(..end)?, buf.get(end + 1..)?))
+}
+
+fn server_name_for(rest: &[u8]) -> Bytes {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    rest.hash(&mut h);
+    Bytes::from(format!("pgsluice_{:016x}", h.finish()))
+}
+
+fn synth(f: impl FnOnce(&mut BytesMut)) -> Entry {
+    let mut b = BytesMut::new();
+    f(&mut b);
+    Entry::Synth(b.freeze())
+}
+
+impl Statements {
+    pub fn new(max: usize) -> Self {
+        Statements { max, ..Default::default() }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max > 0
+    }
+
+    /// Which client messages must be seen whole.
+    pub fn wants_body(tag: u8) -> bool {
+        // Execute, Sync and Flush are tiny; holding them lets a skipped pipeline drop them whole.
+        matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q' | b'E' | b'S' | b'H')
+    }
+
+    /// Handles one client message bound for `conn`; replacement bytes are appended to `out`.
+    pub fn on_message(&mut self, tag: u8, body: Option<&[u8]>, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+        if self.skipping {
+            if tag == b'S' {
+                self.skipping = false;
+            } else if body.is_some() {
+                return Edit::Replace(out.len()..out.len());
+            }
+        }
+        let request = match tag {
+            b'P' => Request::Parse,
+            b'B' => Request::Bind,
+            b'D' if body.and_then(|b| b.first()) == Some(&b'S') => Request::DescribeStatement,
+            b'D' => Request::DescribePortal,
+            b'E' => Request::Execute,
+            b'C' => Request::Close,
+            b'S' => Request::Sync,
+            b'Q' | b'F' => Request::Simple,
+            _ => return Edit::Keep,
+        };
+        let edit = match (tag, body) {
+            (b'P', Some(b)) => self.on_parse(b, conn, out),
+            (b'B', Some(b)) => self.on_bind(b, conn, out),
+            (b'D', Some(b)) if request == Request::DescribeStatement => self.on_describe(b, conn, out),
+            (b'C', Some([b'S', name @ ..])) => self.on_close(name, conn, out),
+            (b'Q', Some(b)) => self.on_query(b, conn, out),
+            _ => None,
+        };
+        edit.unwrap_or_else(|| {
+            conn.replies.push(Entry::Pending { request, swallow: false, parse: None });
+            Edit::Keep
+        })
+    }
+
+    /// Makes sure `stmt` exists on `conn`, writing a Parse (whose reply is swallowed) if needed.
+    fn ensure(&mut self, stmt: &Statement, conn: &mut ServerConn, out: &mut BytesMut) {
+        if conn.statements.contains(&stmt.server_name) {
+            return;
+        }
+        self.write_parse(stmt, None, true, conn, out);
+    }
+
+    fn write_parse(
+        &mut self,
+        stmt: &Statement,
+        client_name: Option<Bytes>,
+        swallow: bool,
+        conn: &mut ServerConn,
+        out: &mut BytesMut,
+    ) {
+        if let Some(evicted) = conn.statements.insert(stmt.server_name.clone(), self.max) {
+            put_message(out, b'C', |b| {
+                b.put_u8(b'S');
+                messages::put_cstr(b, &evicted);
+            });
+            conn.replies.push(Entry::Pending { request: Request::Close, swallow: true, parse: None });
+        }
+        put_message(out, b'P', |b| {
+            messages::put_cstr(b, &stmt.server_name);
+            b.put_slice(&stmt.rest);
+        });
+        let parse = Prepared { server_name: stmt.server_name.clone(), client_name };
+        conn.replies.push(Entry::Pending { request: Request::Parse, swallow, parse: Some(parse) });
+    }
+
+    fn on_parse(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        let (name, rest) = cstr(body)?;
+        if name.is_empty() {
+            return None;
+        }
+        let start = out.len();
+        if self.by_name.contains_key(name) {
+            let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
+            conn.replies.push(synth(|b| PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg).encode(b)));
+            self.skipping = true;
+            return Some(Edit::Replace(start..start));
+        }
+        let stmt = Arc::new(Statement { server_name: server_name_for(rest), rest: Bytes::copy_from_slice(rest) });
+        let name = Bytes::copy_from_slice(name);
+        self.by_name.insert(name.clone(), stmt.clone());
+        if conn.statements.contains(&stmt.server_name) {
+            conn.replies.push(Entry::Synth(Bytes::from_static(PARSE_COMPLETE)));
+        } else {
+            self.write_parse(&stmt, Some(name), false, conn, out);
+        }
+        Some(Edit::Replace(start..out.len()))
+    }
+
+    fn on_bind(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        let (portal, after_portal) = cstr(body)?;
+        let (name, rest) = cstr(after_portal)?;
+        let stmt = self.by_name.get(name)?.clone();
+        let start = out.len();
+        self.ensure(&stmt, conn, out);
+        put_message(out, b'B', |b| {
+            messages::put_cstr(b, portal);
+            messages::put_cstr(b, &stmt.server_name);
+            b.put_slice(rest);
+        });
+        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, parse: None });
+        Some(Edit::Replace(start..out.len()))
+    }
+
+    fn on_describe(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        let (name, _) = cstr(body.get(1..)?)?;
+        let stmt = self.by_name.get(name)?.clone();
+        let start = out.len();
+        self.ensure(&stmt, conn, out);
+        put_message(out, b'D', |b| {
+            b.put_u8(b'S');
+            messages::put_cstr(b, &stmt.server_name);
+        });
+        conn.replies.push(Entry::Pending { request: Request::DescribeStatement, swallow: false, parse: None });
+        Some(Edit::Replace(start..out.len()))
+    }
+
+    fn on_close(&mut self, name: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        let (name, _) = cstr(name)?;
+        if name.is_empty() {
+            return None;
+        }
+        // The server keeps its copy for other clients; the client's name is gone.
+        self.by_name.remove(name);
+        conn.replies.push(Entry::Synth(Bytes::from_static(CLOSE_COMPLETE)));
+        Some(Edit::Replace(out.len()..out.len()))
+    }
+
+    /// DEALLOCATE and DISCARD ALL sent as SQL act on the client's names.
+    fn on_query(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
+        let words: Vec<String> =
+            sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let target = match words.as_slice() {
+            ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
+                // Forwarded: the server drops all its statements, so forget them on both sides.
+                self.by_name.clear();
+                conn.statements.clear();
+                return None;
+            }
+            ["deallocate", name] | ["deallocate", "prepare", name] => name.trim_matches('"').to_string(),
+            _ => return None,
+        };
+        let status = conn.tracker.status();
+        let found = self.by_name.remove(target.as_bytes()).is_some();
+        conn.replies.push(synth(|b| {
+            if found {
+                put_message(b, b'C', |m| messages::put_cstr(m, b"DEALLOCATE"));
+            } else {
+                let msg = format!("prepared statement \"{target}\" does not exist");
+                PgError::error(SqlState::INVALID_SQL_STATEMENT_NAME, msg).encode(b);
+            }
+            messages::ready_for_query(b, status);
+        }));
+        Some(Edit::Replace(out.len()..out.len()))
+    }
+
+    /// A rewritten Parse failed on the server: the statement exists nowhere.
+    pub fn forget(&mut self, failed: &Prepared, conn: &mut ServerConn) {
+        conn.statements.remove(&failed.server_name);
+        if let Some(name) = &failed.client_name {
+            self.by_name.remove(name);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Client timeouts: query_timeout (cancel, then give up), idle_transaction_timeout, transaction_timeout
+//! and client_idle_timeout, computed from the session's state.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Flow, Session, State};
+use crate::cancel::CancelTarget;
+use crate::client::ClientError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    Query,
+    IdleTransaction,
+    Transaction,
+    ClientIdle,
+}
+
+impl Session {
+    /// The next timeout that applies to an active client, if any.
+    pub(super) fn next_deadline(&self) -> Option<(Instant, Timer)> {
+        let State::Active(active) = &self.state else {
+            return None;
+        };
+        let conn = active.lease.conn_ref()?;
+        let s = &self.settings;
+        let mut best: Option<(Instant, Timer)> = None;
+        let mut consider = |d: Duration, from: Instant, t: Timer| {
+            if !d.is_zero() && best.is_none_or(|(b, _)| from + d < b) {
+                best = Some((from + d, t));
+            }
+        };
+        if let Some(started) = active.request_started {
+            let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
+            consider(wait, started, Timer::Query);
+        }
+        if conn.tracker.in_transaction() {
+            if !conn.tracker.busy() {
+                consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
+            }
+            consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
+        } else if !conn.tracker.busy() {
+            consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
+        }
+        best
+    }
+
+    pub(super) async fn on_timer(&mut self, timer: Timer) -> Result<Flow, ClientError> {
+        match timer {
+            Timer::Query => {
+                let State::Active(active) = &mut self.state else {
+                    return Ok(Flow::Continue);
+                };
+                if active.cancel_sent {
+                    return Err(ClientError::QueryTimeout);
+                }
+                active.cancel_sent = true;
+                active.request_started = Some(Instant::now());
+                let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
+                tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
+                if let Some(t) = target {
+                    crate::cancel::send_cancel(t, self.cancel_wait).await;
+                }
+                Ok(Flow::Continue)
+            }
+            Timer::IdleTransaction => Err(ClientError::IdleTransactionTimeout),
+            Timer::Transaction => Err(ClientError::TransactionTimeout),
+            Timer::ClientIdle => Err(ClientError::ClientIdleTimeout),
+        }
+    }
+}
