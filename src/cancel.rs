@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Where a client's cancel request must go right now.
@@ -87,7 +87,10 @@ impl CancelRegistry {
     }
 }
 
-/// Sends a CancelRequest for `target` to its server, bounded by `wait` (zero = no bound).
+/// Sends a CancelRequest for `target` to its server and waits until the server closes the connection,
+/// which it does once it has acted on the request (as libpq's PQcancel waits), bounded by `wait`
+/// (`cancel_wait_timeout`; zero = no bound). The client's own cancel connection is closed after this, so a
+/// client that waits for that EOF knows its cancel has been delivered.
 pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
     let send = async {
         let mut s = TcpStream::connect(target.addr).await?;
@@ -97,7 +100,9 @@ pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
         pkt.extend_from_slice(&target.pid.to_be_bytes());
         pkt.extend_from_slice(&target.key.to_be_bytes());
         s.write_all(&pkt).await?;
-        s.shutdown().await
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     };
     let result = if wait.is_zero() { Ok(send.await) } else { tokio::time::timeout(wait, send).await };
     match result {

@@ -39,23 +39,7 @@ async fn cancel_reaches_the_right_server_and_a_wrong_key_cancels_nothing() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).auth_type("trust").pool_size(2).start().await;
     // A raw client, so the test knows the BackendKeyData pgsluice gave it.
-    let mut a = RawConn::connect(px.port()).await;
-    a.send(&RawConn::startup_packet("trust_user", "app", &[])).await;
-    let mut key = None;
-    while let Some((tag, body)) = a.read_message(Duration::from_secs(5)).await {
-        match tag {
-            b'K' => {
-                key = Some((
-                    u32::from_be_bytes(body[..4].try_into().unwrap()),
-                    u32::from_be_bytes(body[4..8].try_into().unwrap()),
-                ))
-            }
-            b'Z' => break,
-            b'E' => panic!("login failed: {:?}", common::wire::error_fields(&body)),
-            _ => {}
-        }
-    }
-    let (pid, key) = key.expect("BackendKeyData");
+    let (mut a, pid, key) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
     a.send(&query_message("select pg_sleep(20)")).await;
     let admin = pg.admin_client().await;
     common::wait_for(Duration::from_secs(5), "pg_sleep running", || async {
@@ -163,4 +147,39 @@ async fn query_timeout_cancels_with_57014_and_client_stays_usable() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c.simple_query("select 1").await.expect("idle client untouched");
     let _ = expect_fatal; // shared helper kept for other timeouts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_waits_for_the_server_and_cancel_wait_timeout_bounds_it() {
+    use common::wire::{RawConn, cancel_request, query_message};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").pool_size(2).general("cancel_wait_timeout", "1").start().await;
+    let (mut a, pid, key) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    a.send(&query_message("select pg_sleep(30)")).await;
+    let admin = pg.admin_client().await;
+    let sleeping = "select count(*) from pg_stat_activity where query like 'select pg_sleep%' and state = 'active'";
+    common::wait_for(Duration::from_secs(5), "pg_sleep running", || async {
+        admin.query_one(sleeping, &[]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await;
+    // A frozen postmaster accepts the TCP connection (kernel backlog) but never acts on the cancel:
+    // pgsluice waits for the server to close it, for cancel_wait_timeout and no longer.
+    pg.signal_postmaster("STOP");
+    let mut c = RawConn::connect(px.port()).await;
+    c.send(&cancel_request(pid, key)).await;
+    let closed = c.wait_closed(Duration::from_secs(5)).await;
+    pg.signal_postmaster("CONT");
+    let closed = closed.expect("cancel connection closed within 5 s");
+    assert!(closed >= Duration::from_millis(800), "closed after {closed:?}: did not wait for the server");
+    assert!(closed < Duration::from_secs(3), "closed after {closed:?}: cancel_wait_timeout is 1 s");
+    // Once the postmaster runs again the queued cancel is acted on; new clients are served throughout.
+    let (tag, body) = loop {
+        let (tag, body) = a.read_message(Duration::from_secs(5)).await.expect("reply to the cancel");
+        if tag != b'T' {
+            break (tag, body);
+        }
+    };
+    assert_eq!((tag, common::wire::error_fields(&body).get(&'C').cloned()), (b'E', Some("57014".to_string())));
+    let b = px.try_client("trust_user", "", "app").await.unwrap();
+    b.simple_query("select 1").await.unwrap();
 }

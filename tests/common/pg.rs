@@ -301,6 +301,14 @@ impl TestPg {
         .get(0)
     }
 
+    /// Sends `sig` (e.g. "STOP", "CONT") to the postmaster process only, not its backends.
+    pub fn signal_postmaster(&self, sig: &str) {
+        let pid_file = std::fs::read_to_string(self.pm.data.join("postmaster.pid")).expect("postmaster.pid");
+        let pid = pid_file.lines().next().expect("pid line").trim().to_string();
+        let ok = Command::new("kill").args(["-s", sig, &pid]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "kill -s {sig} {pid}");
+    }
+
     pub async fn restart_fast(&self) {
         let pm = Postmaster { data: self.pm.data.clone(), port: self.pm.port };
         tokio::task::spawn_blocking(move || pm.restart()).await.unwrap();

@@ -60,7 +60,8 @@ impl Session {
                 let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
                 tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
                 if let Some(t) = target {
-                    crate::cancel::send_cancel(t, self.cancel_wait).await;
+                    // Not awaited here: the session keeps forwarding the server's answer meanwhile.
+                    tokio::spawn(crate::cancel::send_cancel(t, self.cancel_wait));
                 }
                 Ok(Flow::Continue)
             }
