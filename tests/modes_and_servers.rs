@@ -126,6 +126,33 @@ async fn server_connect_timeout_fails_the_client_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_is_shared_by_the_pools_of_a_user() {
+    let pg = TestPg::start().await;
+    // Two client-visible databases for the same user: two pools, one budget of 2 servers for the user.
+    let px = Proxy::builder(&pg)
+        .database("app2", "dbname = \"app\"")
+        .user(USER, "max_user_connections = 2")
+        .query_wait_timeout(1.0)
+        .start()
+        .await;
+    let a = px.client(USER, PW, "app").await;
+    let b = px.client(USER, PW, "app2").await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    let c = px.client(USER, PW, "app2").await;
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+    // Another user is not limited by scram_user's budget.
+    let other = px.client("md5_user", "md5_pw", "app").await;
+    assert_eq!(scalar(&other, "select 7").await, "7");
+    assert_eq!(pg.backends_for(USER).await, 2);
+    a.batch_execute("commit").await.unwrap();
+    // The server freed in the `app` pool lets the `app2` pool open one.
+    assert_eq!(scalar(&c, "select 5").await, "5");
+    assert!(pg.backends_for(USER).await <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_is_shared_by_the_pools_of_a_database() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).general("max_db_connections", "2").query_wait_timeout(1.0).start().await;
