@@ -24,6 +24,9 @@ pub struct PoolKey {
 pub struct PoolEntry {
     pub pool: Arc<ServerPool>,
     pub settings: PoolSettings,
+    /// Bumped when a prepared statement's cached plan went stale (DDL): statements parsed afterwards get
+    /// new server-side names, so they never meet a stale copy on any server.
+    pub plan_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Counts clients per database or user name, for the client caps.
@@ -156,7 +159,7 @@ impl Shared {
                 shared.evict_idle_for(&me, &me_user);
             }
         }));
-        let entry = Arc::new(PoolEntry { pool, settings });
+        let entry = Arc::new(PoolEntry { pool, settings, plan_epoch: Default::default() });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
     }

@@ -161,17 +161,90 @@ async fn pgbench_prepared_mode_has_no_failed_transactions() {
         .output()
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    // pgbench prepares with the blocking PQprepare, which stalls all clients of its thread: with fewer
-    // servers than clients per thread (12 / 2) every server could be held by a stalled client. 7 servers
-    // for 12 clients still sends statements to servers that lack them.
-    let px = Proxy::builder(&pg).pool_size(7).start().await;
+    // pgbench prepares with the blocking PQprepare, which stalls every client of its thread while it
+    // waits for a server; one client per thread keeps that from starving the pool. 8 clients through a
+    // pool of 2 land on servers that lack their statements all the time.
+    let px = Proxy::builder(&pg).pool_size(2).start().await;
     let out = Command::new("pgbench")
-        .args(["-c", "12", "-j", "2", "-t", "200", "-M", "prepared", "-h", "127.0.0.1"])
+        .args(["-c", "8", "-j", "8", "-t", "150", "-M", "prepared", "-h", "127.0.0.1"])
         .args(["-p", &px.port().to_string(), "-U", USER, "app"])
         .env("PGPASSWORD", PW)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("number of transactions actually processed: 2400/2400"), "{stdout}");
+    assert!(stdout.contains("number of transactions actually processed: 1200/1200"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_cached_plan_after_ddl_is_retried_outside_transactions_only() {
+    use common::wire::{RawConn, query_message};
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    admin
+        .batch_execute(
+            "create table plan_t(a int, b int); insert into plan_t values (1, 2); grant all on plan_t to public",
+        )
+        .await
+        .unwrap();
+    let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).start().await;
+    let mut c = RawConn::connect(px.port()).await;
+    c.send(&RawConn::startup_packet("trust_user", "app", &[])).await;
+    c.read_until_ready().await;
+    // As libpq's PQexecPrepared: Bind, Describe portal, Execute, Sync.
+    let run = [msg(b'B', b"\0s1\0\0\0\0\0\0\0"), msg(b'D', b"P\0"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', &[])].concat();
+    c.send(&[msg(b'P', b"s1\0select * from plan_t\0\0\0"), run.clone()].concat()).await;
+    assert_eq!(read_tags(&mut c).await, vec![b'1', b'2', b'T', b'D', b'C', b'Z']);
+    // A migration changes the statement's result columns under the cached plan. PostgreSQL answers the
+    // next Bind with 0A000 "cached plan must not change result type"; pgsluice re-prepares and retries
+    // once, and the client reads the new RowDescription with the rows.
+    admin.batch_execute("alter table plan_t add column c int default 7").await.unwrap();
+    c.send(&run).await;
+    let mut replies = Vec::new();
+    loop {
+        let (tag, body) = c.read_message(Duration::from_secs(5)).await.expect("reply");
+        replies.push((tag, body));
+        if tag == b'Z' {
+            break;
+        }
+    }
+    let tags: Vec<u8> = replies.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, vec![b'2', b'T', b'D', b'C', b'Z'], "{replies:?}");
+    assert_eq!(u16::from_be_bytes([replies[1].1[0], replies[1].1[1]]), 3, "the new row shape");
+    assert!(px.log_contents().contains("retrying"), "the retry is logged");
+    // Inside a transaction block the error reaches the client: a retry could not be transparent there.
+    c.send(&query_message("begin")).await;
+    c.read_until_ready().await;
+    admin.batch_execute("alter table plan_t drop column c").await.unwrap();
+    c.send(&run).await;
+    let (tags, codes) = read_tags_codes(&mut c).await;
+    assert_eq!((tags, codes), (vec![b'E', b'Z'], vec!["0A000".to_string()]));
+    c.send(&query_message("rollback")).await;
+    c.read_until_ready().await;
+    // Outside the block the statement works again.
+    c.send(&run).await;
+    assert_eq!(read_tags(&mut c).await, vec![b'2', b'T', b'D', b'C', b'Z']);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_cached_plan_is_not_retried_for_a_client_that_does_not_describe() {
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    admin
+        .batch_execute("create table plan_u(a int, b int, c int); insert into plan_u values (1, 2, 3); grant all on plan_u to scram_user")
+        .await
+        .unwrap();
+    let px = Proxy::builder(&pg).pool_size(1).start().await;
+    let c = px.client(USER, PW, "app").await;
+    // tokio-postgres binds with the columns it described at prepare time. After a dropped column a
+    // replay would hand it (a, c) as if it were (a, b): it must get PostgreSQL's 0A000 instead.
+    let stmt = c.prepare("select * from plan_u").await.unwrap();
+    assert_eq!(c.query(&stmt, &[]).await.unwrap().len(), 1);
+    admin.batch_execute("alter table plan_u drop column b").await.unwrap();
+    let e = c.query(&stmt, &[]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("0A000"), "{e}");
+    // A fresh prepare sees the new shape.
+    let fresh = c.prepare("select * from plan_u").await.unwrap();
+    let row = c.query_one(&fresh, &[]).await.unwrap();
+    assert_eq!((row.len(), row.get::<_, i32>(1)), (2, 3));
 }

@@ -4,16 +4,17 @@
 //! Describe and Close are rewritten here; the replies they change are queued in the server's
 //! `ReplyQueue`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
 use crate::server::ServerConn;
-use crate::server::replies::{Entry, Prepared, Request};
+use crate::server::replies::{BoundStatement, Entry, PlanChanged, Prepared, Request};
 
 const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
@@ -39,18 +40,52 @@ pub struct Statements {
     by_name: HashMap<Bytes, Arc<Statement>>,
     /// `max_prepared_statements` per server; 0 = feature off.
     max: usize,
+    /// The pool's plan epoch, part of every server-side name (see `PoolEntry::plan_epoch`).
+    epoch: Arc<AtomicU64>,
+    /// Server-side names whose plan went stale under this client: Binds of the client's statements that
+    /// use them fail with PostgreSQL's 0A000, as they would on a direct connection, until re-parsed.
+    stale: HashSet<Bytes>,
     /// After an error pgsluice raised itself, the rest of the pipeline is skipped up to Sync.
     skipping: bool,
+    /// No Bind/Execute/Describe/Close since the last Sync or Query.
+    batch_started: bool,
+    /// The client messages of the current batch from its first Bind through its Sync, kept so a batch
+    /// whose cached plan went stale can be replayed once (see `retry`).
+    capture: BytesMut,
+    capture_state: Capture,
+    /// The captured batch describes its portal, so the client learns the new row shape on a replay.
+    capture_describes: bool,
+    replaying: bool,
 }
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    #[default]
+    None,
+    Open,
+    Complete,
+}
+
+/// Batches larger than this are not kept for a retry.
+const MAX_CAPTURE: usize = 64 * 1024;
 
 fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = memchr::memchr(0, buf)?;
     Some((buf.get(..end)?, buf.get(end + 1..)?))
 }
 
-fn server_name_for(rest: &[u8]) -> Bytes {
+/// One whole message at the start of `buf`: (tag, body, rest).
+fn split_message(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, after) = buf.split_first()?;
+    let len = u32::from_be_bytes(after.get(..4)?.try_into().ok()?) as usize;
+    let body = after.get(4..len)?;
+    Some((tag, body, after.get(len..)?))
+}
+
+fn server_name_for(rest: &[u8], epoch: u64) -> Bytes {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     rest.hash(&mut h);
+    epoch.hash(&mut h);
     Bytes::from(format!("pgsluice_{:016x}", h.finish()))
 }
 
@@ -61,8 +96,8 @@ fn synth(f: impl FnOnce(&mut BytesMut)) -> Entry {
 }
 
 impl Statements {
-    pub fn new(max: usize) -> Self {
-        Statements { max, ..Default::default() }
+    pub fn new(max: usize, epoch: Arc<AtomicU64>) -> Self {
+        Statements { max, epoch, ..Default::default() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -77,6 +112,24 @@ impl Statements {
 
     /// Handles one client message bound for `conn`; replacement bytes are appended to `out`.
     pub fn on_message(&mut self, tag: u8, body: Option<&[u8]>, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+        if self.capture_state == Capture::Open {
+            match body {
+                Some(b) if matches!(tag, b'D' | b'E' | b'H' | b'S') && self.capture.len() + b.len() < MAX_CAPTURE => {
+                    put_message(&mut self.capture, tag, |m| m.put_slice(b));
+                    self.capture_describes |= tag == b'D' && b.first() == Some(&b'P');
+                    if tag == b'S' {
+                        self.capture_state = Capture::Complete;
+                    }
+                }
+                _ => self.capture_state = Capture::None,
+            }
+        }
+        let batch_was_started = self.batch_started;
+        match tag {
+            b'S' | b'Q' => self.batch_started = false,
+            b'B' | b'E' | b'D' | b'C' | b'F' => self.batch_started = true,
+            _ => {}
+        }
         if self.skipping {
             if tag == b'S' {
                 self.skipping = false;
@@ -97,14 +150,14 @@ impl Statements {
         };
         let edit = match (tag, body) {
             (b'P', Some(b)) => self.on_parse(b, conn, out),
-            (b'B', Some(b)) => self.on_bind(b, conn, out),
+            (b'B', Some(b)) => self.on_bind(b, !batch_was_started, conn, out),
             (b'D', Some(b)) if request == Request::DescribeStatement => self.on_describe(b, conn, out),
             (b'C', Some([b'S', name @ ..])) => self.on_close(name, conn, out),
             (b'Q', Some(b)) => self.on_query(b, conn, out),
             _ => None,
         };
         edit.unwrap_or_else(|| {
-            conn.replies.push(Entry::Pending { request, swallow: false, parse: None });
+            conn.replies.push(Entry::pass(request));
             Edit::Keep
         })
     }
@@ -130,14 +183,14 @@ impl Statements {
                 b.put_u8(b'S');
                 messages::put_cstr(b, &evicted);
             });
-            conn.replies.push(Entry::Pending { request: Request::Close, swallow: true, parse: None });
+            conn.replies.push(Entry::swallowed(Request::Close));
         }
         put_message(out, b'P', |b| {
             messages::put_cstr(b, &stmt.server_name);
             b.put_slice(&stmt.rest);
         });
         let parse = Prepared { server_name: stmt.server_name.clone(), client_name };
-        conn.replies.push(Entry::Pending { request: Request::Parse, swallow, parse: Some(parse) });
+        conn.replies.push(Entry::Pending { request: Request::Parse, swallow, parse: Some(parse), bind: None });
     }
 
     fn on_parse(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
@@ -152,7 +205,8 @@ impl Statements {
             self.skipping = true;
             return Some(Edit::Replace(start..start));
         }
-        let stmt = Arc::new(Statement { server_name: server_name_for(rest), rest: Bytes::copy_from_slice(rest) });
+        let server_name = server_name_for(rest, self.epoch.load(Ordering::Relaxed));
+        let stmt = Arc::new(Statement { server_name, rest: Bytes::copy_from_slice(rest) });
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt.clone());
         if conn.statements.contains(&stmt.server_name) {
@@ -163,18 +217,36 @@ impl Statements {
         Some(Edit::Replace(start..out.len()))
     }
 
-    fn on_bind(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    /// `first`: the first Bind of its batch, which can be replayed if its cached plan went stale.
+    fn on_bind(&mut self, body: &[u8], first: bool, conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
         let (portal, after_portal) = cstr(body)?;
         let (name, rest) = cstr(after_portal)?;
         let stmt = self.by_name.get(name)?.clone();
         let start = out.len();
+        if self.stale.contains(&stmt.server_name) {
+            let msg = "cached plan must not change result type";
+            conn.replies.push(synth(|b| PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg).encode(b)));
+            self.skipping = true;
+            return Some(Edit::Replace(start..start));
+        }
+        let cached = conn.statements.contains(&stmt.server_name);
         self.ensure(&stmt, conn, out);
         put_message(out, b'B', |b| {
             messages::put_cstr(b, portal);
             messages::put_cstr(b, &stmt.server_name);
             b.put_slice(rest);
         });
-        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, parse: None });
+        let replayable = first && cached && !self.replaying && body.len() < MAX_CAPTURE;
+        if replayable {
+            self.capture.clear();
+            put_message(&mut self.capture, b'B', |b| b.put_slice(body));
+            self.capture_state = Capture::Open;
+            self.capture_describes = false;
+        } else if first {
+            self.capture_state = Capture::None;
+        }
+        let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable });
+        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, parse: None, bind });
         Some(Edit::Replace(start..out.len()))
     }
 
@@ -187,7 +259,7 @@ impl Statements {
             b.put_u8(b'S');
             messages::put_cstr(b, &stmt.server_name);
         });
-        conn.replies.push(Entry::Pending { request: Request::DescribeStatement, swallow: false, parse: None });
+        conn.replies.push(Entry::pass(Request::DescribeStatement));
         Some(Edit::Replace(start..out.len()))
     }
 
@@ -230,6 +302,56 @@ impl Statements {
             messages::ready_for_query(b, status);
         }));
         Some(Edit::Replace(out.len()..out.len()))
+    }
+
+    /// Whether the batch whose Bind hit a stale cached plan was captured whole and can be replayed. Only a
+    /// batch that describes its portal is: the client then reads the new RowDescription. A client relying
+    /// on a description it cached earlier would misread the new rows (or, with a dropped column, silently
+    /// read the wrong column), so it gets PostgreSQL's error instead.
+    pub fn can_retry(&self, plan: &PlanChanged) -> bool {
+        plan.replayable && self.capture_state == Capture::Complete && self.capture_describes
+    }
+
+    /// A stale plan's error went to the client: the client's statements using it keep failing (as on a
+    /// direct connection), and statements parsed from now on get fresh server-side names.
+    pub fn plan_went_stale(&mut self, plan: &PlanChanged) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        self.stale.insert(plan.server_name.clone());
+    }
+
+    /// Replays the captured batch after a stale-plan error: closes the stale statement on the server and
+    /// sends the client's messages again (the Bind re-prepares it). The bytes for the server go to `out`.
+    pub fn retry(&mut self, server_name: &[u8], conn: &mut ServerConn, out: &mut BytesMut) {
+        if self.capture_state != Capture::Complete {
+            return;
+        }
+        self.capture_state = Capture::None;
+        // Statements parsed from now on get new names; this one is re-prepared under its own.
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        conn.statements.remove(server_name);
+        put_message(out, b'C', |b| {
+            b.put_u8(b'S');
+            messages::put_cstr(b, server_name);
+        });
+        conn.replies.push(Entry::swallowed(Request::Close));
+        conn.tracker.on_client(b'C');
+        let capture = std::mem::take(&mut self.capture);
+        self.replaying = true;
+        let mut rest = &capture[..];
+        while let Some((tag, body, next)) = split_message(rest) {
+            rest = next;
+            match self.on_message(tag, Some(body), conn, out) {
+                Edit::Keep => {
+                    conn.tracker.on_client(tag);
+                    put_message(out, tag, |b| b.put_slice(body));
+                }
+                Edit::Replace(r) if r.is_empty() => {}
+                Edit::Replace(_) => conn.tracker.on_client(tag),
+            }
+        }
+        self.replaying = false;
+        self.capture = capture;
+        self.capture.clear();
     }
 
     /// A rewritten Parse failed on the server: the statement exists nowhere.

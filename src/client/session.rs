@@ -97,7 +97,8 @@ impl Session {
     ) -> Self {
         let settings = login.pool.settings.clone();
         let rewrite = settings.pool_mode != PoolMode::Session;
-        let stmts = Statements::new(if rewrite { settings.max_prepared_statements } else { 0 });
+        let max = if rewrite { settings.max_prepared_statements } else { 0 };
+        let stmts = Statements::new(max, login.pool.plan_epoch.clone());
         Session {
             sock,
             cbuf,
@@ -414,6 +415,9 @@ impl Session {
         let edits = &mut self.edits;
         edits.clear();
         let mut failed = Vec::new();
+        let mut retry = None;
+        let mut went_stale = Vec::new();
+        let stmts = &self.stmts;
         let ServerConn { tracker, rbuf, replies, .. } = &mut *conn;
         let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let n = active.scanner.scan(
@@ -425,13 +429,15 @@ impl Session {
                     || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
             },
             |h: Header<'_>| {
+                let mut plan_changed = None;
                 if rewrite {
                     let mut emit = |b| edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(b) });
-                    let (verdict, outcome) = replies.on_server(h.tag, &mut emit);
+                    let (verdict, outcome) = replies.on_server(h.tag, h.body, &mut emit);
                     if verdict == Verdict::Swallow {
                         edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
                     }
                     failed.extend(outcome.failed_parse);
+                    plan_changed = outcome.plan_changed;
                     let after = h.offset + 1 + h.len;
                     replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
                 }
@@ -439,6 +445,18 @@ impl Session {
                     (b'Z', Some(body)) => {
                         let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
                         tracker.on_ready(status);
+                        if let Some(pc) = plan_changed {
+                            // A stale cached plan: replay the batch once if nothing else depends on it.
+                            if status == TxStatus::Idle && replies.is_empty() && stmts.can_retry(&pc) {
+                                edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
+                                retry = Some(pc.server_name);
+                                return Scan::StopAfter;
+                            }
+                            edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(pc.error.clone()) });
+                            if !stmts.can_retry(&pc) {
+                                went_stale.push(pc); // a client that could be retried is, outside the block
+                            }
+                        }
                         if mode == PoolMode::Statement && status != TxStatus::Idle {
                             refused_block = true;
                             return Scan::StopBefore;
@@ -468,6 +486,9 @@ impl Session {
         for p in &failed {
             self.stmts.forget(p, conn);
         }
+        for p in &went_stale {
+            self.stmts.plan_went_stale(p);
+        }
         for (k, v) in &status_changes {
             conn.set_param(k, v);
             params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
@@ -478,6 +499,15 @@ impl Session {
                 self.sock.write_all(out).await?;
             }
             conn.rbuf.advance(n);
+        }
+        if let Some(name) = retry {
+            tracing::info!(db = %self.login.db, user = %self.login.user, "cached plan went stale: re-preparing and retrying");
+            self.extra.clear();
+            self.stmts.retry(&name, conn, &mut self.extra);
+            conn.stream.write_all(&self.extra).await.map_err(|e| {
+                conn.broken = true;
+                ClientError::ServerLost(e.to_string())
+            })?;
         }
         if !conn.tracker.busy() {
             active.request_started = None;
