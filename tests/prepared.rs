@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::wire::fe::msg;
 use common::{Proxy, TestPg, scalar};
 
 const USER: &str = "scram_user";
@@ -108,13 +109,6 @@ async fn duplicate_name_is_42p05_and_failed_parse_is_not_recorded() {
     let (tags, codes) = read_tags_codes(&mut c).await;
     assert_eq!(tags, vec![b'E', b'Z']);
     assert_eq!(codes, vec!["26000".to_string()]);
-}
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![tag];
-    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    v.extend_from_slice(body);
-    v
 }
 
 async fn read_tags(c: &mut common::wire::RawConn) -> Vec<u8> {

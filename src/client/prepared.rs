@@ -130,6 +130,9 @@ impl Statements {
             b'B' | b'E' | b'D' | b'C' | b'F' => self.batch_started = true,
             _ => {}
         }
+        if tag == b'S' && conn.tracker.in_copy_in() {
+            return Edit::Keep; // the server ignores it: no reply owed
+        }
         if self.skipping {
             if tag == b'S' {
                 self.skipping = false;

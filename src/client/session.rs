@@ -442,6 +442,10 @@ impl Session {
                     replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
                 }
                 match (h.tag, h.body) {
+                    (b'G', _) => {
+                        tracker.on_copy_in();
+                        replies.on_copy_in();
+                    }
                     (b'Z', Some(body)) => {
                         let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
                         tracker.on_ready(status);

@@ -92,8 +92,9 @@ pub enum Verdict {
 /// Effects the caller must apply after a reply.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// A rewritten Parse failed: forget this statement on the server and (if named) for the client.
-    pub failed_parse: Option<Prepared>,
+    /// Rewritten Parses that failed or were skipped after an error: forget these statements on the
+    /// server and (if named) for the client.
+    pub failed_parse: Vec<Prepared>,
     /// At a ReadyForQuery: the held plan-change error of this batch. The caller either retries or sends
     /// `error` to the client ahead of the ReadyForQuery.
     pub plan_changed: Option<PlanChanged>,
@@ -166,9 +167,9 @@ impl ReplyQueue {
                 verdict = Verdict::Swallow;
             }
             if let Some(Entry::Pending { parse, .. }) = self.pop() {
-                outcome.failed_parse = parse;
+                outcome.failed_parse.extend(parse);
             }
-            self.abort_until_sync();
+            self.abort_until_sync(&mut outcome.failed_parse);
         } else if tag == b'Z' {
             outcome.plan_changed = self.held_error.take();
             // ReadyForQuery ends everything up to its Sync or Query, whatever was still open.
@@ -184,13 +185,20 @@ impl ReplyQueue {
     }
 
     /// Drops what the server will skip after an error: everything before the next Sync.
-    fn abort_until_sync(&mut self) {
+    fn abort_until_sync(&mut self, skipped_parses: &mut Vec<Prepared>) {
         while let Some(e) = self.entries.front() {
             if matches!(e, Entry::Pending { request: Request::Sync, .. }) {
                 return;
             }
-            self.pop();
+            if let Some(Entry::Pending { parse: Some(p), .. }) = self.pop() {
+                skipped_parses.push(p);
+            }
         }
+    }
+
+    /// A CopyInResponse: the server ignores the Syncs sent since the COPY's Execute.
+    pub fn on_copy_in(&mut self) {
+        self.entries.retain(|e| !matches!(e, Entry::Pending { request: Request::Sync, .. }));
     }
 }
 

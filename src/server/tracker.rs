@@ -11,11 +11,16 @@ pub struct Tracker {
     outstanding: u32,
     /// Extended-protocol messages sent since the last Sync (a pipeline the server may still act on).
     unsynced: bool,
+    /// The server is in COPY FROM STDIN mode: it ignores Sync and Flush until CopyDone or CopyFail.
+    copy_in: bool,
+    /// Syncs sent since the last Execute or Query: if that statement turns out to be a COPY FROM STDIN,
+    /// the server ignores them.
+    syncs_since_execute: u32,
 }
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker { status: TxStatus::Idle, outstanding: 0, unsynced: false }
+        Tracker { status: TxStatus::Idle, outstanding: 0, unsynced: false, copy_in: false, syncs_since_execute: 0 }
     }
 }
 
@@ -24,14 +29,39 @@ impl Tracker {
     #[inline]
     pub fn on_client(&mut self, tag: u8) {
         match tag {
-            b'Q' | b'F' => self.outstanding += 1,
+            b'S' | b'H' if self.copy_in => {} // ignored by the server during COPY FROM STDIN
+            b'Q' | b'F' => {
+                self.outstanding += 1;
+                self.syncs_since_execute = 0;
+            }
             b'S' => {
                 self.outstanding += 1;
                 self.unsynced = false;
+                self.syncs_since_execute += 1;
             }
-            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
+            b'E' => {
+                self.unsynced = true;
+                self.syncs_since_execute = 0;
+            }
+            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
+            b'c' | b'f' => self.copy_in = false,
             _ => {}
         }
+    }
+
+    /// Records a CopyInResponse: Syncs already sent after the COPY's Execute will be ignored, as will
+    /// any sent before the client's CopyDone or CopyFail.
+    pub fn on_copy_in(&mut self) {
+        self.copy_in = true;
+        self.outstanding = self.outstanding.saturating_sub(self.syncs_since_execute);
+        if self.syncs_since_execute > 0 {
+            self.unsynced = true; // the client owes the Sync that ends the COPY
+        }
+        self.syncs_since_execute = 0;
+    }
+
+    pub fn in_copy_in(&self) -> bool {
+        self.copy_in
     }
 
     /// Records a ReadyForQuery from the server.
@@ -93,6 +123,22 @@ mod tests {
         }
         assert!(!t.is_clean(), "Flush without Sync keeps the server");
         t.on_client(b'S');
+        t.on_ready(TxStatus::Idle);
+        assert!(t.is_clean());
+    }
+
+    #[test]
+    fn syncs_around_an_extended_copy_in_are_not_counted() {
+        // libpq and tokio-postgres: Bind, Execute, Sync; CopyInResponse; CopyData, CopyDone, Sync.
+        let mut t = Tracker::default();
+        for tag in [b'B', b'E', b'S'] {
+            t.on_client(tag);
+        }
+        t.on_copy_in();
+        for tag in [b'd', b'S', b'd', b'c', b'S'] {
+            t.on_client(tag);
+        }
+        assert_eq!(t.outstanding(), 1, "the server sends one ReadyForQuery");
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
     }

@@ -151,3 +151,93 @@ pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
     }
     out
 }
+
+/// Builders for frontend messages, for tests that speak the extended protocol by hand.
+pub mod fe {
+    pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn cstr(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+    }
+
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        cstr(&mut b, name);
+        cstr(&mut b, sql);
+        b.extend_from_slice(&0u16.to_be_bytes());
+        msg(b'P', &b)
+    }
+
+    /// Bind with text parameters (`None` = NULL) and text results.
+    pub fn bind(portal: &str, stmt: &str, params: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        cstr(&mut b, portal);
+        cstr(&mut b, stmt);
+        b.extend_from_slice(&0u16.to_be_bytes());
+        b.extend_from_slice(&(params.len() as u16).to_be_bytes());
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&0u16.to_be_bytes());
+        msg(b'B', &b)
+    }
+
+    pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+        let mut b = vec![kind];
+        cstr(&mut b, name);
+        msg(b'D', &b)
+    }
+
+    pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        cstr(&mut b, portal);
+        b.extend_from_slice(&max_rows.to_be_bytes());
+        msg(b'E', &b)
+    }
+
+    pub fn close(kind: u8, name: &str) -> Vec<u8> {
+        let mut b = vec![kind];
+        cstr(&mut b, name);
+        msg(b'C', &b)
+    }
+
+    pub fn sync() -> Vec<u8> {
+        msg(b'S', &[])
+    }
+
+    pub fn flush() -> Vec<u8> {
+        msg(b'H', &[])
+    }
+
+    pub fn query(sql: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        cstr(&mut b, sql);
+        msg(b'Q', &b)
+    }
+
+    pub fn copy_data(data: &[u8]) -> Vec<u8> {
+        msg(b'd', data)
+    }
+
+    pub fn copy_done() -> Vec<u8> {
+        msg(b'c', &[])
+    }
+
+    pub fn copy_fail(reason: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        cstr(&mut b, reason);
+        msg(b'f', &b)
+    }
+}
