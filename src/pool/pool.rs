@@ -218,17 +218,19 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Liveness probe and, after `server_check_delay` idle, the check query. `None` = it was closed.
-    async fn validate(self: &Arc<Self>, mut conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
+    /// The connection is held by a Lease throughout, so an acquire abandoned mid-check (the client left)
+    /// closes it and frees its slot.
+    async fn validate(self: &Arc<Self>, conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
         let limits = self.limits();
+        let mut lease = Lease { conn: Some(conn), created, pool: self.clone() };
+        let conn = lease.conn()?;
         let ok = conn.is_alive()
             && (!limits.check_enabled || idle_since.elapsed() < limits.server_check_delay || conn.check().await);
-        if ok {
-            Some(Lease { conn: Some(conn), created, pool: self.clone() })
-        } else {
+        if !ok {
             tracing::debug!("idle server connection found dead, replacing it");
-            self.close(conn);
-            None
+            return None; // dropping the lease closes the connection and frees its slot
         }
+        Some(lease)
     }
 
     /// Takes one connection slot under the lock, if pool size, reserve and shared budgets allow.
@@ -252,6 +254,8 @@ impl<C: Connect> Pool<C> {
     }
 
     async fn open_new(self: &Arc<Self>, _reserve: bool) -> Result<Lease<C>, PoolError<C::Error>> {
+        // The slot is claimed: it is freed on failure, and also when this future is dropped mid-connect.
+        let slot = SlotGuard { pool: self };
         let connect_timeout = self.limits().server_connect_timeout;
         let result = if connect_timeout.is_zero() {
             Ok(self.connector.connect().await)
@@ -260,18 +264,15 @@ impl<C: Connect> Pool<C> {
         };
         match result {
             Ok(Ok(conn)) => {
+                std::mem::forget(slot); // the lease owns the slot now
                 self.lock().last_login_error = None;
                 Ok(Lease { conn: Some(conn), created: Instant::now(), pool: self.clone() })
             }
             Ok(Err(e)) => {
                 self.lock().last_login_error = Some((Instant::now(), e.clone()));
-                self.free_slot();
                 Err(PoolError::Connect(e))
             }
-            Err(_elapsed) => {
-                self.free_slot();
-                Err(PoolError::ConnectTimeout(connect_timeout))
-            }
+            Err(_elapsed) => Err(PoolError::ConnectTimeout(connect_timeout)),
         }
     }
 
@@ -440,6 +441,17 @@ impl<C: Connect> Drop for WaiterGuard<C> {
             Ok(Grant::Slot { .. }) => self.pool.free_slot(),
             Err(_) => {}
         }
+    }
+}
+
+/// A claimed connection slot not yet owned by a Lease; freed on drop.
+struct SlotGuard<'a, C: Connect> {
+    pool: &'a Pool<C>,
+}
+
+impl<C: Connect> Drop for SlotGuard<'_, C> {
+    fn drop(&mut self) {
+        self.pool.free_slot();
     }
 }
 

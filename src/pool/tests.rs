@@ -37,12 +37,18 @@ impl Poolable for FakeConn {
 struct FakeConnect {
     live: Arc<AtomicUsize>,
     opened: Arc<AtomicUsize>,
+    /// Milliseconds each connect takes.
+    delay_ms: Arc<AtomicUsize>,
 }
 
 impl Connect for FakeConnect {
     type Conn = FakeConn;
     type Error = FakeError;
     async fn connect(&self) -> Result<FakeConn, FakeError> {
+        let delay = self.delay_ms.load(Ordering::SeqCst) as u64;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.live.fetch_add(1, Ordering::SeqCst);
         self.opened.fetch_add(1, Ordering::SeqCst);
         Ok(FakeConn { clean: true, live: self.live.clone() })
@@ -150,4 +156,15 @@ async fn abandoned_waiter_does_not_leak_a_connection() {
     assert_eq!(p.counts().waiting, 0);
     assert_eq!(p.counts().idle, 1, "the connection went back to idle");
     assert_eq!(fc.live.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn acquire_abandoned_mid_connect_frees_its_slot() {
+    let (p, fc) = pool(1, 0, 0);
+    fc.delay_ms.store(500, Ordering::SeqCst);
+    // The client leaves while its server is still connecting.
+    assert!(tokio::time::timeout(Duration::from_millis(50), p.acquire(Duration::ZERO)).await.is_err());
+    fc.delay_ms.store(0, Ordering::SeqCst);
+    let lease = tokio::time::timeout(Duration::from_secs(1), p.acquire(Duration::ZERO)).await;
+    assert!(matches!(lease, Ok(Ok(_))), "the slot of the abandoned connect was freed");
 }
