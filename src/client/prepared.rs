@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::protocol::frame::Header;
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
 use crate::server::ServerConn;
@@ -33,6 +34,12 @@ pub enum Edit {
     Keep,
     /// Forward `out[range]` instead (empty = drop the message).
     Replace(std::ops::Range<usize>),
+    /// Replace only the first `drop` bytes (header and names) of a message too big to hold with
+    /// `out[with]`; the rest of it streams through unchanged.
+    ReplaceHead { drop: usize, with: std::ops::Range<usize> },
+    /// Show the message again once it is buffered whole (a named Parse, or a message to drop, too big
+    /// to see at once).
+    HoldWhole,
 }
 
 #[derive(Debug, Default)]
@@ -110,8 +117,16 @@ impl Statements {
         matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q' | b'E' | b'S' | b'H')
     }
 
-    /// Handles one client message bound for `conn`; replacement bytes are appended to `out`.
-    pub fn on_message(&mut self, tag: u8, body: Option<&[u8]>, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+    /// Handles one client message bound for `conn`; replacement bytes are appended to `out`. `body` is
+    /// the whole body when held; `prefix` its start for a wanted message too big to hold.
+    pub fn on_message(&mut self, msg: &Header<'_>, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+        let (tag, body, prefix) = (msg.tag, msg.body, msg.prefix);
+        if let Some(p) = prefix {
+            let unnamed_parse = tag == b'P' && p.first() == Some(&0);
+            if (self.skipping && tag != b'S') || (tag == b'P' && !unnamed_parse) {
+                return Edit::HoldWhole;
+            }
+        }
         if self.capture_state == Capture::Open {
             match body {
                 Some(b) if matches!(tag, b'D' | b'E' | b'H' | b'S') && self.capture.len() + b.len() < MAX_CAPTURE => {
@@ -154,6 +169,7 @@ impl Statements {
         let edit = match (tag, body) {
             (b'P', Some(b)) => self.on_parse(b, conn, out),
             (b'B', Some(b)) => self.on_bind(b, !batch_was_started, conn, out),
+            (b'B', None) => prefix.and_then(|p| self.on_big_bind(p, msg.len, conn, out)),
             (b'D', Some(b)) if request == Request::DescribeStatement => self.on_describe(b, conn, out),
             (b'C', Some([b'S', name @ ..])) => self.on_close(name, conn, out),
             (b'Q', Some(b)) => self.on_query(b, conn, out),
@@ -163,6 +179,28 @@ impl Statements {
             conn.replies.push(Entry::pass(request));
             Edit::Keep
         })
+    }
+
+    /// A Bind too big to hold: only its header and names are rewritten, the parameters stream through.
+    /// `len` is the message's length field.
+    fn on_big_bind(&mut self, prefix: &[u8], len: usize, conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        let (portal, after_portal) = cstr(prefix)?;
+        let (name, _) = cstr(after_portal)?;
+        let stmt = self.by_name.get(name)?.clone();
+        if self.stale.contains(&stmt.server_name) {
+            return Some(Edit::HoldWhole); // answered as a whole message
+        }
+        let new_len = u32::try_from(len - name.len() + stmt.server_name.len()).ok()?;
+        let start = out.len();
+        self.ensure(&stmt, conn, out);
+        out.put_u8(b'B');
+        out.put_u32(new_len);
+        messages::put_cstr(out, portal);
+        messages::put_cstr(out, &stmt.server_name);
+        let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable: false });
+        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, parse: None, bind });
+        let head = 5 + portal.len() + 1 + name.len() + 1;
+        Some(Edit::ReplaceHead { drop: head, with: start..out.len() })
     }
 
     /// Makes sure `stmt` exists on `conn`, writing a Parse (whose reply is swallowed) if needed.
@@ -343,13 +381,15 @@ impl Statements {
         let mut rest = &capture[..];
         while let Some((tag, body, next)) = split_message(rest) {
             rest = next;
-            match self.on_message(tag, Some(body), conn, out) {
+            let msg = Header { tag, len: body.len() + 4, offset: 0, body: Some(body), prefix: None };
+            match self.on_message(&msg, conn, out) {
                 Edit::Keep => {
                     conn.tracker.on_client(tag);
                     put_message(out, tag, |b| b.put_slice(body));
                 }
                 Edit::Replace(r) if r.is_empty() => {}
-                Edit::Replace(_) => conn.tracker.on_client(tag),
+                // Captured messages are whole, so nothing else is returned for them.
+                Edit::Replace(_) | Edit::ReplaceHead { .. } | Edit::HoldWhole => conn.tracker.on_client(tag),
             }
         }
         self.replaying = false;

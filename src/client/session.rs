@@ -132,9 +132,13 @@ impl Session {
             && !matches!(e, ClientError::Io(_))
         {
             tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
-            let mut out = BytesMut::new();
-            e.to_pg().encode(&mut out);
-            let _ = self.sock.write_all(&out).await;
+            if !matches!(e, ClientError::ClientSendTimeout) {
+                let mut out = BytesMut::new();
+                e.to_pg().encode(&mut out);
+                // Bounded: a client that does not read must not keep its server.
+                let limit = Some(self.settings.client_send_timeout).filter(|t| !t.is_zero());
+                let _ = tokio::time::timeout(limit.unwrap_or(Duration::from_secs(5)), self.sock.write_all(&out)).await;
+            }
         }
         self.finish().await;
     }
@@ -166,7 +170,11 @@ impl Session {
         let State::Idle { since } = self.state else {
             return Ok(Flow::Continue);
         };
-        let Some((tag, _)) = crate::protocol::frame::read_header(&self.cbuf) else {
+        // Wait for a first message, or all of one the scanner holds whole, before taking a server.
+        let held = self.client_scanner.held_len();
+        let header = crate::protocol::frame::read_header(&self.cbuf).filter(|_| self.cbuf.len() >= held);
+        let Some((tag, _)) = header else {
+            ensure_room(&mut self.cbuf);
             let idle_timeout = self.settings.client_idle_timeout;
             let read = self.read_client();
             let got = if idle_timeout.is_zero() {
@@ -195,10 +203,11 @@ impl Session {
         let pool = self.login.pool.pool.clone();
         let acquire = pool.acquire(self.settings.query_wait_timeout);
         tokio::pin!(acquire);
+        let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
         let result = loop {
             tokio::select! {
                 r = &mut acquire => break r,
-                r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < MAX_PENDING_CLIENT_BYTES => {
+                r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < read_limit => {
                     if r? == 0 {
                         return Ok(Acquired::ClientGone);
                     }
@@ -301,8 +310,10 @@ impl Session {
         };
         ensure_room(&mut conn.rbuf);
         let far = Instant::now() + Duration::from_secs(86_400);
+        // A message held whole (see `Scan::HoldWhole`) may need more than the usual bound.
+        let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
         tokio::select! {
-            r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < MAX_PENDING_CLIENT_BYTES => {
+            r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < read_limit => {
                 if r? == 0 {
                     return Ok(Flow::Done);
                 }
@@ -349,9 +360,14 @@ impl Session {
                     terminate = true;
                     return Scan::StopBefore;
                 }
-                let edit = if rewrite { stmts.on_message(h.tag, h.body, conn, extra) } else { Edit::Keep };
+                let edit = if rewrite { stmts.on_message(&h, conn, extra) } else { Edit::Keep };
                 match edit {
                     Edit::Keep => conn.tracker.on_client(h.tag),
+                    Edit::HoldWhole => return Scan::HoldWhole,
+                    Edit::ReplaceHead { drop, with } => {
+                        conn.tracker.on_client(h.tag);
+                        edits.push(Splice { at: h.offset, drop, insert: Insert::Extra(with) });
+                    }
                     Edit::Replace(r) => {
                         if !r.is_empty() {
                             conn.tracker.on_client(h.tag);
@@ -500,7 +516,20 @@ impl Session {
         if n > 0 {
             let out = splice(&conn.rbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
             if !out.is_empty() {
-                self.sock.write_all(out).await?;
+                // While this write waits, the server is not read: a slow client slows its server down
+                // (bounded memory), and one that stops reading is dropped after client_send_timeout.
+                let limit = self.settings.client_send_timeout;
+                if limit.is_zero() {
+                    self.sock.write_all(out).await?;
+                } else {
+                    match tokio::time::timeout(limit, self.sock.write_all(out)).await {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            conn.broken = true;
+                            return Err(ClientError::ClientSendTimeout);
+                        }
+                    }
+                }
             }
             conn.rbuf.advance(n);
         }

@@ -138,6 +138,10 @@ pub struct General {
     /// Seconds to deliver a cancel request to a server. Default 10.
     #[serde(deserialize_with = "seconds")]
     pub cancel_wait_timeout: Duration,
+    /// Seconds a write to a client may make no progress (a client that stopped reading its results)
+    /// before the client is dropped and its server closed; 0 = wait forever. pgsluice only. Default 60.
+    #[serde(deserialize_with = "seconds")]
+    pub client_send_timeout: Duration,
     /// trust | plain | md5 | scram-sha-256. Default md5.
     pub auth_type: AuthType,
     /// userlist.txt-format file; relative to the config file. Default none.
@@ -190,6 +194,7 @@ impl Default for General {
             client_idle_timeout: s(0),
             client_login_timeout: s(60),
             cancel_wait_timeout: s(10),
+            client_send_timeout: s(60),
             auth_type: AuthType::Md5,
             auth_file: None,
             ignore_startup_parameters: Vec::new(),

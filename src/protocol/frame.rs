@@ -12,6 +12,9 @@ use super::error::ProtocolError;
 pub const MAX_MESSAGE_LEN: usize = (1 << 30) - 1;
 /// Largest body the scanner holds back to hand over whole; bigger messages are streamed.
 pub const MAX_READ_BODY: usize = 256 * 1024;
+/// For a wanted message too big to hold, how much of its body the caller sees first (enough for the
+/// portal and statement names of a Bind or the name of a Parse).
+pub const PREFIX_LEN: usize = 512;
 
 /// What the caller wants to do after seeing a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,9 @@ pub enum Scan {
     StopAfter,
     /// Stop right before this message: it stays in the buffer, unforwarded.
     StopBefore,
+    /// (For a message seen by its prefix.) Stop before it and hand it over whole once it has arrived,
+    /// however big: the caller must keep reading until `held_len` bytes are buffered.
+    HoldWhole,
 }
 
 /// Frame-walking state that survives between reads: how much of a streamed message is still to come.
@@ -30,6 +36,8 @@ pub struct FrameScanner {
     /// Bytes of the current streamed (not held back) message not yet seen.
     streaming: usize,
     max_len: usize,
+    /// Size of the message at the start of the next scan that the caller asked to see whole.
+    hold_whole: usize,
 }
 
 /// One message header, with its body when the caller asked for it and it was small enough.
@@ -41,11 +49,19 @@ pub struct Header<'a> {
     /// Where the message starts in the scanned buffer.
     pub offset: usize,
     pub body: Option<&'a [u8]>,
+    /// For a wanted message too big to hold: the first `PREFIX_LEN` bytes of its body (fewer only when
+    /// the body is shorter).
+    pub prefix: Option<&'a [u8]>,
 }
 
 impl FrameScanner {
     pub fn new(max_len: usize) -> Self {
-        FrameScanner { streaming: 0, max_len: max_len.min(MAX_MESSAGE_LEN) }
+        FrameScanner { streaming: 0, max_len: max_len.min(MAX_MESSAGE_LEN), hold_whole: 0 }
+    }
+
+    /// How many bytes must be buffered for the message the caller asked to see whole (0 = none).
+    pub fn held_len(&self) -> usize {
+        self.hold_whole
     }
 
     /// True while the tail of a streamed message is still expected.
@@ -81,17 +97,28 @@ impl FrameScanner {
                 return Err(ProtocolError::BadLength { tag, len });
             }
             let total = 1 + len;
-            let hold = wants_body(tag) && len - 4 <= MAX_READ_BODY;
+            let wanted = wants_body(tag);
+            let hold = (wanted && len - 4 <= MAX_READ_BODY) || (pos == 0 && self.hold_whole == total);
             let verdict = if hold {
                 let Some(body) = rest.get(5..total) else {
                     return Ok(pos);
                 };
-                on_msg(Header { tag, len, offset: pos, body: Some(body) })
+                self.hold_whole = 0;
+                on_msg(Header { tag, len, offset: pos, body: Some(body), prefix: None })
+            } else if wanted {
+                let Some(prefix) = rest.get(5..5 + PREFIX_LEN.min(len - 4)) else {
+                    return Ok(pos);
+                };
+                on_msg(Header { tag, len, offset: pos, body: None, prefix: Some(prefix) })
             } else {
-                on_msg(Header { tag, len, offset: pos, body: None })
+                on_msg(Header { tag, len, offset: pos, body: None, prefix: None })
             };
             match verdict {
                 Scan::StopBefore => return Ok(pos),
+                Scan::HoldWhole => {
+                    self.hold_whole = total;
+                    return Ok(pos);
+                }
                 Scan::Continue | Scan::StopAfter if hold => pos += total,
                 Scan::Continue | Scan::StopAfter => self.streaming = total,
             }
@@ -199,6 +226,39 @@ mod tests {
         let n = sc.scan(&wire[100..], |_| false, |_| Scan::Continue).unwrap();
         assert_eq!(n, 905);
         assert!(!sc.mid_message());
+    }
+
+    #[test]
+    fn big_wanted_message_shows_a_prefix_and_can_be_held_whole() {
+        let mut body = b"name\0".to_vec();
+        body.resize(MAX_READ_BODY + 100, b'x');
+        let wire = msg(b'P', &body);
+        let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
+        let mut seen = None;
+        let n = sc
+            .scan(
+                &wire[..5 + PREFIX_LEN],
+                |_| true,
+                |h| {
+                    seen = h.prefix.map(|p| p.len());
+                    Scan::HoldWhole
+                },
+            )
+            .unwrap();
+        assert_eq!((n, seen, sc.held_len()), (0, Some(PREFIX_LEN), wire.len()));
+        assert_eq!(sc.scan(&wire[..1000], |_| true, |_| Scan::Continue).unwrap(), 0, "waits for all of it");
+        let mut whole = 0;
+        let n = sc
+            .scan(
+                &wire,
+                |_| true,
+                |h| {
+                    whole = h.body.map_or(0, |b| b.len());
+                    Scan::Continue
+                },
+            )
+            .unwrap();
+        assert_eq!((n, whole, sc.held_len()), (wire.len(), body.len(), 0));
     }
 
     #[test]

@@ -106,6 +106,21 @@ impl RawConn {
         }
     }
 
+    /// Reads and discards everything until EOF or `within`: (bytes read, whether EOF came).
+    pub async fn drain(&mut self, within: Duration) -> (usize, bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut total = self.buf.len();
+        self.buf.clear();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match tokio::time::timeout_at(deadline, self.sock.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (total, true),
+                Ok(Ok(n)) => total += n,
+                Err(_) => return (total, false),
+            }
+        }
+    }
+
     /// Reads through ReadyForQuery (panics on an error or EOF first).
     pub async fn read_until_ready(&mut self) {
         loop {
