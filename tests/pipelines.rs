@@ -147,3 +147,51 @@ async fn listen_notify_work_in_session_mode() {
     assert_eq!(tag, b'A');
     assert!(body.ends_with(b"chan\0hello\0"), "{body:?}");
 }
+
+/// Random pipelines of up to 10 statements drawn from 100 prepared ones, several clients through a pool
+/// of 2 whose servers keep at most 66 statements each: statements are evicted and re-prepared all the
+/// time, on whichever server a pipeline lands. Every result is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_over_an_evicting_cache_return_every_result_right() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(2).general("max_prepared_statements", "66").start().await;
+    let mut tasks = Vec::new();
+    for client in 0..6u64 {
+        let connstr = px.connstr("scram_user", "scram_pw", "app");
+        tasks.push(tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let mut stmts = Vec::new();
+            for k in 0..100 {
+                stmts.push(c.prepare(&format!("select $1::int8 * 1000 + {k}")).await.unwrap());
+            }
+            // A small deterministic generator per client (xorshift), so a failure can be replayed.
+            let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (client + 1);
+            let mut next = move |n: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % n
+            };
+            for round in 0..60i64 {
+                let len = 1 + next(10) as usize;
+                let picks: Vec<usize> = (0..len).map(|_| next(100) as usize).collect();
+                // Futures polled together on one client are sent as one pipeline.
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&round];
+                let queries = picks.iter().map(|&k| c.query_one(&stmts[k], &params));
+                let rows = futures_util::future::join_all(queries).await;
+                for (row, &k) in rows.into_iter().zip(&picks) {
+                    let v: i64 = row.unwrap().get(0);
+                    assert_eq!(v, round * 1000 + k as i64, "client {client} round {round}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Server truth: the server a client lands on stays within the bound.
+    let c = px.client("scram_user", "scram_pw", "app").await;
+    let n: i64 = scalar(&c, "select count(*) from pg_prepared_statements").await.parse().unwrap();
+    assert!(n <= 66, "a server holds {n} statements");
+}
