@@ -3,9 +3,18 @@
 
 use crate::server::ServerConn;
 
-/// Parameters tracked for every client, in PostgreSQL's canonical spelling.
-pub const TRACKED: &[&str] =
-    &["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name"];
+/// Parameters tracked for every client, in PostgreSQL's canonical spelling. extra_float_digits is not
+/// reported by the server, but JDBC, sqlx and others send it at startup (PgBouncer refuses it unless
+/// listed in ignore_startup_parameters); tracking it honours the client's value instead.
+pub const TRACKED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "standard_conforming_strings",
+    "application_name",
+    "extra_float_digits",
+];
 
 /// Startup parameters handled by pgsluice itself rather than passed to a server.
 pub const PROTOCOL_PARAMS: &[&str] = &["user", "database"];
