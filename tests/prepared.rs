@@ -242,3 +242,19 @@ async fn stale_cached_plan_is_not_retried_for_a_client_that_does_not_describe() 
     let row = c.query_one(&fresh, &[]).await.unwrap();
     assert_eq!((row.len(), row.get::<_, i32>(1)), (2, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_prepared_statements_0_and_session_mode_pass_names_through() {
+    let pg = TestPg::start().await;
+    for px in [
+        Proxy::builder(&pg).pool_size(1).general("max_prepared_statements", "0").start().await,
+        Proxy::builder(&pg).pool_size(1).pool_mode("session").start().await,
+    ] {
+        let c = px.client(USER, PW, "app").await;
+        let stmt = c.prepare("select 41 + 1").await.unwrap();
+        assert_eq!(c.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 42);
+        // The server holds the client's own name (tokio-postgres calls it s0, s1, ...), not pgsluice's.
+        let names = scalar(&c, "select string_agg(name, ',') from pg_prepared_statements").await;
+        assert!(names.starts_with('s') && !names.contains("pgsluice_"), "{names}");
+    }
+}
