@@ -27,6 +27,7 @@ pub struct PoolEntry {
     /// Bumped when a prepared statement's cached plan went stale (DDL): statements parsed afterwards get
     /// new server-side names, so they never meet a stale copy on any server.
     pub plan_epoch: Arc<std::sync::atomic::AtomicU64>,
+    pub stats: crate::stats::PoolStats,
 }
 
 /// Counts clients per database or user name, for the client caps.
@@ -159,7 +160,7 @@ impl Shared {
                 shared.evict_idle_for(&me, &me_user);
             }
         }));
-        let entry = Arc::new(PoolEntry { pool, settings, plan_epoch: Default::default() });
+        let entry = Arc::new(PoolEntry { pool, settings, plan_epoch: Default::default(), stats: Default::default() });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
     }

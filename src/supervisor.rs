@@ -28,11 +28,27 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 pub async fn serve(config: Config, listener: TcpListener, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let auth = config.load_auth_file()?;
     let shared = Shared::new(config, auth);
+    tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
     crate::listener::accept_loop(listener, shared.clone(), shutdown).await;
     for (_, entry) in shared.all_pools() {
         entry.pool.shut();
     }
     Ok(())
+}
+
+/// Closes a stats period on every pool each `stats_period`, so SHOW STATS averages describe it.
+async fn roll_stats_periods(shared: std::sync::Weak<Shared>) {
+    loop {
+        let period = match shared.upgrade() {
+            Some(s) => s.config().general.stats_period.max(std::time::Duration::from_secs(1)),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(s) = shared.upgrade() else { return };
+        for (_, entry) in s.all_pools() {
+            entry.stats.roll_period();
+        }
+    }
 }
 
 /// Resolves once SIGINT or SIGTERM arrives.

@@ -22,6 +22,8 @@ pub enum ClientError {
     AuthFailed(String),
     #[error("no such database: {0}")]
     NoDatabase(String),
+    #[error("user \"{0}\" is not allowed to use the admin console (admin_users, stats_users)")]
+    NotAdmin(String),
     #[error("unsupported startup parameter: {0}")]
     UnsupportedParameter(String),
     #[error("no more connections allowed ({0})")]
@@ -61,6 +63,7 @@ impl ClientError {
             E::NoUser => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
             E::AuthFailed(_) => PgError::fatal(SqlState::INVALID_PASSWORD, msg),
             E::NoDatabase(_) => PgError::fatal(SqlState::INVALID_CATALOG_NAME, msg),
+            E::NotAdmin(_) => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
             E::UnsupportedParameter(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
             E::TooManyClients(_) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, msg),
             E::QueryWaitTimeout { .. } => PgError::error(SqlState::QUERY_CANCELED, msg),

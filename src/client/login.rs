@@ -33,6 +33,13 @@ pub struct LoggedIn {
     pub _user_guard: ClientCountGuard,
 }
 
+/// Who logged in: a client of a pool, or a user of the admin console.
+#[allow(clippy::large_enum_variant)]
+pub enum Login {
+    Pooled(LoggedIn),
+    Admin { user: String, role: crate::admin::Role },
+}
+
 /// Result of reading the opening packets.
 pub enum Opening {
     Startup {
@@ -180,7 +187,7 @@ pub async fn login(
     minor: u16,
     startup: Vec<(String, String)>,
     cancel_key: (u32, u32),
-) -> Result<LoggedIn, ClientError> {
+) -> Result<Login, ClientError> {
     let config = shared.config();
     let get = |k: &str| startup.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let user = get("user").filter(|u| !u.is_empty()).ok_or(ClientError::NoUser)?;
@@ -194,6 +201,12 @@ pub async fn login(
         out.clear();
     }
     let client_key = authenticate(sock, buf, shared, &user).await?;
+    if crate::admin::is_admin_db(&db) {
+        let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
+        crate::admin::welcome(&mut out, cancel_key);
+        sock.write_all(&out).await?;
+        return Ok(Login::Admin { user, role });
+    }
     let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
     let general = &config.general;
     let db_guard = shared
@@ -244,7 +257,7 @@ pub async fn login(
     messages::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
     messages::ready_for_query(&mut out, TxStatus::Idle);
     sock.write_all(&out).await?;
-    Ok(LoggedIn { db, user, pool, params, _db_guard: db_guard, _user_guard: user_guard })
+    Ok(Login::Pooled(LoggedIn { db, user, pool, params, _db_guard: db_guard, _user_guard: user_guard }))
 }
 
 /// The pool's server parameters, connecting once if no server has been seen yet (this also proves

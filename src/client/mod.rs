@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 pub use error::ClientError;
-use login::Opening;
+use login::{Login, Opening};
 use session::Session;
 
 use crate::shared::Shared;
@@ -31,7 +31,9 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
             Opening::Cancelled => return Ok(None),
             Opening::Startup { minor, params } => (minor, params),
         };
-        if general.max_client_conn != 0 && shared.client_count() > general.max_client_conn {
+        // The admin console stays reachable when the proxy is full.
+        let admin = params.iter().any(|(k, v)| k == "database" && crate::admin::is_admin_db(v));
+        if !admin && general.max_client_conn != 0 && shared.client_count() > general.max_client_conn {
             return Err(ClientError::TooManyClients("max_client_conn"));
         }
         let key = (registration.slot.pid, registration.slot.key);
@@ -51,6 +53,14 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
             if !matches!(e, ClientError::Io(_)) {
                 login::send_error(&mut sock, &e.to_pg()).await;
             }
+            return;
+        }
+    };
+    let logged_in = match logged_in {
+        Login::Pooled(l) => l,
+        Login::Admin { user, role } => {
+            tracing::info!(%peer, %user, ?role, "admin console login");
+            crate::admin::serve(&shared, sock, buf, role).await;
             return;
         }
     };

@@ -24,6 +24,7 @@ use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
 use crate::server::replies::Verdict;
 use crate::server::{ServerConn, ServerConnector};
+use crate::stats::Totals;
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -73,6 +74,8 @@ pub struct Session {
     extra: BytesMut,
     edits: Vec<Splice>,
     wbuf: BytesMut,
+    /// Counted since the last flush to the pool's stats (at every server release).
+    counted: Totals,
 }
 
 /// One change to a forwarded chunk: at `at`, drop `drop` bytes and insert `insert` (from `extra`, or owned).
@@ -112,11 +115,14 @@ impl Session {
             extra: BytesMut::new(),
             edits: Vec::new(),
             wbuf: BytesMut::new(),
+            counted: Totals::default(),
         }
     }
 
     /// Runs until the client leaves; a fatal error is sent to the client before returning.
     pub async fn run(mut self) {
+        let stats_pool = self.login.pool.clone();
+        stats_pool.stats.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = loop {
             let step = match self.state {
                 State::Idle { .. } => self.on_idle().await,
@@ -141,6 +147,8 @@ impl Session {
             }
         }
         self.finish().await;
+        stats_pool.stats.add(&self.counted);
+        stats_pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Session end: a clean server goes back (after the reset query in session mode); anything else is closed.
@@ -149,6 +157,8 @@ impl Session {
             return;
         };
         self.cancel.set(None);
+        self.counted.xact_count += 1;
+        self.counted.xact_time += active.tx_started.elapsed().as_micros() as u64;
         let mut lease = active.lease;
         let reset = self.settings.server_reset_query.trim().to_string();
         if let Some(conn) = lease.conn()
@@ -201,6 +211,7 @@ impl Session {
     /// Waits for a server while still watching the client (a client that leaves stops waiting).
     async fn acquire(&mut self) -> Result<Acquired, ClientError> {
         let pool = self.login.pool.pool.clone();
+        let started = Instant::now();
         let acquire = pool.acquire(self.settings.query_wait_timeout);
         tokio::pin!(acquire);
         let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
@@ -215,7 +226,11 @@ impl Session {
             }
         };
         match result {
-            Ok(lease) => Ok(Acquired::Lease(lease)),
+            Ok(lease) => {
+                self.counted.server_assignment_count += 1;
+                self.counted.wait_time += started.elapsed().as_micros() as u64;
+                Ok(Acquired::Lease(lease))
+            }
             Err(e) => {
                 let err = ClientError::from_pool(e, &format!("{}/{}", self.login.db, self.login.user));
                 if !matches!(err, ClientError::QueryWaitTimeout { .. }) {
@@ -295,7 +310,11 @@ impl Session {
     fn detach(&mut self) {
         if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
             self.cancel.set(None);
+            self.counted.xact_count += 1;
+            self.counted.xact_time += active.tx_started.elapsed().as_micros() as u64;
             active.lease.release();
+            self.login.pool.stats.add(&self.counted);
+            self.counted = Totals::default();
         }
     }
 
@@ -380,6 +399,7 @@ impl Session {
         )?;
         if n > 0 {
             let now = Instant::now();
+            self.counted.received += n as u64;
             active.last_client_activity = now;
             if !was_busy && conn.tracker.busy() {
                 active.request_started = Some(now);
@@ -432,6 +452,7 @@ impl Session {
         edits.clear();
         let mut failed = Vec::new();
         let mut retry = None;
+        let mut queries = 0u64;
         let mut went_stale = Vec::new();
         let stmts = &self.stmts;
         let ServerConn { tracker, rbuf, replies, .. } = &mut *conn;
@@ -463,6 +484,7 @@ impl Session {
                         replies.on_copy_in();
                     }
                     (b'Z', Some(body)) => {
+                        queries += 1;
                         let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
                         tracker.on_ready(status);
                         if let Some(pc) = plan_changed {
@@ -516,6 +538,7 @@ impl Session {
         if n > 0 {
             let out = splice(&conn.rbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
             if !out.is_empty() {
+                self.counted.sent += out.len() as u64;
                 // While this write waits, the server is not read: a slow client slows its server down
                 // (bounded memory), and one that stops reading is dropped after client_send_timeout.
                 let limit = self.settings.client_send_timeout;
@@ -541,6 +564,12 @@ impl Session {
                 conn.broken = true;
                 ClientError::ServerLost(e.to_string())
             })?;
+        }
+        if queries > 0 {
+            self.counted.query_count += queries;
+            if let Some(t) = active.request_started {
+                self.counted.query_time += t.elapsed().as_micros() as u64;
+            }
         }
         if !conn.tracker.busy() {
             active.request_started = None;

@@ -23,6 +23,17 @@ pub enum PoolMode {
     Statement,
 }
 
+impl PoolMode {
+    /// The name as written in the config and shown by SHOW POOLS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum AuthType {
     #[serde(rename = "trust")]
@@ -149,6 +160,15 @@ pub struct General {
     /// Startup parameters accepted and ignored. Default [].
     #[serde(deserialize_with = "string_list")]
     pub ignore_startup_parameters: Vec<String>,
+    /// Users allowed every admin console command. Default [].
+    #[serde(deserialize_with = "string_list")]
+    pub admin_users: Vec<String>,
+    /// Users allowed the read-only admin console commands (SHOW). Default [].
+    #[serde(deserialize_with = "string_list")]
+    pub stats_users: Vec<String>,
+    /// Seconds between updates of the averages in SHOW STATS. Default 60.
+    #[serde(deserialize_with = "seconds")]
+    pub stats_period: Duration,
     /// Parameters tracked per client beyond the reported ones. Default ["IntervalStyle"].
     #[serde(deserialize_with = "string_list")]
     pub track_extra_parameters: Vec<String>,
@@ -199,6 +219,9 @@ impl Default for General {
             auth_file: None,
             ignore_startup_parameters: Vec::new(),
             track_extra_parameters: vec!["IntervalStyle".into()],
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            stats_period: s(60),
             application_name_add_host: false,
             workers: 0,
             max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,

@@ -28,6 +28,7 @@ impl SqlState {
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
     pub const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState("42P05");
     pub const INVALID_SQL_STATEMENT_NAME: SqlState = SqlState("26000");
+    pub const SYNTAX_ERROR: SqlState = SqlState("42601");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

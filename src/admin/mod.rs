@@ -1,0 +1,185 @@
+//! The admin console: the virtual database `pgbouncer` (or `pgsluice`) speaks PgBouncer's SHOW and
+//! control commands over the simple query protocol, reading only the stats model and the pools' own
+//! counts. Imports: protocol, config, stats, shared.
+
+mod show;
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::General;
+use crate::protocol::frame::whole_message;
+use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::{PgError, SqlState};
+use crate::shared::Shared;
+
+/// Names of the console's virtual database.
+pub const ADMIN_DBS: &[&str] = &["pgbouncer", "pgsluice"];
+
+/// Largest console command accepted.
+const MAX_COMMAND: usize = 64 * 1024;
+
+pub fn is_admin_db(db: &str) -> bool {
+    ADMIN_DBS.contains(&db)
+}
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything (`admin_users`).
+    Admin,
+    /// SHOW only (`stats_users`).
+    Stats,
+}
+
+pub fn role_of(general: &General, user: &str) -> Option<Role> {
+    if general.admin_users.iter().any(|u| u == user) {
+        Some(Role::Admin)
+    } else if general.stats_users.iter().any(|u| u == user) {
+        Some(Role::Stats)
+    } else {
+        None
+    }
+}
+
+/// AuthenticationOk and the parameters psql expects, then ReadyForQuery.
+pub fn welcome(out: &mut BytesMut, cancel_key: (u32, u32)) {
+    messages::auth_ok(out);
+    let version = format!("{}/pgsluice", env!("CARGO_PKG_VERSION"));
+    for (k, v) in [
+        ("server_version", version.as_str()),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO"),
+        ("TimeZone", "UTC"),
+        ("standard_conforming_strings", "on"),
+        ("integer_datetimes", "on"),
+        ("application_name", ""),
+    ] {
+        messages::parameter_status(out, k, v);
+    }
+    messages::backend_key_data(out, cancel_key.0, cancel_key.1);
+    messages::ready_for_query(out, TxStatus::Idle);
+}
+
+/// The console command set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    Show(String),
+    /// A command that changes state (PAUSE, RESUME, RELOAD, KILL, ...), by its verb.
+    Control(String),
+    Empty,
+    Unknown(String),
+}
+
+const CONTROL_VERBS: &[&str] = &[
+    "PAUSE",
+    "RESUME",
+    "RECONNECT",
+    "DISABLE",
+    "ENABLE",
+    "KILL",
+    "KILL_CLIENT",
+    "WAIT_CLOSE",
+    "SUSPEND",
+    "SHUTDOWN",
+    "RELOAD",
+    "SET",
+];
+
+impl AdminCommand {
+    pub fn parse(sql: &str) -> AdminCommand {
+        let sql = sql.trim().trim_end_matches(';').trim();
+        let mut words = sql.split_whitespace();
+        let Some(verb) = words.next().map(str::to_ascii_uppercase) else {
+            return AdminCommand::Empty;
+        };
+        match verb.as_str() {
+            "SHOW" => AdminCommand::Show(words.next().unwrap_or("").to_ascii_uppercase()),
+            v if CONTROL_VERBS.contains(&v) => AdminCommand::Control(verb),
+            _ => AdminCommand::Unknown(sql.to_string()),
+        }
+    }
+}
+
+/// Serves console commands until the user leaves.
+pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut, role: Role) {
+    let mut out = BytesMut::new();
+    loop {
+        let (tag, body, n) = match whole_message(&buf, MAX_COMMAND) {
+            Ok(Some((tag, body, n))) => (tag, body.to_vec(), n),
+            Ok(None) => match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+            Err(e) => {
+                let err = PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string());
+                err.encode(&mut out);
+                let _ = sock.write_all(&out).await;
+                return;
+            }
+        };
+        buf.advance(n);
+        out.clear();
+        match tag {
+            b'X' => return,
+            b'Q' => {
+                let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
+                execute(shared, role, &AdminCommand::parse(&sql), &mut out);
+                messages::ready_for_query(&mut out, TxStatus::Idle);
+            }
+            b'S' => messages::ready_for_query(&mut out, TxStatus::Idle),
+            b'H' => {}
+            _ => {
+                // Extended-protocol messages: refused, then skipped through their Sync like PostgreSQL does.
+                if tag == b'P' || tag == b'B' {
+                    let msg = "the admin console supports only the simple query protocol";
+                    PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg).encode(&mut out);
+                }
+            }
+        }
+        if !out.is_empty() && sock.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut BytesMut) {
+    match cmd {
+        AdminCommand::Empty => messages::put_message(out, b'I', |_| {}),
+        AdminCommand::Show(what) => {
+            if let Err(e) = show::show(shared, what, out) {
+                e.encode(out);
+            }
+        }
+        AdminCommand::Control(verb) if role != Role::Admin => {
+            let msg = format!("{verb}: admin command not allowed for a stats user (admin_users)");
+            PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg).encode(out);
+        }
+        AdminCommand::Control(verb) => {
+            let msg = format!("{verb} is not supported yet");
+            PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg).encode(out);
+        }
+        AdminCommand::Unknown(sql) => {
+            let msg = format!("invalid command '{sql}', use SHOW HELP;");
+            PgError::error(SqlState::SYNTAX_ERROR, msg).encode(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_case_insensitively() {
+        assert_eq!(AdminCommand::parse("show pools;"), AdminCommand::Show("POOLS".into()));
+        assert_eq!(AdminCommand::parse("  SHOW   stats_totals "), AdminCommand::Show("STATS_TOTALS".into()));
+        assert_eq!(AdminCommand::parse("pause app"), AdminCommand::Control("PAUSE".into()));
+        assert_eq!(AdminCommand::parse(";"), AdminCommand::Empty);
+        assert_eq!(AdminCommand::parse("select 1"), AdminCommand::Unknown("select 1".into()));
+    }
+}

@@ -1,0 +1,180 @@
+//! The admin console: PgBouncer's SHOW commands with PgBouncer's columns, exact counters after a known
+//! workload, and who may do what.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proxy, TestPg};
+use tokio_postgres::SimpleQueryMessage;
+
+const ADMIN: (&str, &str) = ("scram_user", "scram_pw");
+const STATS: (&str, &str) = ("md5_user", "md5_pw");
+
+fn code(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// Column names and rows (as text) of a console command.
+async fn show(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let mut cols = Vec::new();
+    let mut rows = Vec::new();
+    for m in c.simple_query(cmd).await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            cols = r.columns().iter().map(|c| c.name().to_string()).collect();
+            rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+        }
+    }
+    (cols, rows)
+}
+
+fn value(cols: &[String], row: &[Option<String>], name: &str) -> String {
+    let i = cols.iter().position(|c| c == name).unwrap_or_else(|| panic!("no column {name}"));
+    row[i].clone().unwrap_or_default()
+}
+
+async fn proxy(pg: &TestPg) -> Proxy {
+    Proxy::builder(pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .general("stats_users", &format!("{:?}", STATS.0))
+        .pool_size(2)
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_commands_have_pgbouncer_columns() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg).await;
+    let app = px.client(ADMIN.0, ADMIN.1, "app").await;
+    app.simple_query("select 1").await.unwrap();
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let expect: &[(&str, &str)] = &[
+        (
+            "SHOW POOLS",
+            "database user cl_active cl_waiting cl_active_cancel_req cl_waiting_cancel_req sv_active \
+             sv_active_cancel sv_being_canceled sv_idle sv_used sv_tested sv_login maxwait maxwait_us pool_mode \
+             load_balance_hosts",
+        ),
+        (
+            "SHOW STATS",
+            "database total_xact_count total_query_count total_server_assignment_count total_server_closed_count \
+             total_received total_sent total_xact_time total_query_time total_wait_time total_server_lifetime \
+             total_client_parse_count total_server_parse_count total_bind_count avg_xact_count avg_query_count \
+             avg_server_assignment_count avg_recv avg_sent avg_xact_time avg_query_time avg_wait_time \
+             avg_server_lifetime avg_client_parse_count avg_server_parse_count avg_bind_count",
+        ),
+        (
+            "SHOW STATS_TOTALS",
+            "database xact_count query_count server_assignment_count server_closed_count bytes_received bytes_sent \
+             xact_time query_time wait_time server_lifetime client_parse_count server_parse_count bind_count",
+        ),
+        (
+            "SHOW STATS_AVERAGES",
+            "database xact_count query_count server_assignment_count bytes_received bytes_sent xact_time query_time \
+             wait_time server_lifetime client_parse_count server_parse_count bind_count",
+        ),
+        ("SHOW TOTALS", "name value"),
+        ("SHOW LISTS", "list items"),
+        (
+            "SHOW DATABASES",
+            "name host port database force_user pool_size min_pool_size reserve_pool_size server_lifetime pool_mode \
+             load_balance_hosts max_connections current_connections max_client_connections \
+             current_client_connections paused disabled",
+        ),
+        (
+            "SHOW USERS",
+            "name pool_size reserve_pool_size pool_mode max_user_connections current_connections \
+             max_user_client_connections current_client_connections",
+        ),
+        ("SHOW VERSION", "version"),
+    ];
+    for (cmd, cols) in expect {
+        let (got, rows) = show(&console, cmd).await;
+        let want: Vec<String> = cols.split_whitespace().map(str::to_string).collect();
+        assert_eq!(got, want, "{cmd}");
+        assert!(!rows.is_empty(), "{cmd} has rows");
+    }
+    let (cols, rows) = show(&console, "show pools").await;
+    let pool = rows.iter().find(|r| r[0].as_deref() == Some("app")).expect("the app pool");
+    assert_eq!(value(&cols, pool, "user"), ADMIN.0);
+    assert_eq!(value(&cols, pool, "cl_active"), "1");
+    assert_eq!(value(&cols, pool, "pool_mode"), "transaction");
+    let (_, rows) = show(&console, "show version").await;
+    assert!(rows[0][0].as_deref().unwrap_or_default().contains("PgBouncer 1.23"), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_a_known_workload_exactly() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg).await;
+    let app = px.client(ADMIN.0, ADMIN.1, "app").await;
+    for _ in 0..5 {
+        app.simple_query("select 1").await.unwrap();
+    }
+    for q in ["begin", "select 1", "select 2", "commit"] {
+        app.simple_query(q).await.unwrap();
+    }
+    // 6 transactions, 9 queries (each simple query is one).
+    let console = px.client(STATS.0, STATS.1, "pgbouncer").await;
+    let counts = || async {
+        let (cols, rows) = show(&console, "show stats").await;
+        let row = rows.iter().find(|r| r[0].as_deref() == Some("app")).cloned().unwrap_or_default();
+        if row.is_empty() {
+            return (String::new(), String::new(), String::new());
+        }
+        (
+            value(&cols, &row, "total_xact_count"),
+            value(&cols, &row, "total_query_count"),
+            value(&cols, &row, "total_server_assignment_count"),
+        )
+    };
+    common::wait_for(Duration::from_secs(5), "stats reach the workload", || async {
+        counts().await == ("6".to_string(), "9".to_string(), "6".to_string())
+    })
+    .await;
+    let (cols, rows) = show(&console, "show stats_totals").await;
+    let row = rows.iter().find(|r| r[0].as_deref() == Some("app")).unwrap();
+    assert_eq!(value(&cols, row, "xact_count"), "6");
+    assert!(value(&cols, row, "bytes_received").parse::<u64>().unwrap() > 0);
+    assert!(value(&cols, row, "bytes_sent").parse::<u64>().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_do_what_on_the_console() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg).await;
+    // Stats users read, and nothing else.
+    let stats = px.client(STATS.0, STATS.1, "pgbouncer").await;
+    assert!(!show(&stats, "show lists").await.0.is_empty());
+    for cmd in ["pause", "resume app", "reload", "kill app", "shutdown", "set default_pool_size = 5"] {
+        let e = stats.simple_query(cmd).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("42501"), "{cmd}: {e}");
+    }
+    // Admin users may (commands not implemented yet say so, with 0A000, not 42501).
+    let admin = px.client(ADMIN.0, ADMIN.1, "pgsluice").await;
+    let e = admin.simple_query("reload").await.unwrap_err();
+    assert_ne!(code(&e).as_deref(), Some("42501"));
+    // Unknown commands and the extended protocol get clear errors; the console stays usable.
+    let e = admin.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42601"));
+    let e = admin.query("show pools", &[]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("0A000"), "{e}");
+    assert!(!show(&admin, "show version").await.0.is_empty());
+    // Anyone else is refused at login, after authenticating.
+    let e = px.try_client("trust_user", "", "pgbouncer").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("28000"), "{e}");
+    let e = px.try_client(ADMIN.0, "wrong", "pgbouncer").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("28P01"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_is_reachable_when_max_client_conn_is_reached() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("admin_users", &format!("{:?}", ADMIN.0)).max_client_conn(1).start().await;
+    let _only = px.client(ADMIN.0, ADMIN.1, "app").await;
+    let e = px.try_client(ADMIN.0, ADMIN.1, "app").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("53300"));
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    assert!(!show(&console, "show lists").await.1.is_empty());
+}
