@@ -27,8 +27,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 /// Serves on an already-bound listener (tests bind 127.0.0.1:0).
 pub async fn serve(config: Config, listener: TcpListener, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let auth = config.load_auth_file()?;
+    let metrics_addr = config.general.metrics_addr.clone();
     let shared = Shared::new(config, auth);
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
+    if let Some(addr) = metrics_addr {
+        let metrics =
+            TcpListener::bind(&addr).await.map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
+        tracing::info!(%addr, "metrics endpoint listening");
+        tokio::spawn(crate::metrics::serve(metrics, shared.clone(), shutdown.clone()));
+    }
     crate::listener::accept_loop(listener, shared.clone(), shutdown).await;
     for (_, entry) in shared.all_pools() {
         entry.pool.shut();

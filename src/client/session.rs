@@ -24,7 +24,7 @@ use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
 use crate::server::replies::Verdict;
 use crate::server::{ServerConn, ServerConnector};
-use crate::stats::Totals;
+use crate::stats::Collected;
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -75,7 +75,7 @@ pub struct Session {
     edits: Vec<Splice>,
     wbuf: BytesMut,
     /// Counted since the last flush to the pool's stats (at every server release).
-    counted: Totals,
+    counted: Collected,
 }
 
 /// One change to a forwarded chunk: at `at`, drop `drop` bytes and insert `insert` (from `extra`, or owned).
@@ -115,7 +115,7 @@ impl Session {
             extra: BytesMut::new(),
             edits: Vec::new(),
             wbuf: BytesMut::new(),
-            counted: Totals::default(),
+            counted: Collected::default(),
         }
     }
 
@@ -123,6 +123,7 @@ impl Session {
     pub async fn run(mut self) {
         let stats_pool = self.login.pool.clone();
         stats_pool.stats.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats_pool.stats.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = loop {
             let step = match self.state {
                 State::Idle { .. } => self.on_idle().await,
@@ -140,14 +141,16 @@ impl Session {
             tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
             if !matches!(e, ClientError::ClientSendTimeout) {
                 let mut out = BytesMut::new();
-                e.to_pg().encode(&mut out);
+                let pg = e.to_pg();
+                stats_pool.stats.count_error(pg.code.as_bytes());
+                pg.encode(&mut out);
                 // Bounded: a client that does not read must not keep its server.
                 let limit = Some(self.settings.client_send_timeout).filter(|t| !t.is_zero());
                 let _ = tokio::time::timeout(limit.unwrap_or(Duration::from_secs(5)), self.sock.write_all(&out)).await;
             }
         }
         self.finish().await;
-        stats_pool.stats.add(&self.counted);
+        stats_pool.stats.flush(&self.counted);
         stats_pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -157,8 +160,7 @@ impl Session {
             return;
         };
         self.cancel.set(None);
-        self.counted.xact_count += 1;
-        self.counted.xact_time += active.tx_started.elapsed().as_micros() as u64;
+        self.count_transaction(active.tx_started);
         let mut lease = active.lease;
         let reset = self.settings.server_reset_query.trim().to_string();
         if let Some(conn) = lease.conn()
@@ -227,8 +229,10 @@ impl Session {
         };
         match result {
             Ok(lease) => {
-                self.counted.server_assignment_count += 1;
-                self.counted.wait_time += started.elapsed().as_micros() as u64;
+                let waited = started.elapsed();
+                self.counted.totals.server_assignment_count += 1;
+                self.counted.totals.wait_time += waited.as_micros() as u64;
+                self.counted.acquire_wait.observe(waited);
                 Ok(Acquired::Lease(lease))
             }
             Err(e) => {
@@ -237,6 +241,9 @@ impl Session {
                     return Err(err);
                 }
                 tracing::warn!(db = %self.login.db, user = %self.login.user, "query_wait_timeout");
+                let stats = &self.login.pool.stats;
+                stats.acquire_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.count_error(err.to_pg().code.as_bytes());
                 Ok(if self.reject_pending(&err.to_pg()).await? { Acquired::Rejected } else { Acquired::ClientGone })
             }
         }
@@ -306,15 +313,21 @@ impl Session {
         Ok(())
     }
 
+    fn count_transaction(&mut self, started: Instant) {
+        let took = started.elapsed();
+        self.counted.totals.xact_count += 1;
+        self.counted.totals.xact_time += took.as_micros() as u64;
+        self.counted.xact.observe(took);
+    }
+
     /// Gives the server back (or closes it when it is not clean) and becomes idle.
     fn detach(&mut self) {
         if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
             self.cancel.set(None);
-            self.counted.xact_count += 1;
-            self.counted.xact_time += active.tx_started.elapsed().as_micros() as u64;
+            self.count_transaction(active.tx_started);
             active.lease.release();
-            self.login.pool.stats.add(&self.counted);
-            self.counted = Totals::default();
+            self.login.pool.stats.flush(&self.counted);
+            self.counted = Collected::default();
         }
     }
 
@@ -399,7 +412,7 @@ impl Session {
         )?;
         if n > 0 {
             let now = Instant::now();
-            self.counted.received += n as u64;
+            self.counted.totals.received += n as u64;
             active.last_client_activity = now;
             if !was_busy && conn.tracker.busy() {
                 active.request_started = Some(now);
@@ -452,6 +465,7 @@ impl Session {
         edits.clear();
         let mut failed = Vec::new();
         let mut retry = None;
+        let pool_stats = &self.login.pool.stats;
         let mut queries = 0u64;
         let mut went_stale = Vec::new();
         let stmts = &self.stmts;
@@ -463,6 +477,7 @@ impl Session {
             |t| {
                 t == b'Z'
                     || t == b'S'
+                    || t == b'E' // counted by SQLSTATE class
                     || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
             },
             |h: Header<'_>| {
@@ -479,6 +494,11 @@ impl Session {
                     replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
                 }
                 match (h.tag, h.body) {
+                    (b'E', Some(body)) => {
+                        if let Some(code) = messages::error_code(body) {
+                            pool_stats.count_error(code);
+                        }
+                    }
                     (b'G', _) => {
                         tracker.on_copy_in();
                         replies.on_copy_in();
@@ -538,7 +558,7 @@ impl Session {
         if n > 0 {
             let out = splice(&conn.rbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
             if !out.is_empty() {
-                self.counted.sent += out.len() as u64;
+                self.counted.totals.sent += out.len() as u64;
                 // While this write waits, the server is not read: a slow client slows its server down
                 // (bounded memory), and one that stops reading is dropped after client_send_timeout.
                 let limit = self.settings.client_send_timeout;
@@ -566,9 +586,13 @@ impl Session {
             })?;
         }
         if queries > 0 {
-            self.counted.query_count += queries;
+            self.counted.totals.query_count += queries;
             if let Some(t) = active.request_started {
-                self.counted.query_time += t.elapsed().as_micros() as u64;
+                let took = t.elapsed();
+                self.counted.totals.query_time += took.as_micros() as u64 * queries;
+                for _ in 0..queries {
+                    self.counted.query.observe(took);
+                }
             }
         }
         if !conn.tracker.busy() {

@@ -166,6 +166,8 @@ pub struct General {
     /// Users allowed the read-only admin console commands (SHOW). Default [].
     #[serde(deserialize_with = "string_list")]
     pub stats_users: Vec<String>,
+    /// host:port of the HTTP endpoint for /metrics, /healthz and /readyz; off when unset. pgsluice only.
+    pub metrics_addr: Option<String>,
     /// Seconds between updates of the averages in SHOW STATS. Default 60.
     #[serde(deserialize_with = "seconds")]
     pub stats_period: Duration,
@@ -222,6 +224,7 @@ impl Default for General {
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             stats_period: s(60),
+            metrics_addr: None,
             application_name_add_host: false,
             workers: 0,
             max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,

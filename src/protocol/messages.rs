@@ -163,6 +163,11 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
 }
 
 /// Body of a ParameterStatus: (name, value).
+/// The SQLSTATE (`C` field) of an ErrorResponse or NoticeResponse body.
+pub fn error_code(body: &[u8]) -> Option<&[u8]> {
+    body.split(|b| *b == 0).find_map(|f| f.strip_prefix(b"C"))
+}
+
 pub fn parameter_status_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = memchr::memchr(0, body)?;
     let (name, rest) = body.split_at(end);

@@ -1,0 +1,111 @@
+//! The HTTP endpoint: /metrics parses as Prometheus text and moves with a known workload (counters and
+//! histogram counts), /healthz answers, /readyz reports pool utilization and goes not-ready while the
+//! database is down.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::pg::free_port;
+use common::{Proxy, TestPg, scalar};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A plain HTTP/1.1 GET: (status, body).
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to metrics");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Samples of the exposition format: "name{labels}" -> value. Panics on a malformed line.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed line {line:?}"));
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(key.to_string(), v);
+    }
+    out
+}
+
+fn sample(m: &HashMap<String, f64>, name: &str, labels: &str) -> f64 {
+    m.get(&format!("{name}{{{labels}}}")).copied().unwrap_or_else(|| panic!("no {name}{{{labels}}} in {m:?}"))
+}
+
+const POOL: &str = "database=\"app\",user=\"scram_user\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_a_known_workload() {
+    let pg = TestPg::start().await;
+    let mport = free_port();
+    let px = Proxy::builder(&pg).general("metrics_addr", &format!("\"127.0.0.1:{mport}\"")).pool_size(2).start().await;
+    let (status, body) = get(mport, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let c = px.client("scram_user", "scram_pw", "app").await;
+    for i in 0..7 {
+        assert_eq!(scalar(&c, &format!("select {i}")).await, i.to_string());
+    }
+    let e = c.simple_query("select 1/0").await.unwrap_err();
+    assert!(e.as_db_error().is_some());
+    let expected_xacts = 8.0;
+    let m = {
+        let mut m = HashMap::new();
+        for _ in 0..100 {
+            let (status, body) = get(mport, "/metrics").await;
+            assert_eq!(status, 200);
+            m = parse(&body);
+            if m.get(&format!("pgsluice_transactions_total{{{POOL}}}")) == Some(&expected_xacts) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        m
+    };
+    assert_eq!(sample(&m, "pgsluice_transactions_total", POOL), expected_xacts);
+    assert_eq!(sample(&m, "pgsluice_queries_total", POOL), expected_xacts);
+    assert_eq!(sample(&m, "pgsluice_client_logins_total", POOL), 1.0);
+    assert_eq!(sample(&m, "pgsluice_server_assignments_total", POOL), expected_xacts);
+    assert_eq!(sample(&m, "pgsluice_errors_total", &format!("{POOL},class=\"22\"")), 1.0);
+    assert!(sample(&m, "pgsluice_received_bytes_total", POOL) > 0.0);
+    assert_eq!(sample(&m, "pgsluice_transaction_duration_seconds_count", POOL), expected_xacts);
+    assert_eq!(sample(&m, "pgsluice_query_duration_seconds_count", POOL), expected_xacts);
+    assert_eq!(sample(&m, "pgsluice_acquire_wait_seconds_count", POOL), expected_xacts);
+    assert_eq!(
+        sample(&m, "pgsluice_transaction_duration_seconds_bucket", &format!("{POOL},le=\"+Inf\"")),
+        expected_xacts
+    );
+    assert_eq!(sample(&m, "pgsluice_pool_clients", &format!("{POOL},state=\"active\"")), 1.0);
+    assert_eq!(sample(&m, "pgsluice_pool_size", POOL), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_utilization_and_follows_the_database() {
+    let pg = TestPg::start().await;
+    let mport = free_port();
+    let px = Proxy::builder(&pg).general("metrics_addr", &format!("\"127.0.0.1:{mport}\"")).pool_size(4).start().await;
+    let c = px.client("scram_user", "scram_pw", "app").await;
+    c.batch_execute("begin").await.unwrap();
+    let (status, body) = get(mport, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], true);
+    let pool = v["pools"].as_array().unwrap().iter().find(|p| p["database"] == "app").expect("app pool").clone();
+    assert_eq!((pool["active"].as_u64(), pool["max"].as_u64()), (Some(1), Some(4)));
+    assert_eq!(pool["utilization_percent"].as_u64(), Some(25));
+    drop(c);
+    pg.stop().await;
+    let (status, body) = get(mport, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], false);
+    pg.start_again().await;
+    let (status, _) = get(mport, "/readyz").await;
+    assert_eq!(status, 200);
+}
