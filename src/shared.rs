@@ -77,6 +77,7 @@ pub struct Shared {
     pub db_clients: Arc<ClientCounts>,
     pub user_clients: Arc<ClientCounts>,
     pub cancel: Arc<CancelRegistry>,
+    pub client_registry: Arc<crate::stats::clients::ClientRegistry>,
 }
 
 impl Shared {
@@ -93,6 +94,7 @@ impl Shared {
             db_clients: Arc::default(),
             user_clients: Arc::default(),
             cancel: Arc::default(),
+            client_registry: Arc::default(),
         })
     }
 

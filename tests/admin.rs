@@ -178,3 +178,53 @@ async fn console_is_reachable_when_max_client_conn_is_reached() {
     let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
     assert!(!show(&console, "show lists").await.1.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_kill_client_and_kill() {
+    use common::wire::{RawConn, error_fields, query_message};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .userlist(&[("trust_user", ""), (ADMIN.0, ADMIN.1)])
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .pool_size(2)
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    // A holds a row lock inside a transaction; B is idle.
+    let (mut a, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    a.send(&query_message("begin; update accounts set balance = balance where id = 1")).await;
+    a.read_until_ready().await;
+    let (mut b, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    let (cols, rows) = show(&console, "show clients").await;
+    assert_eq!(cols.len(), 21);
+    let states: Vec<String> = rows.iter().map(|r| value(&cols, r, "state")).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(states.contains(&"active".to_string()) && states.contains(&"idle".to_string()), "{states:?}");
+    let a_id = rows.iter().find(|r| value(&cols, r, "state") == "active").map(|r| value(&cols, r, "id")).unwrap();
+    // KILL_CLIENT ends A with 57P01; its server is closed, so the lock goes with it.
+    console.simple_query(&format!("kill_client {a_id}")).await.unwrap();
+    let (tag, body) = a.read_message(Duration::from_secs(5)).await.expect("A is told");
+    assert_eq!((tag, error_fields(&body).get(&'C').cloned()), (b'E', Some("57P01".to_string())));
+    assert_eq!(a.wait_closed(Duration::from_secs(5)).await.is_some(), true);
+    let admin_pg = pg.admin_client().await;
+    common::wait_for(Duration::from_secs(5), "A's row lock is gone", || async {
+        let n: i64 = admin_pg
+            .query_one("select count(*) from pg_locks where relation = 'accounts'::regclass", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    // KILL app ends B too; unknown ids are an error; the console stays usable.
+    console.simple_query("kill app").await.unwrap();
+    let (tag, body) = b.read_message(Duration::from_secs(5)).await.expect("B is told");
+    assert_eq!((tag, error_fields(&body).get(&'C').cloned()), (b'E', Some("57P01".to_string())));
+    let e = console.simple_query("kill_client 999999").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42704"));
+    common::wait_for(Duration::from_secs(5), "no clients left", || async {
+        show(&console, "show clients").await.1.is_empty()
+    })
+    .await;
+}

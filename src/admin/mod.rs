@@ -2,6 +2,7 @@
 //! control commands over the simple query protocol, reading only the stats model and the pools' own
 //! counts. Imports: protocol, config, stats, shared.
 
+mod control;
 mod show;
 
 use std::sync::Arc;
@@ -69,8 +70,11 @@ pub fn welcome(out: &mut BytesMut, cancel_key: (u32, u32)) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCommand {
     Show(String),
-    /// A command that changes state (PAUSE, RESUME, RELOAD, KILL, ...), by its verb.
-    Control(String),
+    /// A command that changes state (PAUSE, RESUME, RELOAD, KILL, ...): its verb and arguments.
+    Control {
+        verb: String,
+        args: Vec<String>,
+    },
     Empty,
     Unknown(String),
 }
@@ -99,7 +103,9 @@ impl AdminCommand {
         };
         match verb.as_str() {
             "SHOW" => AdminCommand::Show(words.next().unwrap_or("").to_ascii_uppercase()),
-            v if CONTROL_VERBS.contains(&v) => AdminCommand::Control(verb),
+            v if CONTROL_VERBS.contains(&v) => {
+                AdminCommand::Control { verb, args: words.map(|w| w.trim_matches('"').to_string()).collect() }
+            }
             _ => AdminCommand::Unknown(sql.to_string()),
         }
     }
@@ -128,7 +134,7 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
             b'X' => return,
             b'Q' => {
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
-                execute(shared, role, &AdminCommand::parse(&sql), &mut out);
+                execute(shared, role, &AdminCommand::parse(&sql), &mut out).await;
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             b'S' => messages::ready_for_query(&mut out, TxStatus::Idle),
@@ -147,7 +153,7 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
     }
 }
 
-fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut BytesMut) {
+async fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut BytesMut) {
     match cmd {
         AdminCommand::Empty => messages::put_message(out, b'I', |_| {}),
         AdminCommand::Show(what) => {
@@ -155,14 +161,14 @@ fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut Bytes
                 e.encode(out);
             }
         }
-        AdminCommand::Control(verb) if role != Role::Admin => {
+        AdminCommand::Control { verb, .. } if role != Role::Admin => {
             let msg = format!("{verb}: admin command not allowed for a stats user (admin_users)");
             PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg).encode(out);
         }
-        AdminCommand::Control(verb) => {
-            let msg = format!("{verb} is not supported yet");
-            PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg).encode(out);
-        }
+        AdminCommand::Control { verb, args } => match control::run(shared, verb, args).await {
+            Ok(tag) => messages::put_message(out, b'C', |b| messages::put_cstr(b, tag.as_bytes())),
+            Err(e) => e.encode(out),
+        },
         AdminCommand::Unknown(sql) => {
             let msg = format!("invalid command '{sql}', use SHOW HELP;");
             PgError::error(SqlState::SYNTAX_ERROR, msg).encode(out);
@@ -178,7 +184,10 @@ mod tests {
     fn commands_parse_case_insensitively() {
         assert_eq!(AdminCommand::parse("show pools;"), AdminCommand::Show("POOLS".into()));
         assert_eq!(AdminCommand::parse("  SHOW   stats_totals "), AdminCommand::Show("STATS_TOTALS".into()));
-        assert_eq!(AdminCommand::parse("pause app"), AdminCommand::Control("PAUSE".into()));
+        assert_eq!(
+            AdminCommand::parse("kill_client 7"),
+            AdminCommand::Control { verb: "KILL_CLIENT".into(), args: vec!["7".into()] }
+        );
         assert_eq!(AdminCommand::parse(";"), AdminCommand::Empty);
         assert_eq!(AdminCommand::parse("select 1"), AdminCommand::Unknown("select 1".into()));
     }

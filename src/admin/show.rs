@@ -10,6 +10,7 @@ use bytes::{BufMut, BytesMut};
 use crate::protocol::messages::{put_cstr, put_message};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
+use crate::stats::clients::ClientState;
 use crate::stats::{Averages, Totals};
 
 const TEXT: u32 = 25;
@@ -92,6 +93,7 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
         "DATABASES" => databases(shared),
         "USERS" => users(shared),
         "STATE" => state(),
+        "CLIENTS" => clients(shared),
         _ => {
             let msg = format!("invalid command 'SHOW {what}', use SHOW HELP;");
             return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
@@ -102,8 +104,8 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
 }
 
 fn help(out: &mut BytesMut) {
-    let text = "Console usage\n\tSHOW HELP|VERSION|POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
-                \tPAUSE, RESUME, RECONNECT, DISABLE, ENABLE, KILL, KILL_CLIENT, WAIT_CLOSE, SUSPEND, SHUTDOWN, RELOAD, SET: not yet";
+    let text = "Console usage\n\tSHOW HELP|VERSION|POOLS|CLIENTS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
+                \tKILL [db], KILL_CLIENT id\n\tPAUSE, RESUME, RECONNECT, DISABLE, ENABLE, WAIT_CLOSE, SUSPEND, SHUTDOWN, RELOAD, SET: not yet";
     PgError::notice(text).encode(out);
     put_message(out, b'C', |b| put_cstr(b, b"SHOW"));
 }
@@ -453,4 +455,90 @@ fn state() -> Table {
         table.rows.push(vec![t(k), t(v)]);
     }
     table
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for microseconds since the epoch (PgBouncer's timestamp format).
+fn timestamp(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn clients(shared: &Arc<Shared>) -> Table {
+    let mut table = Table::new(&[
+        ("type", TEXT),
+        ("user", TEXT),
+        ("database", TEXT),
+        ("replication", TEXT),
+        ("state", TEXT),
+        ("addr", TEXT),
+        ("port", INT8),
+        ("local_addr", TEXT),
+        ("local_port", INT8),
+        ("connect_time", TEXT),
+        ("request_time", TEXT),
+        ("wait", INT8),
+        ("wait_us", INT8),
+        ("close_needed", INT8),
+        ("ptr", TEXT),
+        ("link", TEXT),
+        ("remote_pid", INT8),
+        ("tls", TEXT),
+        ("application_name", TEXT),
+        ("prepared_statements", INT8),
+        ("id", INT8),
+    ]);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    for c in shared.client_registry.list() {
+        let state = c.state();
+        let waited = if state == ClientState::Waiting { now.saturating_sub(c.since()) } else { 0 };
+        let pid = c.server_pid();
+        table.rows.push(vec![
+            t("C"),
+            t(c.user.clone()),
+            t(c.db.clone()),
+            t("none"),
+            t(state.as_str()),
+            t(c.addr.ip().to_string()),
+            i(c.addr.port()),
+            t(c.local.map(|a| a.ip().to_string()).unwrap_or_default()),
+            i(c.local.map(|a| a.port()).unwrap_or(0)),
+            t(timestamp(c.connect_time)),
+            t(timestamp(c.since())),
+            i(waited / 1_000_000),
+            i(waited % 1_000_000),
+            i(0),
+            t(format!("0x{:x}", c.id)),
+            if pid == 0 { V::Null } else { t(format!("server pid {pid}")) },
+            i(0),
+            V::Null,
+            t(c.application_name.clone()),
+            i(0),
+            i(c.id),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_civil_utc() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(timestamp(1_795_366_771_000_000), "2026-11-22 16:59:31 UTC");
+        assert_eq!(timestamp(951_782_400_000_000), "2000-02-29 00:00:00 UTC");
+    }
 }

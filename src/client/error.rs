@@ -38,6 +38,8 @@ pub enum ClientError {
     PoolClosed(String),
     #[error("client_idle_timeout")]
     ClientIdleTimeout,
+    #[error("terminating connection due to administrator command")]
+    Killed,
     /// The client stopped reading: nothing can be sent to it any more.
     #[error("client_send_timeout: the client stopped reading")]
     ClientSendTimeout,
@@ -76,6 +78,7 @@ impl ClientError {
             E::IdleTransactionTimeout => PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
             E::TransactionTimeout => PgError::fatal(SqlState::TRANSACTION_TIMEOUT, msg),
             E::QueryTimeout => PgError::fatal(SqlState::QUERY_CANCELED, msg),
+            E::Killed => PgError::fatal(SqlState::ADMIN_SHUTDOWN, msg),
             E::ClientSendTimeout => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
             E::StatementModeTransaction => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),
         }

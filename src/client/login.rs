@@ -29,6 +29,7 @@ pub struct LoggedIn {
     pub user: String,
     pub pool: Arc<PoolEntry>,
     pub params: ClientParams,
+    pub registered: crate::stats::clients::Registered,
     pub _db_guard: ClientCountGuard,
     pub _user_guard: ClientCountGuard,
 }
@@ -257,7 +258,9 @@ pub async fn login(
     messages::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
     messages::ready_for_query(&mut out, TxStatus::Idle);
     sock.write_all(&out).await?;
-    Ok(Login::Pooled(LoggedIn { db, user, pool, params, _db_guard: db_guard, _user_guard: user_guard }))
+    let app = params.get("application_name").unwrap_or_default().to_string();
+    let registered = shared.client_registry.register(&db, &user, peer, sock.local_addr().ok(), &app);
+    Ok(Login::Pooled(LoggedIn { db, user, pool, params, registered, _db_guard: db_guard, _user_guard: user_guard }))
 }
 
 /// The pool's server parameters, connecting once if no server has been seen yet (this also proves

@@ -25,6 +25,7 @@ use crate::protocol::{PgError, Scan};
 use crate::server::replies::Verdict;
 use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
+use crate::stats::clients::ClientState;
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -188,14 +189,14 @@ impl Session {
         let Some((tag, _)) = header else {
             ensure_room(&mut self.cbuf);
             let idle_timeout = self.settings.client_idle_timeout;
+            let kill = self.login.registered.entry.kill.clone();
             let read = self.read_client();
-            let got = if idle_timeout.is_zero() {
-                read.await?
-            } else {
-                tokio::select! {
-                    r = read => r?,
-                    _ = sleep_until(since + idle_timeout) => return Err(ClientError::ClientIdleTimeout),
+            let got = tokio::select! {
+                r = read => r?,
+                _ = sleep_until(since + idle_timeout), if !idle_timeout.is_zero() => {
+                    return Err(ClientError::ClientIdleTimeout)
                 }
+                _ = kill.cancelled() => return Err(ClientError::Killed),
             };
             return Ok(if got { Flow::Continue } else { Flow::Done });
         };
@@ -213,6 +214,8 @@ impl Session {
     /// Waits for a server while still watching the client (a client that leaves stops waiting).
     async fn acquire(&mut self) -> Result<Acquired, ClientError> {
         let pool = self.login.pool.pool.clone();
+        let entry = self.login.registered.entry.clone();
+        entry.set_state(ClientState::Waiting, 0);
         let started = Instant::now();
         let acquire = pool.acquire(self.settings.query_wait_timeout);
         tokio::pin!(acquire);
@@ -220,6 +223,7 @@ impl Session {
         let result = loop {
             tokio::select! {
                 r = &mut acquire => break r,
+                _ = entry.kill.cancelled() => return Err(ClientError::Killed),
                 r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < read_limit => {
                     if r? == 0 {
                         return Ok(Acquired::ClientGone);
@@ -300,6 +304,7 @@ impl Session {
             self.login.params.after_sync(conn);
         }
         conn.last_used = Instant::now();
+        self.login.registered.entry.set_state(ClientState::Active, conn.pid);
         self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
         let now = Instant::now();
         self.state = State::Active(Active {
@@ -325,6 +330,7 @@ impl Session {
         if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
             self.cancel.set(None);
             self.count_transaction(active.tx_started);
+            self.login.registered.entry.set_state(ClientState::Idle, 0);
             active.lease.release();
             self.login.pool.stats.flush(&self.counted);
             self.counted = Collected::default();
@@ -342,6 +348,7 @@ impl Session {
         };
         ensure_room(&mut conn.rbuf);
         let far = Instant::now() + Duration::from_secs(86_400);
+        let kill = &self.login.registered.entry.kill;
         // A message held whole (see `Scan::HoldWhole`) may need more than the usual bound.
         let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
         tokio::select! {
@@ -359,6 +366,10 @@ impl Session {
                     }
                     Ok(_) => self.forward_server().await,
                 }
+            }
+            _ = kill.cancelled() => {
+                conn.broken = true; // killed mid-transaction: the server is closed, not pooled
+                Err(ClientError::Killed)
             }
             _ = sleep_until(deadline.map(|(t, _)| t).unwrap_or(far)), if deadline.is_some() => {
                 match deadline {

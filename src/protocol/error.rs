@@ -29,6 +29,7 @@ impl SqlState {
     pub const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState("42P05");
     pub const INVALID_SQL_STATEMENT_NAME: SqlState = SqlState("26000");
     pub const SYNTAX_ERROR: SqlState = SqlState("42601");
+    pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,8 @@
 //! counters that sessions add to once per transaction (never per message), and the gauges that are
 //! read off the pools when a snapshot is taken. Imports: std only.
 
+pub mod clients;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
