@@ -206,7 +206,7 @@ async fn show_clients_and_kill_client_and_kill() {
     console.simple_query(&format!("kill_client {a_id}")).await.unwrap();
     let (tag, body) = a.read_message(Duration::from_secs(5)).await.expect("A is told");
     assert_eq!((tag, error_fields(&body).get(&'C').cloned()), (b'E', Some("57P01".to_string())));
-    assert_eq!(a.wait_closed(Duration::from_secs(5)).await.is_some(), true);
+    assert!(a.wait_closed(Duration::from_secs(5)).await.is_some(), "A is closed");
     let admin_pg = pg.admin_client().await;
     common::wait_for(Duration::from_secs(5), "A's row lock is gone", || async {
         let n: i64 = admin_pg
