@@ -2,7 +2,7 @@
 //! (database, user), the shared connection budgets, client counts and cancel keys.
 //! Locks here are taken at login/logout, never per message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -78,6 +78,9 @@ pub struct Shared {
     pub user_clients: Arc<ClientCounts>,
     pub cancel: Arc<CancelRegistry>,
     pub client_registry: Arc<crate::stats::clients::ClientRegistry>,
+    /// PAUSE and DISABLE state, by client-visible database name (`None` = all databases).
+    paused: Mutex<HashSet<Option<String>>>,
+    disabled: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -95,6 +98,8 @@ impl Shared {
             user_clients: Arc::default(),
             cancel: Arc::default(),
             client_registry: Arc::default(),
+            paused: Mutex::default(),
+            disabled: Mutex::default(),
         })
     }
 
@@ -162,6 +167,9 @@ impl Shared {
                 shared.evict_idle_for(&me, &me_user);
             }
         }));
+        if self.is_paused(db) {
+            pool.pause();
+        }
         let entry = Arc::new(PoolEntry { pool, settings, plan_epoch: Default::default(), stats: Default::default() });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
@@ -176,6 +184,57 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// PAUSE (`db` = None: every database): pools of the database stop handing out servers.
+    pub fn pause(&self, db: Option<&str>) {
+        if let Ok(mut p) = self.paused.lock() {
+            p.insert(db.map(str::to_string));
+        }
+        for (_, entry) in self.pools_of(db) {
+            entry.pool.pause();
+        }
+    }
+
+    /// RESUME (`db` = None: everything paused).
+    pub fn resume(&self, db: Option<&str>) {
+        if let Ok(mut p) = self.paused.lock() {
+            match db {
+                Some(d) => {
+                    p.remove(&Some(d.to_string()));
+                }
+                None => p.clear(),
+            }
+        }
+        for (key, entry) in self.all_pools() {
+            if !self.is_paused(&key.db) {
+                entry.pool.resume();
+            }
+        }
+    }
+
+    pub fn is_paused(&self, db: &str) -> bool {
+        self.paused.lock().map(|p| p.contains(&None) || p.contains(&Some(db.to_string()))).unwrap_or(false)
+    }
+
+    /// DISABLE / ENABLE: new logins to the database are refused while disabled.
+    pub fn set_disabled(&self, db: &str, disabled: bool) {
+        if let Ok(mut d) = self.disabled.lock() {
+            if disabled {
+                d.insert(db.to_string());
+            } else {
+                d.remove(db);
+            }
+        }
+    }
+
+    pub fn is_disabled(&self, db: &str) -> bool {
+        self.disabled.lock().map(|d| d.contains(db)).unwrap_or(false)
+    }
+
+    /// The pools of one database, or all of them.
+    pub fn pools_of(&self, db: Option<&str>) -> Vec<(PoolKey, Arc<PoolEntry>)> {
+        self.all_pools().into_iter().filter(|(k, _)| db.is_none_or(|d| k.db == d)).collect()
     }
 
     /// Every pool, for stats and shutdown.

@@ -228,3 +228,77 @@ async fn show_clients_and_kill_client_and_kill() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_under_pgbench_lose_no_transaction() {
+    use std::process::Command;
+    let pg = TestPg::start().await;
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", ADMIN.0, "app"])
+        .env("PGPASSWORD", ADMIN.1)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let px = proxy(&pg).await;
+    let port = px.port().to_string();
+    let bench = tokio::task::spawn_blocking(move || {
+        Command::new("pgbench")
+            .args(["-c", "4", "-j", "2", "-t", "300", "-h", "127.0.0.1", "-p", &port, "-U", ADMIN.0, "app"])
+            .env("PGPASSWORD", ADMIN.1)
+            .output()
+            .unwrap()
+    });
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    common::wait_for(Duration::from_secs(10), "pgbench is running", || async {
+        let (cols, rows) = show(&console, "show stats").await;
+        rows.iter().any(|r| r[0].as_deref() == Some("app") && value(&cols, r, "total_xact_count") != "0")
+    })
+    .await;
+    // PAUSE returns once the pool's servers are all closed: PostgreSQL sees none of ours.
+    console.simple_query("pause app").await.unwrap();
+    assert_eq!(pg.backends_for(ADMIN.0).await, 0, "paused: no server connections");
+    let (cols, rows) = show(&console, "show pools").await;
+    let app = rows.iter().find(|r| r[0].as_deref() == Some("app")).unwrap();
+    assert_eq!(value(&cols, app, "sv_active"), "0");
+    console.simple_query("resume app").await.unwrap();
+    let out = bench.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("number of transactions actually processed: 1200/1200"), "{stdout}");
+    assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_wait_close_disable_and_enable() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .pool_size(1)
+        .query_wait_timeout(10.0)
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let c = px.client(ADMIN.0, ADMIN.1, "app").await;
+    let first = common::scalar(&c, "select pg_backend_pid()").await;
+    assert_eq!(common::scalar(&c, "select pg_backend_pid()").await, first, "one pooled server");
+    // A transaction is open while RECONNECT runs: its server is closed when it ends, not before.
+    c.batch_execute("begin").await.unwrap();
+    console.simple_query("reconnect app").await.unwrap();
+    let in_tx = common::scalar(&c, "select pg_backend_pid()").await;
+    assert_eq!(in_tx, first, "the open transaction keeps its server");
+    let wait_close = {
+        let console2 = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+        tokio::spawn(async move { console2.simple_query("wait_close app").await.map(|_| ()) })
+    };
+    c.batch_execute("commit").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), wait_close).await.expect("WAIT_CLOSE returns").unwrap().unwrap();
+    let after = common::scalar(&c, "select pg_backend_pid()").await;
+    assert_ne!(after, first, "a new server after RECONNECT");
+    // DISABLE refuses new logins with 57P03; existing clients go on; ENABLE lets them in again.
+    console.simple_query("disable app").await.unwrap();
+    let e = px.try_client(ADMIN.0, ADMIN.1, "app").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57P03"), "{e}");
+    assert_eq!(common::scalar(&c, "select 1").await, "1");
+    console.simple_query("enable app").await.unwrap();
+    px.client(ADMIN.0, ADMIN.1, "app").await;
+}

@@ -6,6 +6,13 @@ use std::sync::Arc;
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
+/// Polls `done` every 20 ms (the console command blocks, as PgBouncer's does).
+async fn wait_until(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<String, PgError> {
     match verb {
         "KILL" => {
@@ -31,6 +38,40 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             }
             Ok("KILL_CLIENT".into())
         }
+        "PAUSE" => {
+            let db = args.first().map(String::as_str);
+            shared.pause(db);
+            // Returns once every server of the paused pools is closed (transactions in flight finish).
+            wait_until(|| shared.pools_of(db).iter().all(|(_, e)| e.pool.counts().open == 0)).await;
+            tracing::info!(db = db.unwrap_or("(all)"), "PAUSE");
+            Ok("PAUSE".into())
+        }
+        "RESUME" => {
+            shared.resume(args.first().map(String::as_str));
+            Ok("RESUME".into())
+        }
+        "RECONNECT" => {
+            for (_, e) in shared.pools_of(args.first().map(String::as_str)) {
+                e.pool.reconnect();
+            }
+            Ok("RECONNECT".into())
+        }
+        "WAIT_CLOSE" => {
+            let db = args.first().map(String::as_str);
+            wait_until(|| shared.pools_of(db).iter().all(|(_, e)| e.pool.stale_open() == 0)).await;
+            Ok("WAIT_CLOSE".into())
+        }
+        "DISABLE" | "ENABLE" => {
+            let db = args
+                .first()
+                .ok_or_else(|| PgError::error(SqlState::SYNTAX_ERROR, format!("{verb} needs a database name")))?;
+            shared.set_disabled(db, verb == "DISABLE");
+            Ok(verb.to_string())
+        }
+        "SUSPEND" => Err(PgError::error(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "SUSPEND (socket hand-over) is not supported: restart with so_reuseport and SIGTERM instead",
+        )),
         _ => Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("{verb} is not supported yet"))),
     }
 }

@@ -209,6 +209,9 @@ pub async fn login(
         return Ok(Login::Admin { user, role });
     }
     let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
+    if shared.is_disabled(&db) {
+        return Err(ClientError::DatabaseDisabled(db));
+    }
     let general = &config.general;
     let db_guard = shared
         .db_clients

@@ -70,7 +70,7 @@ impl<C: Connect> Lease<C> {
             if conn.is_reusable() {
                 self.pool.check_in(conn, self.created);
             } else {
-                self.pool.close(conn);
+                self.pool.close_at(conn, self.created);
             }
         }
     }
@@ -79,7 +79,7 @@ impl<C: Connect> Lease<C> {
 impl<C: Connect> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.close(conn);
+            self.pool.close_at(conn, self.created);
         }
     }
 }

@@ -43,6 +43,12 @@ struct Inner<T, E> {
     closed: bool,
     /// A waiter could not get a slot because a shared (database/user) budget is used up.
     starved: bool,
+    /// PAUSE: no checkouts; servers are closed as they come back.
+    paused: bool,
+    /// RECONNECT: connections created before this are closed as they come back.
+    reconnect_at: Option<Instant>,
+    /// Connections created before `reconnect_at` that are still open (WAIT_CLOSE waits for 0).
+    stale_open: usize,
 }
 
 /// Why a slot could not be claimed.
@@ -94,6 +100,9 @@ impl<C: Connect> Pool<C> {
                 last_login_error: None,
                 closed: false,
                 starved: false,
+                paused: false,
+                reconnect_at: None,
+                stale_open: 0,
             }),
             db_limit,
             user_limit,
@@ -119,10 +128,39 @@ impl<C: Connect> Pool<C> {
             if g.idle.is_empty() {
                 return false;
             }
-            g.idle.remove(0).conn
+            g.idle.remove(0)
         };
-        self.close(conn);
+        self.close_at(conn.conn, conn.created);
         true
+    }
+
+    /// PAUSE: checkouts wait (queued clients keep their place); idle servers are closed now and busy ones
+    /// when they come back. `open` reaches 0 once every transaction in flight has finished.
+    pub fn pause(&self) {
+        self.lock().paused = true;
+        self.close_idle();
+    }
+
+    /// RESUME: waiting clients are served again, in order.
+    pub fn resume(&self) {
+        let mut g = self.lock();
+        g.paused = false;
+        self.hand_out_slots(&mut g);
+    }
+
+    /// RECONNECT: every current connection is closed, idle ones now and busy ones when released.
+    pub fn reconnect(&self) {
+        {
+            let mut g = self.lock();
+            g.reconnect_at = Some(Instant::now());
+            g.stale_open = g.open;
+        }
+        self.close_idle();
+    }
+
+    /// Connections that RECONNECT marked and that are still open.
+    pub fn stale_open(&self) -> usize {
+        self.lock().stale_open
     }
 
     pub fn connector(&self) -> &C {
@@ -160,7 +198,7 @@ impl<C: Connect> Pool<C> {
             std::mem::take(&mut g.idle)
         };
         for c in idle {
-            self.close(c.conn);
+            self.close_at(c.conn, c.created);
         }
     }
 
@@ -168,7 +206,7 @@ impl<C: Connect> Pool<C> {
     pub fn close_idle(&self) {
         let idle = std::mem::take(&mut self.lock().idle);
         for c in idle {
-            self.close(c.conn);
+            self.close_at(c.conn, c.created);
         }
     }
 
@@ -198,7 +236,9 @@ impl<C: Connect> Pool<C> {
         if g.closed {
             return Step::Fail(PoolError::Closed);
         }
-        if let Some(idle) = g.idle.pop() {
+        if !g.paused
+            && let Some(idle) = g.idle.pop()
+        {
             return Step::Got(idle.conn, idle.created, idle.idle_since);
         }
         if let Some((at, e)) = &g.last_login_error
@@ -206,7 +246,7 @@ impl<C: Connect> Pool<C> {
         {
             return Step::Fail(PoolError::LoginRetry(e.clone()));
         }
-        if g.waiters.is_empty() && self.try_claim(&mut g, false) == Claim::Got {
+        if !g.paused && g.waiters.is_empty() && self.try_claim(&mut g, false) == Claim::Got {
             return Step::Open { reserve: false };
         }
         let (tx, rx) = oneshot::channel();
@@ -321,6 +361,9 @@ impl<C: Connect> Pool<C> {
 
     /// Offers free slots to waiters in FIFO order, the reserve to those who waited long enough.
     fn hand_out_slots(&self, g: &mut Inner<C::Conn, C::Error>) {
+        if g.paused {
+            return;
+        }
         while let Some(front) = g.waiters.front() {
             if front.tx.is_closed() {
                 g.waiters.pop_front();
@@ -358,9 +401,10 @@ impl<C: Connect> Pool<C> {
     pub(super) fn check_in(&self, conn: C::Conn, created: Instant) {
         let mut g = self.lock();
         let expired = !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
-        if g.closed || expired {
+        let stale = g.reconnect_at.is_some_and(|r| created < r);
+        if g.closed || expired || g.paused || stale {
             drop(g);
-            return self.close(conn);
+            return self.close_at(conn, created);
         }
         let mut conn = conn;
         while let Some(w) = g.waiters.pop_front() {
@@ -372,7 +416,7 @@ impl<C: Connect> Pool<C> {
         }
         if g.open > g.limits.pool_size {
             drop(g);
-            return self.close(conn);
+            return self.close_at(conn, created);
         }
         g.idle.push(IdleConn { conn, created, idle_since: Instant::now() });
     }
@@ -383,6 +427,17 @@ impl<C: Connect> Pool<C> {
         self.free_slot();
     }
 
+    /// `close` for a connection whose creation time is known (it may be one RECONNECT marked).
+    pub(super) fn close_at(&self, conn: C::Conn, created: Instant) {
+        {
+            let mut g = self.lock();
+            if g.reconnect_at.is_some_and(|r| created < r) {
+                g.stale_open = g.stale_open.saturating_sub(1);
+            }
+        }
+        self.close(conn);
+    }
+
     fn free_slot(&self) {
         let mut g = self.lock();
         self.unclaim(&mut g);
@@ -391,7 +446,7 @@ impl<C: Connect> Pool<C> {
 
     /// Janitor work: idle timeout and lifetime, then top up to min_pool_size.
     fn maintain(self: &Arc<Self>) {
-        let expired: Vec<C::Conn> = {
+        let expired: Vec<IdleConn<C::Conn>> = {
             let mut g = self.lock();
             let l = g.limits.clone();
             let keep = |c: &IdleConn<C::Conn>| {
@@ -400,15 +455,19 @@ impl<C: Connect> Pool<C> {
             };
             let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut g.idle).into_iter().partition(keep);
             g.idle = kept;
-            gone.into_iter().map(|c| c.conn).collect()
+            gone
         };
         for c in expired {
-            self.close(c);
+            self.close_at(c.conn, c.created);
         }
         let to_open = {
             let mut g = self.lock();
             let mut n = 0;
-            while !g.closed && g.open < g.limits.min_pool_size && self.try_claim(&mut g, false) == Claim::Got {
+            while !g.closed
+                && !g.paused
+                && g.open < g.limits.min_pool_size
+                && self.try_claim(&mut g, false) == Claim::Got
+            {
                 n += 1;
             }
             n
