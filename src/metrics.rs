@@ -94,7 +94,7 @@ async fn readiness(shared: &Arc<Shared>, shutting_down: bool) -> (bool, serde_js
     let mut pools = Vec::new();
     for (key, entry) in shared.all_pools() {
         let c = entry.pool.counts();
-        let max = entry.settings.pool_size.max(1);
+        let max = entry.settings().pool_size.max(1);
         let active = c.open.saturating_sub(c.idle);
         pools.push(serde_json::json!({
             "database": key.db,
@@ -102,7 +102,7 @@ async fn readiness(shared: &Arc<Shared>, shutting_down: bool) -> (bool, serde_js
             "active": active,
             "idle": c.idle,
             "waiting": c.waiting,
-            "max": entry.settings.pool_size,
+            "max": entry.settings().pool_size,
             "utilization_percent": (active * 100) / max,
         }));
     }
@@ -148,7 +148,7 @@ pub fn gather(shared: &Arc<Shared>) -> Vec<MetricFamily> {
             &[],
             c.max_wait.as_secs_f64(),
         );
-        f.gauge("pgsluice_pool_size", "Configured pool_size.", &labels, &[], entry.settings.pool_size as f64);
+        f.gauge("pgsluice_pool_size", "Configured pool_size.", &labels, &[], entry.settings().pool_size as f64);
         let t = s.totals();
         for (name, help, v) in [
             ("pgsluice_transactions_total", "Transactions pooled.", t.xact_count),

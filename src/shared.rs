@@ -23,11 +23,40 @@ pub struct PoolKey {
 /// A pool plus the settings it was built from.
 pub struct PoolEntry {
     pub pool: Arc<ServerPool>,
-    pub settings: PoolSettings,
+    /// Replaced by RELOAD; sessions pick up a new version at their next transaction.
+    settings: Mutex<Arc<PoolSettings>>,
+    settings_version: std::sync::atomic::AtomicU64,
     /// Bumped when a prepared statement's cached plan went stale (DDL): statements parsed afterwards get
     /// new server-side names, so they never meet a stale copy on any server.
     pub plan_epoch: Arc<std::sync::atomic::AtomicU64>,
     pub stats: crate::stats::PoolStats,
+}
+
+impl PoolEntry {
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.lock().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Bumped by every settings change; one atomic load tells a session whether to refresh.
+    pub fn settings_version(&self) -> u64 {
+        self.settings_version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_settings(&self, s: PoolSettings) {
+        if let Ok(mut cur) = self.settings.lock() {
+            *cur = Arc::new(s);
+        }
+        self.settings_version.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// What RELOAD changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+    /// Pools rebuilt because their server changed (or removed with their database entry).
+    pub rebuilt: usize,
 }
 
 /// Counts clients per database or user name, for the client caps.
@@ -170,7 +199,13 @@ impl Shared {
         if self.is_paused(db) {
             pool.pause();
         }
-        let entry = Arc::new(PoolEntry { pool, settings, plan_epoch: Default::default(), stats: Default::default() });
+        let entry = Arc::new(PoolEntry {
+            pool,
+            settings: Mutex::new(Arc::new(settings)),
+            settings_version: Default::default(),
+            plan_epoch: Default::default(),
+            stats: Default::default(),
+        });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
     }
@@ -184,6 +219,56 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// RELOAD / SIGHUP: re-reads the config file and the auth file. An invalid new config is rejected
+    /// and the running one stays. Pools whose server changed are rebuilt (idle servers closed now, busy
+    /// ones when released); the others keep their connections and take new limits at once.
+    pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigError> {
+        let old = self.config();
+        let new = Config::load(&old.path)?;
+        let auth = new.load_auth_file()?;
+        let mut report = ReloadReport::default();
+        let (o, n) = (&old.general, &new.general);
+        for (key, changed) in [
+            ("listen_addr", o.listen_addr != n.listen_addr),
+            ("listen_port", o.listen_port != n.listen_port),
+            ("workers", o.workers != n.workers),
+            ("metrics_addr", o.metrics_addr != n.metrics_addr),
+        ] {
+            if changed {
+                report.needs_restart.push(key);
+            }
+        }
+        let new = Arc::new(new);
+        if let Ok(mut c) = self.config.write() {
+            *c = new.clone();
+        }
+        if let Ok(mut a) = self.auth.write() {
+            *a = Arc::new(auth);
+        }
+        if let Ok(mut c) = self.credentials.lock() {
+            c.clear(); // passwords may have changed; pools being kept hold their own cells
+        }
+        for (key, entry) in self.all_pools() {
+            match new.pool_settings(&key.db, &key.user) {
+                Some(s) if s.server == entry.settings().server => {
+                    let server_user = s.server.user.clone().unwrap_or_else(|| key.user.clone());
+                    Self::limit(&self.db_limits, &key.db, s.max_db_connections);
+                    Self::limit(&self.user_limits, &server_user, s.max_user_connections);
+                    entry.pool.set_limits(Limits::from_settings(&s));
+                    entry.set_settings(s);
+                }
+                _ => {
+                    if let Ok(mut pools) = self.pools.lock() {
+                        pools.remove(&key);
+                    }
+                    entry.pool.shut();
+                    report.rebuilt += 1;
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// PAUSE (`db` = None: every database): pools of the database stop handing out servers.

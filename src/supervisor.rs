@@ -30,6 +30,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: watch::Recei
     let metrics_addr = config.general.metrics_addr.clone();
     let shared = Shared::new(config, auth);
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
+    tokio::spawn(reload_on_sighup(Arc::downgrade(&shared)));
     if let Some(addr) = metrics_addr {
         let metrics =
             TcpListener::bind(&addr).await.map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
@@ -55,6 +56,34 @@ async fn roll_stats_periods(shared: std::sync::Weak<Shared>) {
         for (_, entry) in s.all_pools() {
             entry.stats.roll_period();
         }
+    }
+}
+
+/// RELOAD and SIGHUP: re-reads the config and auth files; a bad file is rejected with its error and
+/// the running config stays.
+pub fn reload(shared: &Shared) -> Result<(), String> {
+    match shared.reload() {
+        Ok(report) => {
+            for key in &report.needs_restart {
+                tracing::warn!(setting = key, "changed setting needs a restart to take effect");
+            }
+            tracing::info!(rebuilt_pools = report.rebuilt, "configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed, keeping the running configuration");
+            Err(e.to_string())
+        }
+    }
+}
+
+async fn reload_on_sighup(shared: std::sync::Weak<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let Some(s) = shared.upgrade() else { return };
+        tracing::info!("SIGHUP received, reloading");
+        let _ = reload(&s);
     }
 }
 

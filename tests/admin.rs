@@ -302,3 +302,46 @@ async fn reconnect_wait_close_disable_and_enable() {
     console.simple_query("enable app").await.unwrap();
     px.client(ADMIN.0, ADMIN.1, "app").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_pool_size_live_and_keeps_the_old_config_when_broken() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .pool_size(2)
+        .query_wait_timeout(1.0)
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let a = px.client(ADMIN.0, ADMIN.1, "app").await;
+    let b = px.client(ADMIN.0, ADMIN.1, "app").await;
+    let c = px.client(ADMIN.0, ADMIN.1, "app").await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57014"), "pool of 2 is full");
+    // Raise the pool size in the file and RELOAD: the waiting client gets a third server, nobody drops.
+    let text = std::fs::read_to_string(&px.config).unwrap();
+    assert!(text.contains("default_pool_size = 2"), "{text}");
+    std::fs::write(&px.config, text.replace("default_pool_size = 2", "default_pool_size = 3")).unwrap();
+    console.simple_query("reload").await.unwrap();
+    assert_eq!(common::scalar(&c, "select 3").await, "3");
+    assert_eq!(pg.backends_for(ADMIN.0).await, 3);
+    a.batch_execute("commit").await.unwrap();
+    b.batch_execute("commit").await.unwrap();
+    // A broken file: RELOAD says F0000 and the running config stays (pool of 3, clients served).
+    std::fs::write(&px.config, "[pgsluice]\nno_such_setting = 1\n").unwrap();
+    let e = console.simple_query("reload").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("F0000"), "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(message.contains("no_such_setting"), "{message}");
+    px.signal("HUP");
+    let d = px.client(ADMIN.0, ADMIN.1, "app").await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    b.batch_execute("begin; select 1").await.unwrap();
+    assert_eq!(common::scalar(&d, "select 4").await, "4", "still a pool of 3 after the failed reloads");
+    common::wait_for(Duration::from_secs(5), "the SIGHUP failure is logged", || async {
+        px.log_contents().matches("reload failed").count() >= 2
+    })
+    .await;
+}

@@ -68,6 +68,10 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             shared.set_disabled(db, verb == "DISABLE");
             Ok(verb.to_string())
         }
+        "RELOAD" => {
+            crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
+            Ok("RELOAD".into())
+        }
         "SUSPEND" => Err(PgError::error(
             SqlState::FEATURE_NOT_SUPPORTED,
             "SUSPEND (socket hand-over) is not supported: restart with so_reuseport and SIGTERM instead",

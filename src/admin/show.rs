@@ -158,7 +158,7 @@ fn pools(shared: &Arc<Shared>) -> Table {
             i(0),
             i(c.max_wait.as_secs()),
             i(c.max_wait.subsec_micros()),
-            t(entry.settings.pool_mode.as_str()),
+            t(entry.settings().pool_mode.as_str()),
             V::Null,
         ]);
     }

@@ -273,7 +273,8 @@ async fn welcome_params(pool: &PoolEntry, db: &str) -> Result<Vec<(String, Strin
     if let Some(w) = cached() {
         return Ok(w);
     }
-    let lease = pool.pool.acquire(pool.settings.query_wait_timeout).await.map_err(|e| ClientError::from_pool(e, db))?;
+    let lease =
+        pool.pool.acquire(pool.settings().query_wait_timeout).await.map_err(|e| ClientError::from_pool(e, db))?;
     lease.release();
     cached().ok_or_else(|| ClientError::ServerLost("no server parameters".into()))
 }

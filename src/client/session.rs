@@ -66,7 +66,9 @@ pub struct Session {
     client_scanner: FrameScanner,
     state: State,
     login: LoggedIn,
-    settings: PoolSettings,
+    settings: Arc<PoolSettings>,
+    /// The pool's settings version `settings` was read at (RELOAD bumps it).
+    settings_version: u64,
     cancel: Arc<CancelSlot>,
     cancel_wait: Duration,
     /// The client's prepared statement names (transaction and statement mode).
@@ -99,7 +101,8 @@ impl Session {
         cancel: Arc<CancelSlot>,
         cancel_wait: Duration,
     ) -> Self {
-        let settings = login.pool.settings.clone();
+        let settings_version = login.pool.settings_version();
+        let settings = login.pool.settings();
         let rewrite = settings.pool_mode != PoolMode::Session;
         let max = if rewrite { settings.max_prepared_statements } else { 0 };
         let stmts = Statements::new(max, login.pool.plan_epoch.clone());
@@ -110,6 +113,7 @@ impl Session {
             state: State::Idle { since: Instant::now() },
             login,
             settings,
+            settings_version,
             cancel,
             cancel_wait,
             stmts,
@@ -216,6 +220,12 @@ impl Session {
         let pool = self.login.pool.pool.clone();
         let entry = self.login.registered.entry.clone();
         entry.set_state(ClientState::Waiting, 0);
+        // RELOAD: new limits and timeouts apply from the next transaction on.
+        let version = self.login.pool.settings_version();
+        if version != self.settings_version {
+            self.settings = self.login.pool.settings();
+            self.settings_version = version;
+        }
         let started = Instant::now();
         let acquire = pool.acquire(self.settings.query_wait_timeout);
         tokio::pin!(acquire);
