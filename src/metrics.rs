@@ -35,11 +35,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
             _ = shutdown.changed() => return,
         };
         let shared = shared.clone();
-        let shutting_down = shutdown.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                let down = *shutting_down.borrow();
+                let down = *shared.run_state.borrow() != crate::supervisor::RunState::Running;
                 async move { Ok::<_, Infallible>(route(req, &shared, down).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);

@@ -110,6 +110,8 @@ pub struct Shared {
     /// PAUSE and DISABLE state, by client-visible database name (`None` = all databases).
     paused: Mutex<HashSet<Option<String>>>,
     disabled: Mutex<HashSet<String>>,
+    /// Running or draining; the supervisor acts on changes (the console's SHUTDOWN sets it).
+    pub run_state: tokio::sync::watch::Sender<crate::supervisor::RunState>,
 }
 
 impl Shared {
@@ -129,6 +131,7 @@ impl Shared {
             client_registry: Arc::default(),
             paused: Mutex::default(),
             disabled: Mutex::default(),
+            run_state: tokio::sync::watch::Sender::new(crate::supervisor::RunState::Running),
         })
     }
 

@@ -1,8 +1,12 @@
-//! Wires a config into a running proxy: shared state, the listener, and signals.
+//! Wires a config into a running proxy: shared state, the listeners, background tasks, and the process's
+//! life: signals (SIGHUP reload, SIGINT/SIGTERM drain, USR1/USR2 pause/resume) and the console's
+//! SHUTDOWN, through one `RunState`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -16,39 +20,188 @@ pub enum RunError {
     Listen { addr: String, source: std::io::Error },
 }
 
-/// Binds the configured address and serves until `shutdown` turns true.
+/// How the process is winding down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// SHUTDOWN, or a second signal: every client gets 57P01 now.
+    Immediate,
+    /// SIGINT / SHUTDOWN WAIT_FOR_SERVERS: transactions in flight finish, then exit.
+    WaitForServers,
+    /// SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS: exit once every client has left.
+    WaitForClients,
+}
+
+/// The process's state, owned here and read by logins (new clients are refused while draining).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Draining(ShutdownMode),
+}
+
+/// Binds the configured address and serves until shut down.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let addr = format!("{}:{}", config.general.listen_addr, config.general.listen_port);
-    let listener = TcpListener::bind(&addr).await.map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
-    tracing::info!(%addr, "listening");
+    let listener =
+        bind(&addr, config.general.so_reuseport).map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
+    tracing::info!(%addr, so_reuseport = config.general.so_reuseport, "listening");
     serve(config, listener, shutdown).await
 }
 
-/// Serves on an already-bound listener (tests bind 127.0.0.1:0).
-pub async fn serve(config: Config, listener: TcpListener, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+/// A listening socket, with SO_REUSEPORT when asked (rolling restarts).
+fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves on an already-bound listener until `shutdown` turns true, a signal or SHUTDOWN ends it.
+pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let auth = config.load_auth_file()?;
     let metrics_addr = config.general.metrics_addr.clone();
+    let reuse_port = config.general.so_reuseport;
     let shared = Shared::new(config, auth);
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
-    tokio::spawn(reload_on_sighup(Arc::downgrade(&shared)));
+    let (stop_accepting, accepting) = watch::channel(false);
+    // The metrics endpoint outlives the drain (it reports not-ready meanwhile).
+    let (stop_metrics, metrics_stopped) = watch::channel(false);
     if let Some(addr) = metrics_addr {
         let metrics =
             TcpListener::bind(&addr).await.map_err(|source| RunError::Listen { addr: addr.clone(), source })?;
         tracing::info!(%addr, "metrics endpoint listening");
-        tokio::spawn(crate::metrics::serve(metrics, shared.clone(), shutdown.clone()));
+        tokio::spawn(crate::metrics::serve(metrics, shared.clone(), metrics_stopped));
     }
-    crate::listener::accept_loop(listener, shared.clone(), shutdown).await;
+    let accept = tokio::spawn(crate::listener::accept_loop(listener, shared.clone(), accepting));
+    let mut signals = Signals::new();
+    let mut state = shared.run_state.subscribe();
+    // Running: serve until something asks to stop.
+    let mode = loop {
+        tokio::select! {
+            _ = Signals::recv(&mut signals.hup) => {
+                tracing::info!("SIGHUP received, reloading");
+                let _ = reload(&shared);
+            }
+            _ = Signals::recv(&mut signals.usr1) => {
+                tracing::info!("SIGUSR1: PAUSE");
+                shared.pause(None);
+            }
+            _ = Signals::recv(&mut signals.usr2) => {
+                tracing::info!("SIGUSR2: RESUME");
+                shared.resume(None);
+            }
+            _ = Signals::recv(&mut signals.term) => break ShutdownMode::WaitForClients,
+            _ = Signals::recv(&mut signals.int) => break ShutdownMode::WaitForServers,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break ShutdownMode::Immediate;
+                }
+            }
+            _ = state.changed() => {
+                if let RunState::Draining(mode) = *state.borrow() {
+                    break mode;
+                }
+            }
+        }
+    };
+    drain(&shared, mode, reuse_port, &stop_accepting, &mut signals).await;
+    let _ = stop_accepting.send(true);
+    let _ = stop_metrics.send(true);
+    let _ = accept.await;
     for (_, entry) in shared.all_pools() {
         entry.pool.shut();
     }
     Ok(())
 }
 
+/// Winds down in `mode`; a second SIGINT or SIGTERM turns any wait into an immediate exit.
+async fn drain(
+    shared: &Arc<Shared>,
+    mode: ShutdownMode,
+    reuse_port: bool,
+    stop: &watch::Sender<bool>,
+    signals: &mut Signals,
+) {
+    tracing::info!(?mode, "shutting down");
+    shared.run_state.send_replace(RunState::Draining(mode));
+    if reuse_port {
+        // Another pgsluice shares the port: let it take every new connection.
+        let _ = stop.send(true);
+    }
+    if mode == ShutdownMode::WaitForServers {
+        shared.pause(None);
+    }
+    let done = || match mode {
+        ShutdownMode::Immediate => true,
+        ShutdownMode::WaitForServers => shared.all_pools().iter().all(|(_, e)| e.pool.counts().open == 0),
+        ShutdownMode::WaitForClients => shared.client_registry.list().is_empty(),
+    };
+    loop {
+        if done() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = Signals::recv(&mut signals.term) => break,
+            _ = Signals::recv(&mut signals.int) => break,
+        }
+    }
+    // Whoever is still connected is told why the connection ends.
+    let n = shared.client_registry.kill(|_| true);
+    if n > 0 {
+        tracing::info!(clients = n, "closing remaining clients");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !shared.client_registry.list().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tracing::info!("shutdown complete");
+}
+
+/// The signals pgsluice reacts to (each `None` if it could not be installed).
+struct Signals {
+    hup: Option<Signal>,
+    term: Option<Signal>,
+    int: Option<Signal>,
+    usr1: Option<Signal>,
+    usr2: Option<Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        let s = |k| signal(k).ok();
+        Signals {
+            hup: s(SignalKind::hangup()),
+            term: s(SignalKind::terminate()),
+            int: s(SignalKind::interrupt()),
+            usr1: s(SignalKind::user_defined1()),
+            usr2: s(SignalKind::user_defined2()),
+        }
+    }
+
+    async fn recv(sig: &mut Option<Signal>) {
+        match sig {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Closes a stats period on every pool each `stats_period`, so SHOW STATS averages describe it.
-async fn roll_stats_periods(shared: std::sync::Weak<Shared>) {
+async fn roll_stats_periods(shared: Weak<Shared>) {
     loop {
         let period = match shared.upgrade() {
-            Some(s) => s.config().general.stats_period.max(std::time::Duration::from_secs(1)),
+            Some(s) => s.config().general.stats_period.max(Duration::from_secs(1)),
             None => return,
         };
         tokio::time::sleep(period).await;
@@ -77,38 +230,10 @@ pub fn reload(shared: &Shared) -> Result<(), String> {
     }
 }
 
-async fn reload_on_sighup(shared: std::sync::Weak<Shared>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-    while hup.recv().await.is_some() {
-        let Some(s) = shared.upgrade() else { return };
-        tracing::info!("SIGHUP received, reloading");
-        let _ = reload(&s);
-    }
-}
-
-/// Resolves once SIGINT or SIGTERM arrives.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-    }
-}
-
-/// Starts the proxy with an owned shutdown channel (for the binary).
+/// Starts the proxy and runs it until it shuts down (for the binary).
 pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
-    let (tx, rx) = watch::channel(false);
-    let server = tokio::spawn(run(config, rx));
-    tokio::select! {
-        r = server => return r.unwrap_or(Ok(())),
-        _ = wait_for_signal() => {}
-    }
-    let _ = tx.send(true);
-    Ok(())
+    let (_tx, rx) = watch::channel(false);
+    run(config, rx).await
 }
 
 #[allow(dead_code)]

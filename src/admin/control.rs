@@ -68,6 +68,20 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             shared.set_disabled(db, verb == "DISABLE");
             Ok(verb.to_string())
         }
+        "SHUTDOWN" => {
+            use crate::supervisor::{RunState, ShutdownMode};
+            let mode = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
+                None => ShutdownMode::Immediate,
+                Some("WAIT_FOR_SERVERS") => ShutdownMode::WaitForServers,
+                Some("WAIT_FOR_CLIENTS") => ShutdownMode::WaitForClients,
+                Some(other) => {
+                    let msg = format!("SHUTDOWN {other}: expected WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
+                    return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
+                }
+            };
+            shared.run_state.send_replace(RunState::Draining(mode));
+            Ok("SHUTDOWN".into())
+        }
         "RELOAD" => {
             crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
             Ok("RELOAD".into())

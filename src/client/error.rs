@@ -38,6 +38,8 @@ pub enum ClientError {
     PoolClosed(String),
     #[error("client_idle_timeout")]
     ClientIdleTimeout,
+    #[error("pgsluice is shutting down")]
+    ShuttingDown,
     #[error("database \"{0}\" is disabled")]
     DatabaseDisabled(String),
     #[error("terminating connection due to administrator command")]
@@ -81,6 +83,7 @@ impl ClientError {
             E::TransactionTimeout => PgError::fatal(SqlState::TRANSACTION_TIMEOUT, msg),
             E::QueryTimeout => PgError::fatal(SqlState::QUERY_CANCELED, msg),
             E::Killed => PgError::fatal(SqlState::ADMIN_SHUTDOWN, msg),
+            E::ShuttingDown => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
             E::DatabaseDisabled(_) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
             E::ClientSendTimeout => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
             E::StatementModeTransaction => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),

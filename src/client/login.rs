@@ -208,6 +208,11 @@ pub async fn login(
         sock.write_all(&out).await?;
         return Ok(Login::Admin { user, role });
     }
+    // Draining: without SO_REUSEPORT the port stays open (for the console) and new clients are refused;
+    // with it the listener is closed, so whoever got in before that is served.
+    if *shared.run_state.borrow() != crate::supervisor::RunState::Running && !config.general.so_reuseport {
+        return Err(ClientError::ShuttingDown);
+    }
     let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
     if shared.is_disabled(&db) {
         return Err(ClientError::DatabaseDisabled(db));

@@ -499,6 +499,7 @@ impl Session {
                 t == b'Z'
                     || t == b'S'
                     || t == b'E' // counted by SQLSTATE class
+                    || (t == b'A' && mode != PoolMode::Session)
                     || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
             },
             |h: Header<'_>| {
@@ -515,6 +516,11 @@ impl Session {
                     replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
                 }
                 match (h.tag, h.body) {
+                    (b'A', Some(_)) if mode != PoolMode::Session => {
+                        // A NOTIFY for whichever client LISTENed on this server earlier: in transaction
+                        // and statement mode it belongs to no current client, so it reaches none.
+                        edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
+                    }
                     (b'E', Some(body)) => {
                         if let Some(code) = messages::error_code(body) {
                             pool_stats.count_error(code);

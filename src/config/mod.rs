@@ -166,6 +166,9 @@ pub struct General {
     /// Users allowed the read-only admin console commands (SHOW). Default [].
     #[serde(deserialize_with = "string_list")]
     pub stats_users: Vec<String>,
+    /// Listen with SO_REUSEPORT, so a new pgsluice can bind the same port for a rolling restart.
+    /// Needs restart. Default false.
+    pub so_reuseport: bool,
     /// host:port of the HTTP endpoint for /metrics, /healthz and /readyz; off when unset. pgsluice only.
     pub metrics_addr: Option<String>,
     /// Seconds between updates of the averages in SHOW STATS. Default 60.
@@ -225,6 +228,7 @@ impl Default for General {
             stats_users: Vec::new(),
             stats_period: s(60),
             metrics_addr: None,
+            so_reuseport: false,
             application_name_add_host: false,
             workers: 0,
             max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,

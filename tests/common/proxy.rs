@@ -215,6 +215,40 @@ impl Proxy {
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status();
     }
+
+    /// Waits for the process to exit by itself; `None` if it is still running after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A second pgsluice on the same config file (and so the same port: needs so_reuseport), started
+    /// once its log says it is listening.
+    pub async fn sibling(&self) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("pgsluice.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .expect("spawn sibling");
+        let sibling = Proxy { child, port: self.port, dir, config: self.config.clone() };
+        wait_for(Duration::from_secs(10), "the sibling listens", || async {
+            sibling.log_contents().contains("listening")
+        })
+        .await;
+        sibling
+    }
 }
 
 impl Drop for Proxy {

@@ -1,0 +1,139 @@
+//! The process's life: SIGTERM waits for clients (no transaction lost), a second signal exits at once,
+//! SIGINT lets transactions finish, the console's SHUTDOWN, USR1/USR2 pause and resume, and a rolling
+//! restart over SO_REUSEPORT under pgbench with zero failed transactions.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proxy, TestPg, scalar};
+
+const USER: &str = "scram_user";
+const PW: &str = "scram_pw";
+
+fn code(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+fn pgbench_init(pg: &TestPg) {
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", USER, "app"])
+        .env("PGPASSWORD", PW)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+}
+
+/// pgbench through `port` in the background: (stdout, success).
+fn pgbench(port: u16, args: &[&str]) -> tokio::task::JoinHandle<(String, bool)> {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, "app"].map(String::from));
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("pgbench").args(&all).env("PGPASSWORD", PW).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (text, out.status.success())
+    })
+}
+
+/// Waits until pgbench's transactions are flowing: by then every client is connected (pgbench starts
+/// its clients together once all are connected).
+async fn wait_running(pg: &TestPg) {
+    let direct = pg.direct(USER, PW, "app").await;
+    common::wait_for(Duration::from_secs(10), "pgbench transactions flow", || async {
+        scalar(&direct, "select count(*) from pgbench_history").await != "0"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_clients_and_loses_no_transaction() {
+    let pg = TestPg::start().await;
+    pgbench_init(&pg);
+    let mut px = Proxy::builder(&pg).pool_size(2).start().await;
+    let bench = pgbench(px.port(), &["-c", "4", "-j", "2", "-t", "250"]);
+    wait_running(&pg).await;
+    px.signal("TERM");
+    // New logins are refused while the old clients finish.
+    common::wait_for(Duration::from_secs(5), "new logins refused", || async {
+        match px.try_client(USER, PW, "app").await {
+            Err(e) if code(&e).as_deref() == Some("57P03") => true,
+            other => {
+                eprintln!("login during drain: {:?}", other.err());
+                false
+            }
+        }
+    })
+    .await;
+    let (out, ok) = bench.await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("number of transactions actually processed: 1000/1000"), "{out}");
+    let status = px.wait_exit(Duration::from_secs(10)).await.expect("pgsluice exits once its clients are gone");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once_with_57p01() {
+    let pg = TestPg::start().await;
+    let mut px = Proxy::builder(&pg).pool_size(2).start().await;
+    let c = px.client(USER, PW, "app").await;
+    px.signal("TERM");
+    // Still serving the connected client...
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    assert!(px.wait_exit(Duration::from_millis(300)).await.is_none(), "waits for its client");
+    // ...until the second signal.
+    px.signal("TERM");
+    assert!(px.wait_exit(Duration::from_secs(5)).await.is_some(), "exits on the second SIGTERM");
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert!(c.is_closed(), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_lets_the_open_transaction_finish() {
+    let pg = TestPg::start().await;
+    let mut px = Proxy::builder(&pg).pool_size(2).start().await;
+    let c = px.client(USER, PW, "app").await;
+    c.batch_execute("begin; update accounts set balance = balance + 1 where id = 1").await.unwrap();
+    px.signal("INT");
+    // The transaction goes on and commits; then pgsluice exits.
+    assert_eq!(scalar(&c, "select balance from accounts where id = 1").await, "1");
+    c.batch_execute("commit").await.unwrap();
+    assert!(px.wait_exit(Duration::from_secs(5)).await.is_some(), "exits after the transaction");
+    let direct = pg.direct(USER, PW, "app").await;
+    assert_eq!(scalar(&direct, "select balance from accounts where id = 1").await, "1", "committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usr1_pauses_and_usr2_resumes() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(2).query_wait_timeout(10.0).start().await;
+    let c = px.client(USER, PW, "app").await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    px.signal("USR1");
+    common::wait_for(Duration::from_secs(5), "paused: servers closed", || async { pg.backends_for(USER).await == 0 })
+        .await;
+    let q = tokio::spawn(async move { scalar(&c, "select 2").await });
+    assert!(pg.backends_for(USER).await == 0, "no server while paused");
+    px.signal("USR2");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), q).await.unwrap().unwrap(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_over_so_reuseport_has_no_failed_transaction() {
+    let pg = TestPg::start().await;
+    pgbench_init(&pg);
+    let mut old = Proxy::builder(&pg).pool_size(4).general("so_reuseport", "true").start().await;
+    // -C: a new connection per transaction, so clients keep arriving across the switch.
+    let bench = pgbench(old.port(), &["-C", "-c", "4", "-j", "2", "-t", "150"]);
+    wait_running(&pg).await;
+    let new = old.sibling().await;
+    old.signal("TERM");
+    assert!(old.wait_exit(Duration::from_secs(20)).await.is_some(), "the old process drains and exits");
+    let (out, ok) = bench.await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("number of transactions actually processed: 600/600"), "{out}");
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+    // The new process took over.
+    let c = new.client(USER, PW, "app").await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+}
