@@ -229,7 +229,11 @@ impl Shared {
     /// ones when released); the others keep their connections and take new limits at once.
     pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigError> {
         let old = self.config();
-        let new = Config::load(&old.path)?;
+        let new = if old.from_pgbouncer_ini {
+            Config::load_pgbouncer_ini(&old.path).map(|(c, _)| c)?
+        } else {
+            Config::load(&old.path)?
+        };
         let auth = new.load_auth_file()?;
         let mut report = ReloadReport::default();
         let (o, n) = (&old.general, &new.general);

@@ -1,32 +1,74 @@
-//! `pgsluice CONFIG` runs the proxy in the foreground; `--check` validates a config.
+//! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is);
+//! `--check` validates a config; `pgsluice convert pgbouncer.ini` prints the equivalent TOML.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use pgsluice::config::Config;
 
 #[derive(Parser)]
-#[command(name = "pgsluice", version, about = "A transaction-pooling PostgreSQL proxy")]
+#[command(
+    name = "pgsluice",
+    version,
+    about = "A transaction-pooling PostgreSQL proxy",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Validate the config file (and its auth file) and exit 0, or 1 with the reason.
     #[arg(long)]
     check: bool,
-    /// Path to the TOML config file.
-    config: PathBuf,
+    /// Run from an existing pgbouncer.ini (and its auth file) instead of a TOML config.
+    #[arg(long, value_name = "PGBOUNCER_INI", conflicts_with = "config")]
+    pgbouncer_ini: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Path to the TOML config file (a name ending in .ini is read as a pgbouncer.ini).
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the pgsluice TOML equivalent of a pgbouncer.ini, and what it cannot carry over.
+    Convert { pgbouncer_ini: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    if let Some(Command::Convert { pgbouncer_ini }) = &cli.command {
+        return convert(pgbouncer_ini);
+    }
+    let loaded = match (&cli.pgbouncer_ini, &cli.config) {
+        (Some(ini), _) => Config::load_pgbouncer_ini(ini),
+        (None, Some(path)) => Config::load(path).map(|c| (c, Vec::new())),
+        (None, None) => {
+            eprintln!("pgsluice: a config file is needed (pgsluice CONFIG, or --pgbouncer-ini FILE)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match loaded {
+        Ok((c, unsupported)) => {
+            for setting in unsupported {
+                tracing::warn!(%setting, "pgbouncer.ini setting not supported by pgsluice, ignored");
+            }
+            c
+        }
         Err(e) => {
             eprintln!("pgsluice: {e}");
             return ExitCode::FAILURE;
@@ -37,7 +79,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if cli.check {
-        println!("{}: OK", cli.config.display());
+        println!("{}: OK", config.path.display());
         return ExitCode::SUCCESS;
     }
     let workers = match config.general.workers {
@@ -55,6 +97,29 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgsluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn convert(path: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pgsluice: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match pgsluice::config::pgbouncer_ini::convert(&text) {
+        Ok(c) => {
+            print!("{}", c.toml);
+            for setting in c.unsupported {
+                eprintln!("pgsluice: not supported, left out: {setting}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgsluice: {}: {e}", path.display());
             ExitCode::FAILURE
         }
     }

@@ -49,7 +49,9 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(e) => {
-            tracing::info!(%peer, error = %e, "login failed");
+            if general.log_pooler_errors || matches!(e, ClientError::Io(_)) {
+                tracing::info!(%peer, error = %e, "login failed");
+            }
             if !matches!(e, ClientError::Io(_)) {
                 login::send_error(&mut sock, &e.to_pg()).await;
             }
@@ -64,8 +66,14 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    tracing::debug!(%peer, db = %logged_in.db, user = %logged_in.user, "client logged in");
+    let (db, user) = (logged_in.db.clone(), logged_in.user.clone());
+    if general.log_connections {
+        tracing::info!(%peer, %db, %user, "login");
+    }
     let cancel_wait = general.cancel_wait_timeout;
     Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait).run().await;
+    if general.log_disconnections {
+        tracing::info!(%peer, %db, %user, "disconnected");
+    }
     drop(registration);
 }

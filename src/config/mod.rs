@@ -3,6 +3,7 @@
 //! Imports only crates.
 
 pub mod auth_file;
+pub mod pgbouncer_ini;
 mod resolve;
 mod values;
 
@@ -65,6 +66,8 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     pub users: BTreeMap<String, UserConfig>,
     pub path: PathBuf,
+    /// Read from a pgbouncer.ini (RELOAD reads it the same way).
+    pub from_pgbouncer_ini: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +174,12 @@ pub struct General {
     pub so_reuseport: bool,
     /// host:port of the HTTP endpoint for /metrics, /healthz and /readyz; off when unset. pgsluice only.
     pub metrics_addr: Option<String>,
+    /// Log successful client logins. Default true.
+    pub log_connections: bool,
+    /// Log client disconnections, with the reason. Default true.
+    pub log_disconnections: bool,
+    /// Log errors pgsluice itself sends to clients. Default true.
+    pub log_pooler_errors: bool,
     /// Seconds between updates of the averages in SHOW STATS. Default 60.
     #[serde(deserialize_with = "seconds")]
     pub stats_period: Duration,
@@ -229,6 +238,9 @@ impl Default for General {
             stats_period: s(60),
             metrics_addr: None,
             so_reuseport: false,
+            log_connections: true,
+            log_disconnections: true,
+            log_pooler_errors: true,
             application_name_add_host: false,
             workers: 0,
             max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,
@@ -273,9 +285,23 @@ pub struct UserConfig {
 }
 
 impl Config {
+    /// Loads a TOML config, or a pgbouncer.ini when the name ends in `.ini`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if path.extension().is_some_and(|e| e == "ini") {
+            return Self::load_pgbouncer_ini(path).map(|(c, _)| c);
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::from_toml_str(&text, path)
+    }
+
+    /// Loads a pgbouncer.ini as it is; returns the config and what it had that pgsluice does not support.
+    pub fn load_pgbouncer_ini(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let converted =
+            pgbouncer_ini::convert(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
+        let mut config = Self::from_toml_str(&converted.toml, path)?;
+        config.from_pgbouncer_ini = true;
+        Ok((config, converted.unsupported))
     }
 
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -286,7 +312,13 @@ impl Config {
             let base = path.parent().unwrap_or(Path::new("."));
             general.auth_file = Some(if a.is_absolute() { a } else { base.join(a) });
         }
-        let config = Config { general, databases: file.databases, users: file.users, path: path.into() };
+        let config = Config {
+            general,
+            databases: file.databases,
+            users: file.users,
+            path: path.into(),
+            from_pgbouncer_ini: false,
+        };
         config.validate()?;
         Ok(config)
     }

@@ -1,0 +1,103 @@
+//! PgBouncer drop-in: a realistic pgbouncer.ini (the SentinelCore write-up's) and its userlist.txt run
+//! pgsluice as they are; unsupported settings are reported once; `pgsluice convert` prints TOML that
+//! pgsluice accepts.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::pg::free_port;
+use common::{TestPg, scalar};
+
+fn sentinelcore_ini(pg_port: u16, listen_port: u16, userlist: &str) -> String {
+    format!(
+        "[databases]\n\
+         vulnerability_manager = host=127.0.0.1 port={pg_port} dbname=app\n\
+         \n\
+         [pgbouncer]\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = {listen_port}\n\
+         auth_type = md5\n\
+         auth_file = {userlist}\n\
+         logfile = /var/log/pgbouncer/pgbouncer.log\n\
+         pidfile = /var/run/pgbouncer/pgbouncer.pid\n\
+         admin_users = md5_user\n\
+         pool_mode = transaction\n\
+         max_client_conn = 1000\n\
+         default_pool_size = 30\n\
+         reserve_pool_size = 5\n\
+         reserve_pool_timeout = 3\n\
+         server_idle_timeout = 600\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_ini_runs_as_it_is() {
+    let pg = TestPg::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("userlist.txt"), "\"md5_user\" \"md5_pw\"\n").unwrap();
+    let port = free_port();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(&ini, sentinelcore_ini(pg.port(), port, "userlist.txt")).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
+        .arg("--pgbouncer-ini")
+        .arg(&ini)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let connstr = format!("host=127.0.0.1 port={port} user=md5_user password=md5_pw dbname=vulnerability_manager");
+    let mut client = None;
+    for _ in 0..250 {
+        if let Ok((c, conn)) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = client
+        .unwrap_or_else(|| panic!("pgsluice did not serve: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    assert_eq!(scalar(&c, "select count(*) from accounts").await, "10");
+    // pool_mode = transaction was honoured: the console says so.
+    let console = format!("host=127.0.0.1 port={port} user=md5_user password=md5_pw dbname=pgbouncer");
+    let (admin, conn) = tokio_postgres::connect(&console, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = admin.simple_query("show pools").await.unwrap();
+    let mode = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("vulnerability_manager") => {
+            r.get("pool_mode").map(str::to_string)
+        }
+        _ => None,
+    });
+    assert_eq!(mode.as_deref(), Some("transaction"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("not supported by pgsluice").count(), 2, "logfile and pidfile reported once each: {text}");
+    assert!(text.contains("logfile") && text.contains("pidfile"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn convert_prints_toml_that_pgsluice_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("userlist.txt"), "\"md5_user\" \"md5_pw\"\n").unwrap();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(&ini, sentinelcore_ini(5432, 6432, "userlist.txt")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsluice")).arg("convert").arg(&ini).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml_text = String::from_utf8(out.stdout).unwrap();
+    assert!(toml_text.contains("default_pool_size = 30"), "{toml_text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("logfile"));
+    let converted = dir.path().join("pgsluice.toml");
+    std::fs::write(&converted, &toml_text).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_pgsluice")).arg("--check").arg(&converted).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
