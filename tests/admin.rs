@@ -346,3 +346,34 @@ async fn reload_applies_pool_size_live_and_keeps_the_old_config_when_broken() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_transactions_and_suspected_leaks_are_logged_without_data() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("log_slow_transaction_ms", "200")
+        .general("idle_transaction_warn", "0.3")
+        .general("max_prepared_statements", "0") // the query text is captured without statement rewriting too
+        .start()
+        .await;
+    let c = px.client_with(ADMIN.0, ADMIN.1, "app", &[("application_name", "billing-worker")]).await;
+    c.batch_execute("begin; select pg_sleep(0.3) where 'card-4242' <> 'x'; commit").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "the slow transaction is logged", || async {
+        px.log_contents().contains("slow transaction")
+    })
+    .await;
+    let log = px.log_contents();
+    let line = log.lines().find(|l| l.contains("slow transaction")).unwrap();
+    assert!(line.contains("billing-worker") && line.contains("app/scram_user"), "{line}");
+    assert!(line.contains("pg_sleep(?)") && !line.contains("card-4242"), "literals stripped: {line}");
+    // A client that sits idle inside a transaction is reported before anything cuts it.
+    c.batch_execute("begin; update accounts set balance = balance where id = 7").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "the leak warning", || async {
+        px.log_contents().contains("suspected connection leak")
+    })
+    .await;
+    let log = px.log_contents();
+    let line = log.lines().find(|l| l.contains("suspected connection leak")).unwrap();
+    assert!(line.contains("billing-worker") && line.contains("where id = ?"), "{line}");
+    assert_eq!(common::scalar(&c, "select 1").await, "1", "the client is only warned about");
+}

@@ -51,6 +51,8 @@ struct Active {
     request_started: Option<Instant>,
     last_client_activity: Instant,
     cancel_sent: bool,
+    /// idle_transaction_warn already logged for this transaction.
+    leak_warned: bool,
 }
 
 /// What the loop does next.
@@ -79,6 +81,8 @@ pub struct Session {
     wbuf: BytesMut,
     /// Counted since the last flush to the pool's stats (at every server release).
     counted: Collected,
+    /// The transaction's first statement text (capped), for the slow-transaction and leak logs.
+    tx_query: Vec<u8>,
 }
 
 /// One change to a forwarded chunk: at `at`, drop `drop` bytes and insert `insert` (from `extra`, or owned).
@@ -121,6 +125,7 @@ impl Session {
             edits: Vec::new(),
             wbuf: BytesMut::new(),
             counted: Collected::default(),
+            tx_query: Vec::new(),
         }
     }
 
@@ -324,15 +329,37 @@ impl Session {
             request_started: None,
             last_client_activity: now,
             cancel_sent: false,
+            leak_warned: false,
         });
+        self.tx_query.clear();
         Ok(())
     }
 
     fn count_transaction(&mut self, started: Instant) {
         let took = started.elapsed();
+        let slow = self.settings.log_slow_transaction;
+        if !slow.is_zero() && took >= slow {
+            let e = &self.login.registered.entry;
+            tracing::warn!(
+                pool = %format!("{}/{}", self.login.db, self.login.user),
+                client = %e.addr,
+                application_name = %e.application_name,
+                duration_ms = took.as_millis() as u64,
+                query = %self.query_fingerprint(),
+                "slow transaction"
+            );
+        }
         self.counted.totals.xact_count += 1;
         self.counted.totals.xact_time += took.as_micros() as u64;
         self.counted.xact.observe(took);
+    }
+
+    /// The fingerprint of the transaction's first statement (literals stripped).
+    fn query_fingerprint(&self) -> String {
+        if self.tx_query.is_empty() {
+            return "(not captured)".into();
+        }
+        crate::stats::fingerprint::fingerprint(&String::from_utf8_lossy(&self.tx_query), 300)
     }
 
     /// Gives the server back (or closes it when it is not clean) and becomes idle.
@@ -402,16 +429,22 @@ impl Session {
         let was_busy = conn.tracker.busy();
         let mut terminate = false;
         let (stmts, extra, edits) = (&mut self.stmts, &mut self.extra, &mut self.edits);
+        let tx_query = &mut self.tx_query;
+        let keep_query =
+            !self.settings.log_slow_transaction.is_zero() || !self.settings.idle_transaction_warn.is_zero();
         let rewrite = stmts.enabled();
         extra.clear();
         edits.clear();
         let n = self.client_scanner.scan(
             &self.cbuf,
-            |t| rewrite && Statements::wants_body(t),
+            |t| (rewrite && Statements::wants_body(t)) || (keep_query && matches!(t, b'Q' | b'P')),
             |h: Header<'_>| {
                 if h.tag == b'X' {
                     terminate = true;
                     return Scan::StopBefore;
+                }
+                if keep_query && tx_query.is_empty() {
+                    remember_query(tx_query, h.tag, h.body);
                 }
                 let edit = if rewrite { stmts.on_message(&h, conn, extra) } else { Edit::Keep };
                 match edit {
@@ -670,6 +703,17 @@ fn splice<'a>(input: &'a [u8], edits: &[Splice], extra: &[u8], wbuf: &'a mut Byt
     }
     wbuf.extend_from_slice(input.get(pos..).unwrap_or_default());
     wbuf
+}
+
+/// Keeps the statement text of a Query or Parse (at most 2 KiB) for the logs.
+fn remember_query(into: &mut Vec<u8>, tag: u8, body: Option<&[u8]>) {
+    let text = match (tag, body) {
+        (b'Q', Some(b)) => b,
+        (b'P', Some(b)) => b.iter().position(|c| *c == 0).and_then(|n| b.get(n + 1..)).unwrap_or_default(),
+        _ => return,
+    };
+    let end = text.iter().position(|c| *c == 0).unwrap_or(text.len()).min(2048);
+    into.extend_from_slice(text.get(..end).unwrap_or_default());
 }
 
 /// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read

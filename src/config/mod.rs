@@ -174,6 +174,13 @@ pub struct General {
     pub so_reuseport: bool,
     /// host:port of the HTTP endpoint for /metrics, /healthz and /readyz; off when unset. pgsluice only.
     pub metrics_addr: Option<String>,
+    /// Log every transaction that held its server at least this many milliseconds (pool, client,
+    /// application_name, duration, query fingerprint); 0 = off. pgsluice only. Default 0.
+    pub log_slow_transaction_ms: u64,
+    /// Seconds idle inside a transaction after which the client is logged as a suspected connection leak
+    /// (before idle_transaction_timeout cuts it); 0 = off. pgsluice only. Default 0.
+    #[serde(deserialize_with = "seconds")]
+    pub idle_transaction_warn: Duration,
     /// Log successful client logins. Default true.
     pub log_connections: bool,
     /// Log client disconnections, with the reason. Default true.
@@ -238,6 +245,8 @@ impl Default for General {
             stats_period: s(60),
             metrics_addr: None,
             so_reuseport: false,
+            log_slow_transaction_ms: 0,
+            idle_transaction_warn: s(0),
             log_connections: true,
             log_disconnections: true,
             log_pooler_errors: true,

@@ -3,6 +3,7 @@
 //! read off the pools when a snapshot is taken. Imports: std only.
 
 pub mod clients;
+pub mod fingerprint;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

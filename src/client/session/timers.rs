@@ -13,6 +13,7 @@ use crate::client::ClientError;
 pub(super) enum Timer {
     Query,
     IdleTransaction,
+    IdleTransactionWarn,
     Transaction,
     ClientIdle,
 }
@@ -38,6 +39,9 @@ impl Session {
         if conn.tracker.in_transaction() {
             if !conn.tracker.busy() {
                 consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
+                if !active.leak_warned {
+                    consider(s.idle_transaction_warn, active.last_client_activity, Timer::IdleTransactionWarn);
+                }
             }
             consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
         } else if !conn.tracker.busy() {
@@ -66,6 +70,24 @@ impl Session {
                 Ok(Flow::Continue)
             }
             Timer::IdleTransaction => Err(ClientError::IdleTransactionTimeout),
+            Timer::IdleTransactionWarn => {
+                let fingerprint = self.query_fingerprint();
+                let State::Active(active) = &mut self.state else {
+                    return Ok(Flow::Continue);
+                };
+                active.leak_warned = true;
+                let e = &self.login.registered.entry;
+                tracing::warn!(
+                    pool = %format!("{}/{}", self.login.db, self.login.user),
+                    client = %e.addr,
+                    application_name = %e.application_name,
+                    idle_in_transaction_ms = active.last_client_activity.elapsed().as_millis() as u64,
+                    transaction_ms = active.tx_started.elapsed().as_millis() as u64,
+                    query = %fingerprint,
+                    "client idle in transaction: suspected connection leak"
+                );
+                Ok(Flow::Continue)
+            }
             Timer::Transaction => Err(ClientError::TransactionTimeout),
             Timer::ClientIdle => Err(ClientError::ClientIdleTimeout),
         }
