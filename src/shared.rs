@@ -235,6 +235,12 @@ impl Shared {
             Config::load(&old.path)?
         };
         let auth = new.load_auth_file()?;
+        Ok(self.apply(new, auth))
+    }
+
+    /// Makes `new` the running config (RELOAD, SET): see `reload`.
+    pub fn apply(&self, new: Config, auth: AuthFile) -> ReloadReport {
+        let old = self.config();
         let mut report = ReloadReport::default();
         let (o, n) = (&old.general, &new.general);
         for (key, changed) in [
@@ -242,6 +248,7 @@ impl Shared {
             ("listen_port", o.listen_port != n.listen_port),
             ("workers", o.workers != n.workers),
             ("metrics_addr", o.metrics_addr != n.metrics_addr),
+            ("so_reuseport", o.so_reuseport != n.so_reuseport),
         ] {
             if changed {
                 report.needs_restart.push(key);
@@ -275,7 +282,7 @@ impl Shared {
                 }
             }
         }
-        Ok(report)
+        report
     }
 
     /// PAUSE (`db` = None: every database): pools of the database stop handing out servers.

@@ -377,3 +377,38 @@ async fn slow_transactions_and_suspected_leaks_are_logged_without_data() {
     assert!(line.contains("billing-worker") && line.contains("where id = ?"), "{line}");
     assert_eq!(common::scalar(&c, "select 1").await, "1", "the client is only warned about");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_config_and_set_change_settings_live() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .pool_size(1)
+        .query_wait_timeout(1.0)
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let (cols, rows) = show(&console, "show config").await;
+    assert_eq!(cols, ["key", "value", "default", "changeable"]);
+    let row =
+        |rows: &[Vec<Option<String>>], key: &str| rows.iter().find(|r| r[0].as_deref() == Some(key)).cloned().unwrap();
+    let pool_size = row(&rows, "default_pool_size");
+    assert_eq!(pool_size[1].as_deref(), Some("1"));
+    assert_eq!(pool_size[2].as_deref(), Some("20"));
+    assert_eq!(row(&rows, "listen_port")[3].as_deref(), Some("no"));
+    // SET raises the pool size live: a second transaction gets its own server.
+    let a = px.client(ADMIN.0, ADMIN.1, "app").await;
+    let b = px.client(ADMIN.0, ADMIN.1, "app").await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    assert_eq!(code(&b.simple_query("select 1").await.unwrap_err()).as_deref(), Some("57014"));
+    console.simple_query("set default_pool_size = 2").await.unwrap();
+    assert_eq!(common::scalar(&b, "select 2").await, "2");
+    assert_eq!(row(&show(&console, "show config").await.1, "default_pool_size")[1].as_deref(), Some("2"));
+    // Bad values, unknown keys and restart-only settings are refused with clear codes.
+    let e = console.simple_query("set default_pool_size = many").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("22023"), "{e}");
+    let e = console.simple_query("set no_such_thing = 1").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42704"), "{e}");
+    let e = console.simple_query("set listen_port = 7000").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("55P02"), "{e}");
+}

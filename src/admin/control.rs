@@ -6,6 +6,9 @@ use std::sync::Arc;
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
+/// Settings that only take effect at startup.
+pub const NEEDS_RESTART: &[&str] = &["listen_addr", "listen_port", "workers", "so_reuseport", "metrics_addr"];
+
 /// Polls `done` every 20 ms (the console command blocks, as PgBouncer's does).
 async fn wait_until(done: impl Fn() -> bool) {
     while !done() {
@@ -81,6 +84,28 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             };
             shared.run_state.send_replace(RunState::Draining(mode));
             Ok("SHUTDOWN".into())
+        }
+        "SET" => {
+            let text = args.join(" ");
+            let (key, value) = text
+                .split_once('=')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .ok_or_else(|| PgError::error(SqlState::SYNTAX_ERROR, "usage: SET key = value"))?;
+            if NEEDS_RESTART.contains(&key.as_str()) {
+                let msg = format!("{key} cannot be changed while running");
+                return Err(PgError::error(SqlState::CANT_CHANGE_RUNTIME_PARAM, msg));
+            }
+            let config = shared.config().with_setting(&key, &value).map_err(|e| {
+                let code = if e.starts_with("unknown setting") {
+                    SqlState::UNDEFINED_OBJECT
+                } else {
+                    SqlState::INVALID_PARAMETER_VALUE
+                };
+                PgError::error(code, e)
+            })?;
+            shared.apply(config, (*shared.auth()).clone());
+            tracing::info!(%key, %value, "SET");
+            Ok("SET".into())
         }
         "RELOAD" => {
             crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;

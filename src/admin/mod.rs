@@ -2,7 +2,7 @@
 //! control commands over the simple query protocol, reading only the stats model and the pools' own
 //! counts. Imports: protocol, config, stats, shared.
 
-mod control;
+pub(crate) mod control;
 mod show;
 
 use std::sync::Arc;

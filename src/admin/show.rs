@@ -94,6 +94,7 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
         "USERS" => users(shared),
         "STATE" => state(),
         "CLIENTS" => clients(shared),
+        "CONFIG" => config(shared),
         _ => {
             let msg = format!("invalid command 'SHOW {what}', use SHOW HELP;");
             return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
@@ -104,8 +105,8 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
 }
 
 fn help(out: &mut BytesMut) {
-    let text = "Console usage\n\tSHOW HELP|VERSION|POOLS|CLIENTS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
-                \tKILL [db], KILL_CLIENT id\n\tPAUSE, RESUME, RECONNECT, DISABLE, ENABLE, WAIT_CLOSE, SUSPEND, SHUTDOWN, RELOAD, SET: not yet";
+    let text = "Console usage\n\tSHOW HELP|VERSION|CONFIG|POOLS|CLIENTS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
+                \tPAUSE [db], RESUME [db], RECONNECT [db], WAIT_CLOSE [db], DISABLE db, ENABLE db, KILL [db], KILL_CLIENT id\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS], RELOAD, SET key = value";
     PgError::notice(text).encode(out);
     put_message(out, b'C', |b| put_cstr(b, b"SHOW"));
 }
@@ -444,6 +445,34 @@ fn users(shared: &Arc<Shared>) -> Table {
             i(current),
             i(g.max_user_client_connections),
             i(clients),
+        ]);
+    }
+    table
+}
+
+fn toml_text(v: Option<&toml::Value>) -> String {
+    match v {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+fn config(shared: &Arc<Shared>) -> Table {
+    let mut table = Table::new(&[("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)]);
+    let as_table = |g: &crate::config::General| match toml::Value::try_from(g) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let current = as_table(&shared.config().general);
+    let defaults = as_table(&crate::config::General::default());
+    for (key, value) in &current {
+        let changeable = if super::control::NEEDS_RESTART.contains(&key.as_str()) { "no" } else { "yes" };
+        table.rows.push(vec![
+            t(key.clone()),
+            t(toml_text(Some(value))),
+            t(toml_text(defaults.get(key))),
+            t(changeable),
         ]);
     }
     table

@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub use resolve::{PoolSettings, ServerTarget};
 use values::{seconds, seconds_opt, string_list};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     Session,
@@ -35,7 +35,7 @@ impl PoolMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum AuthType {
     #[serde(rename = "trust")]
     Trust,
@@ -82,7 +82,7 @@ struct File {
 }
 
 /// The `[pgsluice]` table. Each field: meaning, PgBouncer name (the same unless said), default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     /// Address to listen on. Default "127.0.0.1". Needs restart.
@@ -100,7 +100,7 @@ pub struct General {
     /// Extra connections for clients that waited longer than reserve_pool_timeout. Default 0.
     pub reserve_pool_size: usize,
     /// Seconds a client waits before the reserve may be used. Default 5.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub reserve_pool_timeout: Duration,
     /// Server connections per database across its pools; 0 = unlimited. Default 0.
     pub max_db_connections: usize,
@@ -111,63 +111,63 @@ pub struct General {
     /// Client connections per user; 0 = unlimited. Default 0.
     pub max_user_client_connections: usize,
     /// Seconds after which a server connection is closed once free. Default 3600.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub server_lifetime: Duration,
     /// Seconds an idle server connection is kept. Default 600.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub server_idle_timeout: Duration,
     /// Seconds for connect plus login to a server. Default 15.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub server_connect_timeout: Duration,
     /// Seconds to wait after a failed server login before trying again; clients fail fast meanwhile. Default 15.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub server_login_retry: Duration,
     /// Query run on a server idle longer than server_check_delay before reuse; empty = off. Default "select 1".
     pub server_check_query: String,
     /// Seconds idle before server_check_query is run. Default 30.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub server_check_delay: Duration,
     /// Run when a server is released in session mode. Default "DISCARD ALL".
     pub server_reset_query: String,
     /// Run server_reset_query in every pool mode. Default false.
     pub server_reset_query_always: bool,
     /// Seconds a client may wait for a server before ERROR 57014; 0 = forever. Default 120.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub query_wait_timeout: Duration,
     /// Seconds a query may run before it is canceled (57014); 0 = off. Default 0.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub query_timeout: Duration,
     /// Seconds a client may idle inside a transaction (FATAL 25P03); 0 = off. Default 0.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub idle_transaction_timeout: Duration,
     /// Seconds a transaction may last (FATAL 25P04); 0 = off. Default 0.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub transaction_timeout: Duration,
     /// Seconds a client may idle outside a transaction (FATAL 57P05); 0 = off. Default 0.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub client_idle_timeout: Duration,
     /// Seconds a client has to log in. Default 60.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub client_login_timeout: Duration,
     /// Seconds to deliver a cancel request to a server. Default 10.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub cancel_wait_timeout: Duration,
     /// Seconds a write to a client may make no progress (a client that stopped reading its results)
     /// before the client is dropped and its server closed; 0 = wait forever. pgsluice only. Default 60.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub client_send_timeout: Duration,
     /// trust | plain | md5 | scram-sha-256. Default md5.
     pub auth_type: AuthType,
     /// userlist.txt-format file; relative to the config file. Default none.
     pub auth_file: Option<PathBuf>,
     /// Startup parameters accepted and ignored. Default [].
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "string_list", serialize_with = "values::ser_list")]
     pub ignore_startup_parameters: Vec<String>,
     /// Users allowed every admin console command. Default [].
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "string_list", serialize_with = "values::ser_list")]
     pub admin_users: Vec<String>,
     /// Users allowed the read-only admin console commands (SHOW). Default [].
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "string_list", serialize_with = "values::ser_list")]
     pub stats_users: Vec<String>,
     /// Listen with SO_REUSEPORT, so a new pgsluice can bind the same port for a rolling restart.
     /// Needs restart. Default false.
@@ -179,7 +179,7 @@ pub struct General {
     pub log_slow_transaction_ms: u64,
     /// Seconds idle inside a transaction after which the client is logged as a suspected connection leak
     /// (before idle_transaction_timeout cuts it); 0 = off. pgsluice only. Default 0.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub idle_transaction_warn: Duration,
     /// Log successful client logins. Default true.
     pub log_connections: bool,
@@ -188,10 +188,10 @@ pub struct General {
     /// Log errors pgsluice itself sends to clients. Default true.
     pub log_pooler_errors: bool,
     /// Seconds between updates of the averages in SHOW STATS. Default 60.
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub stats_period: Duration,
     /// Parameters tracked per client beyond the reported ones. Default ["IntervalStyle"].
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "string_list", serialize_with = "values::ser_list")]
     pub track_extra_parameters: Vec<String>,
     /// Append the client address to application_name. Default false.
     pub application_name_add_host: bool,
@@ -334,6 +334,33 @@ impl Config {
 
     fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { path: self.path.clone(), key: key.into(), reason: reason.into() }
+    }
+
+    /// This config with one `[pgsluice]` setting changed (the console's SET), validated as a file would be.
+    pub fn with_setting(&self, key: &str, raw: &str) -> Result<Config, String> {
+        let mut table = match toml::Value::try_from(&self.general) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => return Err("cannot read the running settings".into()),
+        };
+        let current = table.get(key).ok_or_else(|| format!("unknown setting \"{key}\""))?;
+        let raw = raw.trim().trim_matches('\'');
+        let value = match current {
+            toml::Value::Integer(_) | toml::Value::Float(_) => match raw.parse::<i64>() {
+                Ok(i) => toml::Value::Integer(i),
+                Err(_) => toml::Value::Float(raw.parse().map_err(|_| format!("{key}: {raw:?} is not a number"))?),
+            },
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.to_ascii_lowercase().as_str() {
+                "1" | "on" | "true" | "yes" => true,
+                "0" | "off" | "false" | "no" => false,
+                _ => return Err(format!("{key}: {raw:?} is not a boolean")),
+            }),
+            _ => toml::Value::String(raw.to_string()),
+        };
+        table.insert(key.to_string(), value);
+        let general = General::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
+        let config = Config { general, ..self.clone() };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

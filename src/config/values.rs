@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, de::Error};
+use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -52,4 +52,14 @@ pub fn default_host() -> String {
 
 pub fn default_port() -> u16 {
     5432
+}
+
+/// Seconds as a number (integer when whole), the way they are written in the config.
+pub fn ser_seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if d.subsec_nanos() == 0 { s.serialize_u64(d.as_secs()) } else { s.serialize_f64(d.as_secs_f64()) }
+}
+
+/// A list as the comma-separated string PgBouncer shows.
+pub fn ser_list<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.join(","))
 }

@@ -30,6 +30,8 @@ impl SqlState {
     pub const INVALID_SQL_STATEMENT_NAME: SqlState = SqlState("26000");
     pub const SYNTAX_ERROR: SqlState = SqlState("42601");
     pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
