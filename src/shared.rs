@@ -107,6 +107,7 @@ pub struct Shared {
     pub user_clients: Arc<ClientCounts>,
     pub cancel: Arc<CancelRegistry>,
     pub client_registry: Arc<crate::stats::clients::ClientRegistry>,
+    pub server_registry: Arc<crate::stats::servers::ServerRegistry>,
     /// PAUSE and DISABLE state, by client-visible database name (`None` = all databases).
     paused: Mutex<HashSet<Option<String>>>,
     disabled: Mutex<HashSet<String>>,
@@ -129,6 +130,7 @@ impl Shared {
             user_clients: Arc::default(),
             cancel: Arc::default(),
             client_registry: Arc::default(),
+            server_registry: Arc::default(),
             paused: Mutex::default(),
             disabled: Mutex::default(),
             run_state: tokio::sync::watch::Sender::new(crate::supervisor::RunState::Running),
@@ -189,6 +191,7 @@ impl Shared {
             credentials: self.credentials(&server_user, &settings),
             check_query: Some(settings.server_check_query.clone()).filter(|q| !q.trim().is_empty()),
             welcome: Mutex::new(None),
+            registry: Some((self.server_registry.clone(), db.to_string())),
         };
         let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
         let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);

@@ -412,3 +412,32 @@ async fn show_config_and_set_change_settings_live() {
     let e = console.simple_query("set listen_port = 7000").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("55P02"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_servers_links_servers_to_their_clients() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg).await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let a = px.client_with(ADMIN.0, ADMIN.1, "app", &[("application_name", "orders-api")]).await;
+    a.batch_execute("begin").await.unwrap();
+    let pid = common::scalar(&a, "select pg_backend_pid()").await;
+    let (cols, rows) = show(&console, "show servers").await;
+    assert_eq!(cols.len(), 21);
+    let mine = rows.iter().find(|r| value(&cols, r, "remote_pid") == pid).expect("A's server is listed");
+    assert_eq!(value(&cols, mine, "state"), "active");
+    assert_eq!(value(&cols, mine, "application_name"), "orders-api");
+    assert_eq!(value(&cols, mine, "database"), "app");
+    a.batch_execute("commit").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "the server is idle again", || async {
+        let (cols, rows) = show(&console, "show servers").await;
+        rows.iter().any(|r| value(&cols, r, "remote_pid") == pid && value(&cols, r, "state") == "idle")
+    })
+    .await;
+    // RECONNECT: once closed, it is gone from the list.
+    console.simple_query("reconnect app").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "the server is gone", || async {
+        let (cols, rows) = show(&console, "show servers").await;
+        !rows.iter().any(|r| value(&cols, r, "remote_pid") == pid)
+    })
+    .await;
+}

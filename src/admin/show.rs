@@ -11,6 +11,7 @@ use crate::protocol::messages::{put_cstr, put_message};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 use crate::stats::clients::ClientState;
+use crate::stats::servers::ServerState;
 use crate::stats::{Averages, Totals};
 
 const TEXT: u32 = 25;
@@ -95,6 +96,7 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
         "STATE" => state(),
         "CLIENTS" => clients(shared),
         "CONFIG" => config(shared),
+        "SERVERS" => servers(shared),
         _ => {
             let msg = format!("invalid command 'SHOW {what}', use SHOW HELP;");
             return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
@@ -105,7 +107,7 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
 }
 
 fn help(out: &mut BytesMut) {
-    let text = "Console usage\n\tSHOW HELP|VERSION|CONFIG|POOLS|CLIENTS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
+    let text = "Console usage\n\tSHOW HELP|VERSION|CONFIG|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
                 \tPAUSE [db], RESUME [db], RECONNECT [db], WAIT_CLOSE [db], DISABLE db, ENABLE db, KILL [db], KILL_CLIENT id\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS], RELOAD, SET key = value";
     PgError::notice(text).encode(out);
     put_message(out, b'C', |b| put_cstr(b, b"SHOW"));
@@ -504,29 +506,7 @@ fn timestamp(us: u64) -> String {
 }
 
 fn clients(shared: &Arc<Shared>) -> Table {
-    let mut table = Table::new(&[
-        ("type", TEXT),
-        ("user", TEXT),
-        ("database", TEXT),
-        ("replication", TEXT),
-        ("state", TEXT),
-        ("addr", TEXT),
-        ("port", INT8),
-        ("local_addr", TEXT),
-        ("local_port", INT8),
-        ("connect_time", TEXT),
-        ("request_time", TEXT),
-        ("wait", INT8),
-        ("wait_us", INT8),
-        ("close_needed", INT8),
-        ("ptr", TEXT),
-        ("link", TEXT),
-        ("remote_pid", INT8),
-        ("tls", TEXT),
-        ("application_name", TEXT),
-        ("prepared_statements", INT8),
-        ("id", INT8),
-    ]);
+    let mut table = Table::new(&connection_columns());
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     for c in shared.client_registry.list() {
@@ -555,6 +535,72 @@ fn clients(shared: &Arc<Shared>) -> Table {
             t(c.application_name.clone()),
             i(0),
             i(c.id),
+        ]);
+    }
+    table
+}
+
+fn connection_columns() -> Vec<(&'static str, u32)> {
+    vec![
+        ("type", TEXT),
+        ("user", TEXT),
+        ("database", TEXT),
+        ("replication", TEXT),
+        ("state", TEXT),
+        ("addr", TEXT),
+        ("port", INT8),
+        ("local_addr", TEXT),
+        ("local_port", INT8),
+        ("connect_time", TEXT),
+        ("request_time", TEXT),
+        ("wait", INT8),
+        ("wait_us", INT8),
+        ("close_needed", INT8),
+        ("ptr", TEXT),
+        ("link", TEXT),
+        ("remote_pid", INT8),
+        ("tls", TEXT),
+        ("application_name", TEXT),
+        ("prepared_statements", INT8),
+        ("id", INT8),
+    ]
+}
+
+fn servers(shared: &Arc<Shared>) -> Table {
+    let mut table = Table::new(&connection_columns());
+    let now = crate::stats::registry::now_us();
+    let check_delay = shared.config().general.server_check_delay.as_micros() as u64;
+    let apps: std::collections::HashMap<u64, String> =
+        shared.client_registry.list().iter().map(|c| (c.id, c.application_name.clone())).collect();
+    for s in shared.server_registry.list() {
+        let link = s.link();
+        let state = match s.state() {
+            ServerState::Active => "active",
+            ServerState::Idle if now.saturating_sub(s.since()) > check_delay => "used",
+            ServerState::Idle => "idle",
+        };
+        table.rows.push(vec![
+            t("S"),
+            t(s.user.clone()),
+            t(s.db.clone()),
+            t("none"),
+            t(state),
+            t(s.addr.ip().to_string()),
+            i(s.addr.port()),
+            t(s.local.map(|a| a.ip().to_string()).unwrap_or_default()),
+            i(s.local.map(|a| a.port()).unwrap_or(0)),
+            t(timestamp(s.connect_time)),
+            t(timestamp(s.since())),
+            i(0),
+            i(0),
+            i(0),
+            t(format!("0x{:x}", s.id)),
+            if link == 0 { V::Null } else { t(format!("0x{link:x}")) },
+            i(s.remote_pid),
+            V::Null,
+            t(apps.get(&link).cloned().unwrap_or_default()),
+            i(s.prepared()),
+            i(s.id),
         ]);
     }
     table

@@ -172,6 +172,7 @@ impl Session {
         self.cancel.set(None);
         self.count_transaction(active.tx_started);
         let mut lease = active.lease;
+        unlink(&mut lease);
         let reset = self.settings.server_reset_query.trim().to_string();
         if let Some(conn) = lease.conn()
             && conn.is_reusable()
@@ -319,7 +320,11 @@ impl Session {
             self.login.params.after_sync(conn);
         }
         conn.last_used = Instant::now();
-        self.login.registered.entry.set_state(ClientState::Active, conn.pid);
+        let client = &self.login.registered.entry;
+        client.set_state(ClientState::Active, conn.pid);
+        if let Some(r) = &conn.registered {
+            r.entry.set_link(client.id, conn.statements.len());
+        }
         self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
         let now = Instant::now();
         self.state = State::Active(Active {
@@ -368,7 +373,9 @@ impl Session {
             self.cancel.set(None);
             self.count_transaction(active.tx_started);
             self.login.registered.entry.set_state(ClientState::Idle, 0);
-            active.lease.release();
+            let mut lease = active.lease;
+            unlink(&mut lease);
+            lease.release();
             self.login.pool.stats.flush(&self.counted);
             self.counted = Collected::default();
         }
@@ -703,6 +710,15 @@ fn splice<'a>(input: &'a [u8], edits: &[Splice], extra: &[u8], wbuf: &'a mut Byt
     }
     wbuf.extend_from_slice(input.get(pos..).unwrap_or_default());
     wbuf
+}
+
+/// Marks the lease's server as back in the pool in SHOW SERVERS.
+fn unlink(lease: &mut ServerLease) {
+    if let Some(conn) = lease.conn()
+        && let Some(r) = &conn.registered
+    {
+        r.entry.set_link(0, conn.statements.len());
+    }
 }
 
 /// Keeps the statement text of a Query or Parse (at most 2 KiB) for the logs.

@@ -39,6 +39,7 @@ pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> 
         synced_fingerprint: 0,
         replies: Default::default(),
         statements: Default::default(),
+        registered: None,
     };
     let mut out = BytesMut::new();
     let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];

@@ -90,6 +90,8 @@ pub struct ServerConn {
     pub replies: replies::ReplyQueue,
     /// Statements prepared on this server under pgsluice's names.
     pub statements: statements::StatementCache,
+    /// This connection's SHOW SERVERS entry (removed when the connection is dropped).
+    pub registered: Option<crate::stats::servers::RegisteredServer>,
 }
 
 impl ServerConn {
@@ -225,6 +227,8 @@ pub struct ServerConnector {
     pub check_query: Option<String>,
     /// ParameterStatus values of the first login, sent to clients at their login.
     pub welcome: Mutex<Option<Vec<(String, String)>>>,
+    /// Where new connections are listed, under this client-visible database name.
+    pub registry: Option<(Arc<crate::stats::servers::ServerRegistry>, String)>,
 }
 
 impl Connect for ServerConnector {
@@ -235,6 +239,10 @@ impl Connect for ServerConnector {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
         let mut conn = login::connect(&self.target, &self.user, &creds).await?;
         conn.check_query = self.check_query.clone();
+        if let Some((registry, db)) = &self.registry {
+            let local = conn.stream.local_addr().ok();
+            conn.registered = Some(registry.register(db, &self.user, conn.addr, local, conn.pid));
+        }
         if let Ok(mut w) = self.welcome.lock()
             && w.is_none()
         {

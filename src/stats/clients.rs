@@ -1,13 +1,13 @@
 //! The registry of connected clients: what SHOW CLIENTS lists and what KILL and KILL_CLIENT reach.
 //! Sessions update their entry's state once per transaction (an atomic store), never per message.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
+
+use super::registry::{Entry, Registry, now_us};
 
 /// A client's state, after PgBouncer's client lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +28,6 @@ impl ClientState {
             ClientState::Waiting => "waiting",
         }
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// One connected client.
@@ -80,27 +76,16 @@ impl ClientEntry {
 }
 
 /// All connected clients of pools (not console users).
-#[derive(Debug, Default)]
-pub struct ClientRegistry {
-    next_id: AtomicU64,
-    clients: Mutex<HashMap<u64, Arc<ClientEntry>>>,
-}
+pub type ClientRegistry = Registry<ClientEntry>;
+pub type Registered = super::registry::Registered<ClientEntry>;
 
-/// Removes the client from the registry when dropped.
-pub struct Registered {
-    registry: Arc<ClientRegistry>,
-    pub entry: Arc<ClientEntry>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.registry.clients.lock() {
-            c.remove(&self.entry.id);
-        }
+impl Entry for ClientEntry {
+    fn id(&self) -> u64 {
+        self.id
     }
 }
 
-impl ClientRegistry {
+impl Registry<ClientEntry> {
     pub fn register(
         self: &Arc<Self>,
         db: &str,
@@ -110,8 +95,8 @@ impl ClientRegistry {
         application_name: &str,
     ) -> Registered {
         let now = now_us();
-        let entry = Arc::new(ClientEntry {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+        self.insert(ClientEntry {
+            id: self.next_id(),
             db: db.to_string(),
             user: user.to_string(),
             addr,
@@ -122,18 +107,7 @@ impl ClientRegistry {
             since: AtomicU64::new(now),
             server_pid: AtomicU64::new(0),
             kill: CancellationToken::new(),
-        });
-        if let Ok(mut c) = self.clients.lock() {
-            c.insert(entry.id, entry.clone());
-        }
-        Registered { registry: self.clone(), entry }
-    }
-
-    /// Every client, oldest first.
-    pub fn list(&self) -> Vec<Arc<ClientEntry>> {
-        let mut v: Vec<_> = self.clients.lock().map(|c| c.values().cloned().collect()).unwrap_or_default();
-        v.sort_by_key(|e| e.id);
-        v
+        })
     }
 
     /// Ends the sessions of every client matching `filter`; returns how many.

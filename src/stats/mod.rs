@@ -4,6 +4,8 @@
 
 pub mod clients;
 pub mod fingerprint;
+pub mod registry;
+pub mod servers;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

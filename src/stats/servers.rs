@@ -1,0 +1,97 @@
+//! The registry of server connections: what SHOW SERVERS lists. Sessions update an entry once per
+//! transaction (linked client, state), never per message.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use super::registry::{Entry, Registry, now_us};
+
+/// A server connection's state, after PgBouncer's server lists (`used` is derived at SHOW time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Idle,
+    Active,
+}
+
+#[derive(Debug)]
+pub struct ServerEntry {
+    pub id: u64,
+    /// The client-visible database and the server-side user.
+    pub db: String,
+    pub user: String,
+    pub addr: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub connect_time: u64,
+    pub remote_pid: u32,
+    state: AtomicU8,
+    since: AtomicU64,
+    /// Id of the linked client, 0 when none.
+    link: AtomicU64,
+    prepared: AtomicU64,
+}
+
+pub type ServerRegistry = Registry<ServerEntry>;
+pub type RegisteredServer = super::registry::Registered<ServerEntry>;
+
+impl Entry for ServerEntry {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl ServerEntry {
+    /// Linked to client `link` (Active), or back in the pool (`link` 0: Idle) with `prepared` statements.
+    pub fn set_link(&self, link: u64, prepared: usize) {
+        let state = if link == 0 { ServerState::Idle } else { ServerState::Active };
+        self.state.store(state as u8, Ordering::Relaxed);
+        self.since.store(now_us(), Ordering::Relaxed);
+        self.link.store(link, Ordering::Relaxed);
+        self.prepared.store(prepared as u64, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> ServerState {
+        if self.state.load(Ordering::Relaxed) == ServerState::Active as u8 {
+            ServerState::Active
+        } else {
+            ServerState::Idle
+        }
+    }
+
+    pub fn since(&self) -> u64 {
+        self.since.load(Ordering::Relaxed)
+    }
+
+    pub fn link(&self) -> u64 {
+        self.link.load(Ordering::Relaxed)
+    }
+
+    pub fn prepared(&self) -> u64 {
+        self.prepared.load(Ordering::Relaxed)
+    }
+}
+
+impl Registry<ServerEntry> {
+    pub fn register(
+        self: &std::sync::Arc<Self>,
+        db: &str,
+        user: &str,
+        addr: SocketAddr,
+        local: Option<SocketAddr>,
+        remote_pid: u32,
+    ) -> RegisteredServer {
+        let now = now_us();
+        self.insert(ServerEntry {
+            id: self.next_id(),
+            db: db.to_string(),
+            user: user.to_string(),
+            addr,
+            local,
+            connect_time: now,
+            remote_pid,
+            state: AtomicU8::new(ServerState::Idle as u8),
+            since: AtomicU64::new(now),
+            link: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
+        })
+    }
+}
