@@ -30,6 +30,8 @@ pub struct PoolEntry {
     /// new server-side names, so they never meet a stale copy on any server.
     pub plan_epoch: Arc<std::sync::atomic::AtomicU64>,
     pub stats: crate::stats::PoolStats,
+    /// Set when RELOAD rebuilt this pool (its server changed): the pool that replaces it.
+    pub successor: std::sync::OnceLock<Arc<PoolEntry>>,
 }
 
 impl PoolEntry {
@@ -211,6 +213,7 @@ impl Shared {
             settings_version: Default::default(),
             plan_epoch: Default::default(),
             stats: Default::default(),
+            successor: Default::default(),
         });
         let mut pools = self.pools.lock().ok()?;
         Some(pools.entry(key).or_insert(entry).clone())
@@ -279,6 +282,10 @@ impl Shared {
                 _ => {
                     if let Ok(mut pools) = self.pools.lock() {
                         pools.remove(&key);
+                    }
+                    // Its clients move to the new pool at their next transaction.
+                    if let Some(next) = self.pool(&key.db, &key.user) {
+                        let _ = entry.successor.set(next);
                     }
                     entry.pool.shut();
                     report.rebuilt += 1;

@@ -441,3 +441,32 @@ async fn show_servers_links_servers_to_their_clients() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_a_changed_server_rebuilds_the_pool_without_dropping_clients() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg).await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let a = px.client(ADMIN.0, ADMIN.1, "app").await;
+    a.batch_execute("begin").await.unwrap();
+    let before = common::scalar(&a, "select pg_backend_pid()").await;
+    // The server entry changes (here its password is now given in the entry): a new pool.
+    let text = std::fs::read_to_string(&px.config).unwrap();
+    assert_eq!(text.matches("dbname = \"app\" }").count(), 1, "{text}");
+    let text = text.replace("dbname = \"app\" }", &format!("dbname = \"app\", password = {:?} }}", ADMIN.1));
+    std::fs::write(&px.config, text).unwrap();
+    console.simple_query("reload").await.unwrap();
+    // The open transaction finishes on its server...
+    assert_eq!(common::scalar(&a, "select pg_backend_pid()").await, before);
+    a.batch_execute("commit").await.unwrap();
+    // ...which is then closed; the same client goes on through the new pool.
+    let after = common::scalar(&a, "select pg_backend_pid()").await;
+    assert_ne!(after, before);
+    common::wait_for(Duration::from_secs(5), "the old server is closed", || async {
+        pg.backends_for(ADMIN.0).await == 1
+    })
+    .await;
+    let (cols, rows) = show(&console, "show pools").await;
+    let app = rows.iter().find(|r| r[0].as_deref() == Some("app")).unwrap();
+    assert_eq!(value(&cols, app, "cl_active"), "1", "the client counts in the new pool");
+}

@@ -160,8 +160,10 @@ impl Session {
             }
         }
         self.finish().await;
-        stats_pool.stats.flush(&self.counted);
-        stats_pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let pool = self.login.pool.clone(); // the current pool: RELOAD may have moved the client
+        pool.stats.flush(&self.counted);
+        pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(stats_pool);
     }
 
     /// Session end: a clean server goes back (after the reset query in session mode); anything else is closed.
@@ -223,15 +225,23 @@ impl Session {
 
     /// Waits for a server while still watching the client (a client that leaves stops waiting).
     async fn acquire(&mut self) -> Result<Acquired, ClientError> {
-        let pool = self.login.pool.pool.clone();
         let entry = self.login.registered.entry.clone();
         entry.set_state(ClientState::Waiting, 0);
+        // RELOAD rebuilt the pool (its server changed): move to the new one.
+        let mut moved = false;
+        while let Some(next) = self.login.pool.successor.get().cloned() {
+            self.login.pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            next.stats.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.login.pool = next;
+            moved = true;
+        }
         // RELOAD: new limits and timeouts apply from the next transaction on.
         let version = self.login.pool.settings_version();
-        if version != self.settings_version {
+        if moved || version != self.settings_version {
             self.settings = self.login.pool.settings();
             self.settings_version = version;
         }
+        let pool = self.login.pool.pool.clone();
         let started = Instant::now();
         let acquire = pool.acquire(self.settings.query_wait_timeout);
         tokio::pin!(acquire);
