@@ -147,9 +147,28 @@ async fn who_may_do_what_on_the_console() {
     // Stats users read, and nothing else.
     let stats = px.client(STATS.0, STATS.1, "pgbouncer").await;
     assert!(!show(&stats, "show lists").await.0.is_empty());
-    for cmd in ["pause", "resume app", "reload", "kill app", "shutdown", "set default_pool_size = 5"] {
+    for cmd in [
+        "pause",
+        "resume app",
+        "reconnect",
+        "wait_close",
+        "disable app",
+        "enable app",
+        "kill app",
+        "kill_client 1",
+        "suspend",
+        "shutdown",
+        "shutdown wait_for_clients",
+        "reload",
+        "set default_pool_size = 5",
+    ] {
         let e = stats.simple_query(cmd).await.unwrap_err();
         assert_eq!(code(&e).as_deref(), Some("42501"), "{cmd}: {e}");
+    }
+    for cmd in
+        ["show pools", "show stats", "show clients", "show servers", "show config", "show databases", "show users"]
+    {
+        stats.simple_query(cmd).await.unwrap_or_else(|e| panic!("{cmd}: {e}"));
     }
     // Admin users may.
     let admin = px.client(ADMIN.0, ADMIN.1, "pgsluice").await;

@@ -75,11 +75,22 @@ async fn sigterm_waits_for_clients_and_loses_no_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_exits_at_once_with_57p01() {
     let pg = TestPg::start().await;
-    let mut px = Proxy::builder(&pg).pool_size(2).start().await;
+    let mport = common::pg::free_port();
+    let mut px = Proxy::builder(&pg)
+        .pool_size(2)
+        .general("admin_users", &format!("{USER:?}"))
+        .general("metrics_addr", &format!("\"127.0.0.1:{mport}\""))
+        .start()
+        .await;
     let c = px.client(USER, PW, "app").await;
     px.signal("TERM");
     // Still serving the connected client...
     assert_eq!(scalar(&c, "select 1").await, "1");
+    // ...not ready for new ones (readyz), but the console stays reachable.
+    common::wait_for(Duration::from_secs(5), "readyz says not ready", || async { readyz_status(mport).await == 503 })
+        .await;
+    let console = px.client(USER, PW, "pgbouncer").await;
+    assert!(!console.simple_query("show pools").await.unwrap().is_empty());
     assert!(px.wait_exit(Duration::from_millis(300)).await.is_none(), "waits for its client");
     // ...until the second signal.
     px.signal("TERM");
@@ -136,4 +147,41 @@ async fn rolling_restart_over_so_reuseport_has_no_failed_transaction() {
     // The new process took over.
     let c = new.client(USER, PW, "app").await;
     assert_eq!(scalar(&c, "select 1").await, "1");
+}
+
+/// The HTTP status of /readyz.
+async fn readyz_status(port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return 0 };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await;
+    String::from_utf8_lossy(&raw).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_stable_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::pg::free_port();
+    let config = dir.path().join("pgsluice.toml");
+    std::fs::write(&config, format!("[pgsluice]\nlisten_port = {port}\nauth_type = \"trust\"\n")).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
+        .args(["--log-format", "json"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(Duration::from_secs(10), "the listening line", || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("listening")
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text.lines().find(|l| l.contains("listening")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["fields"]["message"], "listening");
+    assert!(v["fields"]["addr"].as_str().unwrap_or_default().ends_with(&port.to_string()), "{v}");
+    assert_eq!(v["level"], "INFO");
 }
