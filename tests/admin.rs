@@ -217,11 +217,18 @@ async fn show_clients_and_kill_client_and_kill() {
     a.read_until_ready().await;
     let (mut b, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
     let (cols, rows) = show(&console, "show clients").await;
-    assert_eq!(cols.len(), 21);
+    assert_eq!(cols.len(), 23, "PgBouncer's 21 columns, then xact_us and idle_in_xact_us");
+    assert_eq!(cols[20..], ["id", "xact_us", "idle_in_xact_us"]);
     let states: Vec<String> = rows.iter().map(|r| value(&cols, r, "state")).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(states.contains(&"active".to_string()) && states.contains(&"idle".to_string()), "{states:?}");
-    let a_id = rows.iter().find(|r| value(&cols, r, "state") == "active").map(|r| value(&cols, r, "id")).unwrap();
+    let a_row = rows.iter().find(|r| value(&cols, r, "state") == "active").unwrap();
+    let a_id = value(&cols, a_row, "id");
+    let (xact, idle): (u64, u64) =
+        (value(&cols, a_row, "xact_us").parse().unwrap(), value(&cols, a_row, "idle_in_xact_us").parse().unwrap());
+    assert!(idle > 0 && xact >= idle, "A sits idle in its transaction: {xact} {idle}");
+    let b_row = rows.iter().find(|r| value(&cols, r, "state") == "idle").unwrap();
+    assert_eq!(value(&cols, b_row, "xact_us"), "0");
     // KILL_CLIENT ends A with 57P01; its server is closed, so the lock goes with it.
     console.simple_query(&format!("kill_client {a_id}")).await.unwrap();
     let (tag, body) = a.read_message(Duration::from_secs(5)).await.expect("A is told");

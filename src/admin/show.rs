@@ -506,7 +506,10 @@ fn timestamp(us: u64) -> String {
 }
 
 fn clients(shared: &Arc<Shared>) -> Table {
-    let mut table = Table::new(&connection_columns());
+    // PgBouncer's columns, then pgsluice's: how long in the current transaction, and idle inside it.
+    let mut columns = connection_columns();
+    columns.extend([("xact_us", INT8), ("idle_in_xact_us", INT8)]);
+    let mut table = Table::new(&columns);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     for c in shared.client_registry.list() {
@@ -535,6 +538,8 @@ fn clients(shared: &Arc<Shared>) -> Table {
             t(c.application_name.clone()),
             i(0),
             i(c.id),
+            i(c.transaction_times(now).0),
+            i(c.transaction_times(now).1),
         ]);
     }
     table

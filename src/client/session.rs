@@ -484,6 +484,7 @@ impl Session {
         if n > 0 {
             let now = Instant::now();
             self.counted.totals.received += n as u64;
+            self.login.registered.entry.requested();
             active.last_client_activity = now;
             if !was_busy && conn.tracker.busy() {
                 active.request_started = Some(now);
@@ -663,6 +664,7 @@ impl Session {
             })?;
         }
         if queries > 0 {
+            self.login.registered.entry.ready(conn.tracker.status().as_byte());
             self.counted.totals.query_count += queries;
             if let Some(t) = active.request_started {
                 let took = t.elapsed();

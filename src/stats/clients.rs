@@ -46,6 +46,11 @@ pub struct ClientEntry {
     since: AtomicU64,
     /// Backend pid of the linked server, 0 when none.
     server_pid: AtomicU64,
+    /// When the client last sent something, and when its server last said ReadyForQuery (µs since epoch).
+    last_request: AtomicU64,
+    last_ready: AtomicU64,
+    /// The transaction status of that ReadyForQuery (b'I', b'T' or b'E').
+    tx_status: AtomicU8,
     /// Cancelled by KILL, KILL_CLIENT or shutdown: the session ends with 57P01.
     pub kill: CancellationToken,
 }
@@ -68,6 +73,29 @@ impl ClientEntry {
     /// When the current state began, microseconds since the epoch.
     pub fn since(&self) -> u64 {
         self.since.load(Ordering::Relaxed)
+    }
+
+    /// The client sent requests (once per socket read).
+    pub fn requested(&self) {
+        self.last_request.store(now_us(), Ordering::Relaxed);
+    }
+
+    /// The server answered everything up to a ReadyForQuery with this status.
+    pub fn ready(&self, tx_status: u8) {
+        self.last_ready.store(now_us(), Ordering::Relaxed);
+        self.tx_status.store(tx_status, Ordering::Relaxed);
+    }
+
+    /// (µs in the current transaction, µs idle inside it) at `now`.
+    pub fn transaction_times(&self, now: u64) -> (u64, u64) {
+        if self.state() != ClientState::Active {
+            return (0, 0);
+        }
+        let in_xact = now.saturating_sub(self.since());
+        let ready = self.last_ready.load(Ordering::Relaxed);
+        let idle_in_xact =
+            self.tx_status.load(Ordering::Relaxed) != b'I' && ready >= self.last_request.load(Ordering::Relaxed);
+        (in_xact, if idle_in_xact { now.saturating_sub(ready) } else { 0 })
     }
 
     pub fn server_pid(&self) -> u32 {
@@ -106,6 +134,9 @@ impl Registry<ClientEntry> {
             state: AtomicU8::new(ClientState::Idle as u8),
             since: AtomicU64::new(now),
             server_pid: AtomicU64::new(0),
+            last_request: AtomicU64::new(now),
+            last_ready: AtomicU64::new(now),
+            tx_status: AtomicU8::new(b'I'),
             kill: CancellationToken::new(),
         })
     }
