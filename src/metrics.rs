@@ -115,30 +115,30 @@ async fn readiness(shared: &Arc<Shared>, shutting_down: bool) -> (bool, serde_js
 /// Builds every metric family from the current state.
 pub fn gather(shared: &Arc<Shared>) -> Vec<MetricFamily> {
     let mut f = Families::default();
+    let check_delay = shared.config().general.server_check_delay.as_micros() as u64;
+    let states = crate::stats::servers::used_and_tested(&shared.server_registry.list(), check_delay);
     for (key, entry) in shared.all_pools() {
         let labels = [("database", key.db.as_str()), ("user", key.user.as_str())];
         let c = entry.pool.counts();
         let s = &entry.stats;
-        let clients = s.clients.load(Ordering::Relaxed) as f64;
-        let waiting = c.waiting as f64;
-        f.gauge(
-            "pgsluice_pool_clients",
-            "Clients of the pool by state.",
-            &labels,
-            &[("state", "active")],
-            clients - waiting,
-        );
-        f.gauge("pgsluice_pool_clients", "Clients of the pool by state.", &labels, &[("state", "waiting")], waiting);
-        let active = c.open.saturating_sub(c.idle) as f64;
-        for (state, v) in [("active", active), ("idle", c.idle as f64), ("used", 0.0), ("tested", 0.0), ("login", 0.0)]
-        {
-            f.gauge(
-                "pgsluice_pool_servers",
-                "Server connections of the pool by state.",
-                &labels,
-                &[("state", state)],
-                v,
-            );
+        let (used, tested) =
+            states.get(&(key.db.clone(), entry.pool.connector().user.clone())).copied().unwrap_or_default();
+        let active = c.open.saturating_sub(c.idle + c.connecting + tested);
+        let clients = s.clients.load(Ordering::Relaxed) as usize;
+        let idle_clients = clients.saturating_sub(c.waiting + active);
+        for (state, v) in [("active", active), ("waiting", c.waiting), ("idle", idle_clients)] {
+            f.gauge("pgsluice_pool_clients", "Clients of the pool by state.", &labels, &[("state", state)], v as f64);
+        }
+        let servers = [
+            ("active", active),
+            ("idle", c.idle.saturating_sub(used)),
+            ("used", used),
+            ("tested", tested),
+            ("login", c.connecting),
+        ];
+        for (state, v) in servers {
+            let help = "Server connections of the pool by state.";
+            f.gauge("pgsluice_pool_servers", help, &labels, &[("state", state)], v as f64);
         }
         f.gauge(
             "pgsluice_pool_maxwait_seconds",

@@ -113,6 +113,7 @@ pub struct Shared {
     /// PAUSE and DISABLE state, by client-visible database name (`None` = all databases).
     paused: Mutex<HashSet<Option<String>>>,
     disabled: Mutex<HashSet<String>>,
+    suspended: std::sync::atomic::AtomicBool,
     /// Running or draining; the supervisor acts on changes (the console's SHUTDOWN sets it).
     pub run_state: tokio::sync::watch::Sender<crate::supervisor::RunState>,
 }
@@ -135,6 +136,7 @@ impl Shared {
             server_registry: Arc::default(),
             paused: Mutex::default(),
             disabled: Mutex::default(),
+            suspended: Default::default(),
             run_state: tokio::sync::watch::Sender::new(crate::supervisor::RunState::Running),
         })
     }
@@ -305,8 +307,28 @@ impl Shared {
         }
     }
 
+    /// SUSPEND: every pool stops handing out servers until RESUME.
+    pub fn suspend(&self) {
+        self.suspended.store(true, Ordering::Relaxed);
+        if let Ok(mut p) = self.paused.lock() {
+            p.insert(None);
+        }
+        for (_, entry) in self.all_pools() {
+            entry.pool.pause_soft();
+        }
+    }
+
+    /// (paused, suspended) for SHOW STATE.
+    pub fn pause_state(&self) -> (bool, bool) {
+        let suspended = self.suspended.load(Ordering::Relaxed);
+        (self.paused.lock().map(|p| !p.is_empty()).unwrap_or(false) && !suspended, suspended)
+    }
+
     /// RESUME (`db` = None: everything paused).
     pub fn resume(&self, db: Option<&str>) {
+        if db.is_none() {
+            self.suspended.store(false, Ordering::Relaxed);
+        }
         if let Ok(mut p) = self.paused.lock() {
             match db {
                 Some(d) => {

@@ -496,3 +496,69 @@ async fn reload_with_a_changed_server_rebuilds_the_pool_without_dropping_clients
     let app = rows.iter().find(|r| r[0].as_deref() == Some("app")).unwrap();
     assert_eq!(value(&cols, app, "cl_active"), "1", "the client counts in the new pool");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_pools_counts_logging_in_and_used_servers() {
+    let pg = TestPg::start().await;
+    // A server that accepts TCP and never answers: its connections stay logging in.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .general("server_check_delay", "0.2")
+        .general("server_connect_timeout", "10")
+        .database("silent", &format!("port = {silent_port}, dbname = \"app\""))
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let pool_row = |db: &'static str| {
+        let console = &console;
+        async move {
+            let (cols, rows) = show(console, "show pools").await;
+            rows.iter().find(|r| r[0].as_deref() == Some(db)).map(|r| {
+                ["sv_active", "sv_idle", "sv_used", "sv_login"].map(|c| value(&cols, r, c).parse::<u64>().unwrap())
+            })
+        }
+    };
+    let connstr = px.connstr(ADMIN.0, ADMIN.1, "silent");
+    let stuck = tokio::spawn(async move { tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.map(|_| ()) });
+    common::wait_for(Duration::from_secs(5), "a server logging in", || async {
+        pool_row("silent").await.is_some_and(|r| r[3] == 1)
+    })
+    .await;
+    stuck.abort();
+    // A server idle longer than server_check_delay is `used` (it gets the check query before reuse).
+    let c = px.client(ADMIN.0, ADMIN.1, "app").await;
+    assert_eq!(common::scalar(&c, "select 1").await, "1");
+    common::wait_for(Duration::from_secs(5), "the idle server becomes used", || async {
+        pool_row("app").await == Some([0, 0, 1, 0])
+    })
+    .await;
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_holds_new_transactions_until_resume_and_show_state_says_so() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg).await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let state = || async {
+        let (_, rows) = show(&console, "show state").await;
+        rows.iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default())).collect::<Vec<_>>()
+    };
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert!(state().await.contains(&pair("active", "yes")));
+    let c = px.client(ADMIN.0, ADMIN.1, "app").await;
+    assert_eq!(common::scalar(&c, "select 1").await, "1");
+    console.simple_query("suspend").await.unwrap();
+    assert!(state().await.contains(&pair("suspended", "yes")));
+    let held = tokio::spawn(async move { common::scalar(&c, "select 2").await });
+    common::wait_for(Duration::from_secs(5), "the query waits", || async {
+        let (cols, rows) = show(&console, "show pools").await;
+        rows.iter().any(|r| r[0].as_deref() == Some("app") && value(&cols, r, "cl_waiting") == "1")
+    })
+    .await;
+    console.simple_query("resume").await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap(), "2");
+    assert!(state().await.contains(&pair("active", "yes")));
+}

@@ -81,7 +81,8 @@ async fn metrics_move_with_a_known_workload() {
         sample(&m, "pgsluice_transaction_duration_seconds_bucket", &format!("{POOL},le=\"+Inf\"")),
         expected_xacts
     );
-    assert_eq!(sample(&m, "pgsluice_pool_clients", &format!("{POOL},state=\"active\"")), 1.0);
+    assert_eq!(sample(&m, "pgsluice_pool_clients", &format!("{POOL},state=\"idle\"")), 1.0);
+    assert_eq!(sample(&m, "pgsluice_pool_servers", &format!("{POOL},state=\"idle\"")), 1.0);
     assert_eq!(sample(&m, "pgsluice_pool_size", POOL), 2.0);
 }
 

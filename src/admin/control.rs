@@ -111,10 +111,12 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
             Ok("RELOAD".into())
         }
-        "SUSPEND" => Err(PgError::error(
-            SqlState::FEATURE_NOT_SUPPORTED,
-            "SUSPEND (socket hand-over) is not supported: restart with so_reuseport and SIGTERM instead",
-        )),
+        "SUSPEND" => {
+            // pgsluice keeps no socket buffers to flush: SUSPEND stops handing out servers at once (like
+            // PAUSE, without waiting for them to close) until RESUME. Online restarts use so_reuseport.
+            shared.suspend();
+            Ok("SUSPEND".into())
+        }
         _ => Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("{verb} is not supported yet"))),
     }
 }

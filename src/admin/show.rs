@@ -93,7 +93,7 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
         "LISTS" => lists(shared),
         "DATABASES" => databases(shared),
         "USERS" => users(shared),
-        "STATE" => state(),
+        "STATE" => state(shared),
         "CLIENTS" => clients(shared),
         "CONFIG" => config(shared),
         "SERVERS" => servers(shared),
@@ -142,9 +142,15 @@ fn pools(shared: &Arc<Shared>) -> Table {
     ]);
     let mut pools = shared.all_pools();
     pools.sort_by(|a, b| (&a.0.db, &a.0.user).cmp(&(&b.0.db, &b.0.user)));
+    let check_delay = shared.config().general.server_check_delay.as_micros() as u64;
+    let states = crate::stats::servers::used_and_tested(&shared.server_registry.list(), check_delay);
     for (key, entry) in pools {
         let c = entry.pool.counts();
         let clients = entry.stats.clients.load(Ordering::Relaxed) as usize;
+        let server_user = &entry.pool.connector().user;
+        let (used, tested) = states.get(&(key.db.clone(), server_user.clone())).copied().unwrap_or_default();
+        let sv_idle = c.idle.saturating_sub(used);
+        let sv_active = c.open.saturating_sub(c.idle + c.connecting + tested);
         table.rows.push(vec![
             t(key.db.clone()),
             t(key.user.clone()),
@@ -152,13 +158,13 @@ fn pools(shared: &Arc<Shared>) -> Table {
             i(c.waiting),
             i(0),
             i(0),
-            i(c.open.saturating_sub(c.idle)),
+            i(sv_active),
             i(0),
             i(0),
-            i(c.idle),
-            i(0),
-            i(0),
-            i(0),
+            i(sv_idle),
+            i(used),
+            i(tested),
+            i(c.connecting),
             i(c.max_wait.as_secs()),
             i(c.max_wait.subsec_micros()),
             t(entry.settings().pool_mode.as_str()),
@@ -480,9 +486,11 @@ fn config(shared: &Arc<Shared>) -> Table {
     table
 }
 
-fn state() -> Table {
+fn state(shared: &Arc<Shared>) -> Table {
     let mut table = Table::new(&[("key", TEXT), ("value", TEXT)]);
-    for (k, v) in [("active", "yes"), ("paused", "no"), ("suspended", "no")] {
+    let (paused, suspended) = shared.pause_state();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    for (k, v) in [("active", yes(!paused && !suspended)), ("paused", yes(paused)), ("suspended", yes(suspended))] {
         table.rows.push(vec![t(k), t(v)]);
     }
     table
@@ -581,6 +589,7 @@ fn servers(shared: &Arc<Shared>) -> Table {
         let link = s.link();
         let state = match s.state() {
             ServerState::Active => "active",
+            ServerState::Tested => "tested",
             ServerState::Idle if now.saturating_sub(s.since()) > check_delay => "used",
             ServerState::Idle => "idle",
         };

@@ -49,6 +49,8 @@ struct Inner<T, E> {
     reconnect_at: Option<Instant>,
     /// Connections created before `reconnect_at` that are still open (WAIT_CLOSE waits for 0).
     stale_open: usize,
+    /// Connections being opened right now.
+    connecting: usize,
 }
 
 /// Why a slot could not be claimed.
@@ -67,6 +69,8 @@ pub struct PoolCounts {
     pub waiting: usize,
     pub reserve_open: usize,
     pub max_wait: Duration,
+    /// Of `open`, connections still logging in.
+    pub connecting: usize,
 }
 
 pub struct Pool<C: Connect> {
@@ -103,6 +107,7 @@ impl<C: Connect> Pool<C> {
                 paused: false,
                 reconnect_at: None,
                 stale_open: 0,
+                connecting: 0,
             }),
             db_limit,
             user_limit,
@@ -139,6 +144,11 @@ impl<C: Connect> Pool<C> {
     pub fn pause(&self) {
         self.lock().paused = true;
         self.close_idle();
+    }
+
+    /// SUSPEND: checkouts wait, but idle servers stay open for RESUME.
+    pub fn pause_soft(&self) {
+        self.lock().paused = true;
     }
 
     /// RESUME: waiting clients are served again, in order.
@@ -187,6 +197,7 @@ impl<C: Connect> Pool<C> {
             waiting: g.waiters.len(),
             reserve_open: g.reserve_open,
             max_wait: g.waiters.front().map(|w| now - w.since).unwrap_or_default(),
+            connecting: g.connecting,
         }
     }
 
@@ -297,6 +308,8 @@ impl<C: Connect> Pool<C> {
         // The slot is claimed: it is freed on failure, and also when this future is dropped mid-connect.
         let slot = SlotGuard { pool: self };
         let connect_timeout = self.limits().server_connect_timeout;
+        self.lock().connecting += 1;
+        let _login = LoginGuard { pool: self };
         let result = if connect_timeout.is_zero() {
             Ok(self.connector.connect().await)
         } else {
@@ -500,6 +513,18 @@ impl<C: Connect> Drop for WaiterGuard<C> {
             Ok(Grant::Slot { .. }) => self.pool.free_slot(),
             Err(_) => {}
         }
+    }
+}
+
+/// Counts a connection as logging in (SHOW POOLS sv_login) while it exists.
+struct LoginGuard<'a, C: Connect> {
+    pool: &'a Pool<C>,
+}
+
+impl<C: Connect> Drop for LoginGuard<'_, C> {
+    fn drop(&mut self) {
+        let mut g = self.pool.lock();
+        g.connecting = g.connecting.saturating_sub(1);
     }
 }
 

@@ -10,6 +10,8 @@ pub mod tracker;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::stats::servers::ServerState;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -138,6 +140,19 @@ impl ServerConn {
     /// Sends one simple query and reads until its ReadyForQuery, discarding results (tracking
     /// ParameterStatus). Used for reset, check and parameter-sync statements pgsluice sends itself.
     pub async fn run_internal(&mut self, sql: &str) -> Result<(), ServerError> {
+        let entry = self.registered.as_ref().map(|r| r.entry.clone());
+        let before = entry.as_ref().map(|e| e.state());
+        if let Some(e) = &entry {
+            e.set_tested(true, ServerState::Idle);
+        }
+        let result = self.run_internal_query(sql).await;
+        if let (Some(e), Some(before)) = (&entry, before) {
+            e.set_tested(false, before);
+        }
+        result
+    }
+
+    async fn run_internal_query(&mut self, sql: &str) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.stream.write_all(&out).await?;

@@ -11,6 +11,8 @@ use super::registry::{Entry, Registry, now_us};
 pub enum ServerState {
     Idle,
     Active,
+    /// Running server_check_query or server_reset_query (or a parameter sync).
+    Tested,
 }
 
 #[derive(Debug)]
@@ -50,11 +52,17 @@ impl ServerEntry {
     }
 
     pub fn state(&self) -> ServerState {
-        if self.state.load(Ordering::Relaxed) == ServerState::Active as u8 {
-            ServerState::Active
-        } else {
-            ServerState::Idle
+        match self.state.load(Ordering::Relaxed) {
+            1 => ServerState::Active,
+            2 => ServerState::Tested,
+            _ => ServerState::Idle,
         }
+    }
+
+    /// Marks (or unmarks) an internal query on the server; returns the state to restore.
+    pub fn set_tested(&self, tested: bool, restore: ServerState) {
+        let state = if tested { ServerState::Tested } else { restore };
+        self.state.store(state as u8, Ordering::Relaxed);
     }
 
     pub fn since(&self) -> u64 {
@@ -94,4 +102,23 @@ impl Registry<ServerEntry> {
             prepared: AtomicU64::new(0),
         })
     }
+}
+
+/// Per (database, server user): how many servers are `used` (idle longer than `check_delay_us`, so due a
+/// check) and how many are `tested` (running an internal query), for SHOW POOLS and the metrics.
+pub fn used_and_tested(
+    servers: &[std::sync::Arc<ServerEntry>],
+    check_delay_us: u64,
+) -> std::collections::HashMap<(String, String), (usize, usize)> {
+    let now = now_us();
+    let mut out: std::collections::HashMap<(String, String), (usize, usize)> = std::collections::HashMap::new();
+    for s in servers {
+        let e = out.entry((s.db.clone(), s.user.clone())).or_default();
+        match s.state() {
+            ServerState::Tested => e.1 += 1,
+            ServerState::Idle if now.saturating_sub(s.since()) > check_delay_us => e.0 += 1,
+            _ => {}
+        }
+    }
+    out
 }
