@@ -64,3 +64,23 @@ async fn psql_runs_a_script_through_pgsluice() {
     assert!(stdout.contains("10"), "{stdout}");
     assert!(stdout.contains("psql"), "application_name reaches the server: {stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_reads_the_admin_console() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("admin_users", "\"scram_user\"").start().await;
+    let c = px.client("scram_user", "scram_pw", "app").await;
+    c.simple_query("select 1").await.unwrap();
+    let out = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &px.port().to_string(), "-U", "scram_user", "-d", "pgbouncer"])
+        .args(["-c", "SHOW POOLS;", "-c", "SHOW HELP;", "-c", "SHOW VERSION;"])
+        .env("PGPASSWORD", "scram_pw")
+        .output()
+        .expect("psql is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("cl_active") && stdout.contains("transaction"), "{stdout}");
+    assert!(stderr.contains("Console usage"), "SHOW HELP's notice: {stderr}");
+    assert!(stdout.contains("pgsluice"), "{stdout}");
+}
