@@ -317,6 +317,12 @@ impl Statements {
 
     /// DEALLOCATE and DISCARD ALL sent as SQL act on the client's names.
     fn on_query(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        // Most queries are neither: decide on the first bytes without allocating.
+        let head = body.trim_ascii_start();
+        let starts = |w: &[u8]| head.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w));
+        if !starts(b"discard") && !starts(b"deallocate") {
+            return None;
+        }
         let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
         let words: Vec<String> =
             sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
