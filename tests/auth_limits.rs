@@ -107,3 +107,102 @@ async fn server_login_failure_reaches_the_client_fast() {
     assert_eq!(code(&e), Some(SqlState::INVALID_PASSWORD), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// The secrets PostgreSQL itself stores for the test roles (md5_user: md5, scram_user: SCRAM-SHA-256).
+async fn stored_secrets(pg: &TestPg) -> (String, String) {
+    let admin = pg.admin_client().await;
+    let secret = |user: &'static str| {
+        let admin = &admin;
+        async move {
+            let row = admin.query_one("select rolpassword from pg_authid where rolname = $1", &[&user]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    let md5 = secret("md5_user").await;
+    let scram = secret("scram_user").await;
+    assert!(md5.starts_with("md5") && md5.len() == 35, "md5 secret: {md5}");
+    assert!(scram.starts_with("SCRAM-SHA-256$4096:"), "SCRAM verifier: {scram}");
+    (md5, scram)
+}
+
+/// No plain password in the config or the auth file pgsluice runs with.
+fn assert_no_plain_passwords(px: &Proxy) {
+    let config = std::fs::read_to_string(&px.config).unwrap();
+    let userlist = std::fs::read_to_string(px.config.with_file_name("userlist.txt")).unwrap();
+    for text in [&config, &userlist] {
+        for pw in ["md5_pw", "scram_pw"] {
+            assert!(!text.contains(pw), "plain password {pw} found in:\n{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_secrets_log_in_on_both_sides() {
+    let pg = TestPg::start().await;
+    let (md5, scram) = stored_secrets(&pg).await;
+    for auth_type in ["md5", "scram-sha-256"] {
+        let px = Proxy::builder(&pg)
+            .auth_type(auth_type)
+            .userlist(&[("md5_user", &md5), ("scram_user", &scram)])
+            .pool_size(2)
+            .start()
+            .await;
+        assert_no_plain_passwords(&px);
+        // md5_user: the client proves the password against the md5 hash, and pgsluice answers PostgreSQL's
+        // md5 challenge (pg_hba: md5) with the same hash. scram_user: the client's SCRAM exchange gives
+        // pgsluice the ClientKey it needs for PostgreSQL's SCRAM challenge (pg_hba: scram-sha-256).
+        for (user, pw) in [("md5_user", "md5_pw"), ("scram_user", "scram_pw")] {
+            let c = px.try_client(user, pw, "app").await.unwrap_or_else(|e| {
+                panic!("{auth_type} {user}: {e}\n{}", px.log_contents());
+            });
+            assert_eq!(common::scalar(&c, "select current_user").await, user, "{auth_type}");
+            // A second server for the pool is opened with the same stored secret / learned keys.
+            let c2 = px.client(user, pw, "app").await;
+            c.batch_execute("begin; select 1").await.unwrap();
+            assert_eq!(common::scalar(&c2, "select current_user").await, user);
+            c.batch_execute("commit").await.unwrap();
+            let wrong = px.try_client(user, "not-it", "app").await.expect_err("wrong password refused");
+            assert_eq!(code(&wrong), Some(SqlState::INVALID_PASSWORD), "{auth_type} {user}: {wrong}");
+        }
+        assert_eq!(pg.backends_for("scram_user").await, 2, "{auth_type}: two SCRAM logins to PostgreSQL");
+        assert_eq!(pg.backends_for("md5_user").await, 2, "{auth_type}: two md5 logins to PostgreSQL");
+        drop(px);
+        common::wait_for(std::time::Duration::from_secs(10), "the servers of the stopped pgsluice gone", || async {
+            pg.backends_for("scram_user").await + pg.backends_for("md5_user").await == 0
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_server_user_from_the_database_entry() {
+    let pg = TestPg::start().await;
+    let (md5, scram) = stored_secrets(&pg).await;
+    let px = Proxy::builder(&pg)
+        .auth_type("md5")
+        .userlist(&[("md5_user", &md5), ("scram_user", &scram)])
+        // Forced user with its password in the entry.
+        .database("as_scram", "dbname = \"app\", user = \"scram_user\", password = \"scram_pw\"")
+        // Forced user without a password: its md5 secret from the auth file logs in.
+        .database("as_md5", "dbname = \"app\", user = \"md5_user\"")
+        .start()
+        .await;
+    let c = px.client("md5_user", "md5_pw", "as_scram").await;
+    assert_eq!(common::scalar(&c, "select current_user").await, "scram_user");
+    assert_eq!(common::scalar(&c, "select current_database()").await, "app");
+    let c = px.client("scram_user", "scram_pw", "as_md5").await;
+    assert_eq!(common::scalar(&c, "select current_user").await, "md5_user");
+    // The client still has to prove its own password.
+    let e = px.try_client("md5_user", "scram_pw", "as_scram").await.expect_err("client password checked");
+    assert_eq!(code(&e), Some(SqlState::INVALID_PASSWORD), "{e}");
+    let admin = pg.admin_client().await;
+    let n: i64 = admin
+        .query_one(
+            "select count(*) from pg_stat_activity where datname = 'app' and usename in ('scram_user', 'md5_user')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "one server per forced user");
+}
