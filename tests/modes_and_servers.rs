@@ -1,5 +1,6 @@
 //! Pool modes (session, statement), server lifecycle settings (min_pool_size, server_lifetime,
-//! server_idle_timeout, server_check_query, server_connect_timeout), shared budgets and startup parameters.
+//! server_idle_timeout, server_check_query and server_check_delay, server_connect_timeout,
+//! server_login_retry), shared budgets and startup parameters.
 
 mod common;
 
@@ -59,26 +60,189 @@ async fn min_pool_size_is_kept_warm() {
     wait_for(Duration::from_secs(10), "three warm servers", || async { pg.backends_for(USER).await == 3 }).await;
 }
 
+/// Whether PostgreSQL still has a backend with this pid.
+async fn backend_exists(pg: &TestPg, pid: &str) -> bool {
+    let n: i64 = pg
+        .admin_client()
+        .await
+        .query_one("select count(*) from pg_stat_activity where pid = $1::text::int", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    n == 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_lifetime_and_idle_timeout_close_servers() {
+async fn server_lifetime_replaces_a_server_in_regular_use() {
     let pg = TestPg::start().await;
-    let px = Proxy::builder(&pg).general("server_lifetime", "1").general("server_idle_timeout", "1.5").start().await;
+    // server_idle_timeout off: only the lifetime can close the server, and it is never idle for long.
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .general("server_lifetime", "1")
+        .general("server_idle_timeout", "0")
+        .start()
+        .await;
     let c = px.client(USER, PW, "app").await;
     let first = scalar(&c, "select pg_backend_pid()").await;
-    let admin = pg.admin_client().await;
-    wait_for(Duration::from_secs(10), "the old server closed by server_lifetime", || async {
-        let n: i64 = admin
-            .query_one("select count(*) from pg_stat_activity where pid = $1::text::int", &[&first])
-            .await
-            .unwrap()
-            .get(0);
-        n == 0
+    let started = Instant::now();
+    wait_for(Duration::from_secs(10), "a new server once the first is older than server_lifetime", || async {
+        scalar(&c, "select pg_backend_pid()").await != first
     })
     .await;
-    let second = scalar(&c, "select pg_backend_pid()").await;
-    assert_ne!(first, second, "a new server after the lifetime");
-    wait_for(Duration::from_secs(10), "idle servers closed", || async { pg.backends_for(USER).await == 0 }).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "replaced after {:?}", started.elapsed());
+    wait_for(Duration::from_secs(5), "the old backend gone", || async { !backend_exists(&pg, &first).await }).await;
+    assert_eq!(pg.backends_for(USER).await, 1, "replaced, not added");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_idle_timeout_closes_only_idle_servers() {
+    let pg = TestPg::start().await;
+    // server_lifetime off: only idleness can close the server.
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .general("server_idle_timeout", "1.5")
+        .general("server_lifetime", "0")
+        .start()
+        .await;
+    let c = px.client(USER, PW, "app").await;
+    let first = scalar(&c, "select pg_backend_pid()").await;
+    // In use every 200 ms for twice the idle timeout: never idle long enough, so it stays.
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    let mut idle_from = Instant::now();
+    while Instant::now() < busy_until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(scalar(&c, "select pg_backend_pid()").await, first, "a server in use is kept");
+        idle_from = Instant::now();
+    }
+    wait_for(Duration::from_secs(10), "the idle server closed by server_idle_timeout", || async {
+        pg.backends_for(USER).await == 0
+    })
+    .await;
+    assert!(idle_from.elapsed() >= Duration::from_millis(1400), "closed after {:?}", idle_from.elapsed());
+    assert_ne!(scalar(&c, "select pg_backend_pid()").await, first, "a new server for the next transaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_server_past_its_lifetime_is_closed_when_released() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .general("server_lifetime", "1")
+        .general("server_idle_timeout", "0")
+        .start()
+        .await;
+    let c = px.client(USER, PW, "app").await;
+    c.batch_execute("begin").await.unwrap();
+    let pid = scalar(&c, "select pg_backend_pid()").await;
+    // The transaction outlives the server's lifetime: the server is not taken away meanwhile.
+    c.batch_execute("select pg_sleep(1.3)").await.unwrap();
+    assert_eq!(scalar(&c, "select pg_backend_pid()").await, pid, "same server throughout the transaction");
+    c.batch_execute("commit").await.unwrap();
+    // Released past its lifetime: closed at once, so the very next transaction gets a new one.
+    let next = scalar(&c, "select pg_backend_pid()").await;
+    assert_ne!(next, pid, "the expired server was not reused");
+    wait_for(Duration::from_secs(5), "the expired backend gone", || async { !backend_exists(&pg, &pid).await }).await;
+    assert!(backend_exists(&pg, &next).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_check_query_runs_only_after_server_check_delay() {
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    admin
+        .batch_execute("create table checks(at timestamptz default now()); grant all on checks to public")
+        .await
+        .unwrap();
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .general("server_check_query", "\"insert into checks default values\"")
+        .general("server_check_delay", "1.5")
+        .start()
+        .await;
+    let checks = || async { admin.query_one("select count(*) from checks", &[]).await.unwrap().get::<_, i64>(0) };
+    let c = px.client(USER, PW, "app").await;
+    let pid = scalar(&c, "select pg_backend_pid()").await;
+    for _ in 0..5 {
+        assert_eq!(scalar(&c, "select pg_backend_pid()").await, pid);
+    }
+    assert_eq!(checks().await, 0, "no check for a server idle less than server_check_delay");
+    wait_for(Duration::from_secs(10), "the server idle longer than server_check_delay", || async {
+        let idle: f64 = admin
+            .query_one(
+                "select extract(epoch from clock_timestamp() - state_change)::float8 from pg_stat_activity \
+                 where pid = $1::text::int and state = 'idle'",
+                &[&pid],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0.0);
+        idle > 1.8
+    })
+    .await;
+    assert_eq!(checks().await, 0, "nothing checks an idle server before it is reused");
+    assert_eq!(scalar(&c, "select pg_backend_pid()").await, pid, "checked and reused");
+    assert_eq!(checks().await, 1, "server_check_query ran before reusing the long-idle server");
     assert_eq!(scalar(&c, "select 1").await, "1");
+    assert_eq!(checks().await, 1, "just used: no check");
+}
+
+/// How many logins PostgreSQL refused for md5_user, from its log.
+fn refused_logins(pg: &TestPg) -> usize {
+    pg.log_contents().lines().filter(|l| l.contains("password authentication failed for user \"md5_user\"")).count()
+}
+
+/// `n` clients at once; each must fail with the server's 28P01. Returns how long the slowest took.
+async fn refused_burst(px: &Proxy, n: usize) -> Duration {
+    let started = Instant::now();
+    let attempts = (0..n).map(|_| async {
+        let r = tokio::time::timeout(Duration::from_secs(20), px.try_client("md5_user", "", "app")).await;
+        let e = r.expect("login attempt hung").expect_err("the server refuses pgsluice");
+        assert_eq!(code(&e).as_deref(), Some("28P01"), "{e}");
+        let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+        assert!(msg.contains("password authentication failed"), "the server's own error: {msg}");
+    });
+    futures_util::future::join_all(attempts).await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_login_retry_stops_hammering_a_refusing_server() {
+    let pg = TestPg::start().await;
+    let refusing = |retry: &str| {
+        // Clients log in to pgsluice (trust), PostgreSQL refuses pgsluice's password for md5_user.
+        Proxy::builder(&pg)
+            .auth_type("trust")
+            .userlist(&[("md5_user", "not-the-server-password")])
+            .general("server_login_retry", retry)
+    };
+    // Without a retry window every client costs the server a login attempt: the count is reliable.
+    let px = refusing("0").start().await;
+    let base = refused_logins(&pg);
+    refused_burst(&px, 6).await;
+    assert_eq!(refused_logins(&pg), base + 6, "retry off: one server login per client");
+    drop(px);
+
+    let px = refusing("30").start().await;
+    let base = refused_logins(&pg);
+    refused_burst(&px, 1).await;
+    assert_eq!(refused_logins(&pg), base + 1);
+    let took = refused_burst(&px, 8).await;
+    assert_eq!(refused_logins(&pg), base + 1, "within server_login_retry no client reaches the server");
+    assert!(took < Duration::from_secs(2), "clients fail fast: {took:?}");
+    drop(px);
+
+    // After the window, the next client makes one new attempt.
+    let px = refusing("1").start().await;
+    let base = refused_logins(&pg);
+    refused_burst(&px, 1).await;
+    refused_burst(&px, 4).await;
+    assert_eq!(refused_logins(&pg), base + 1);
+    wait_for(Duration::from_secs(10), "a new server login once server_login_retry passed", || async {
+        refused_burst(&px, 1).await;
+        refused_logins(&pg) > base + 1
+    })
+    .await;
+    assert_eq!(refused_logins(&pg), base + 2, "one attempt per window");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
