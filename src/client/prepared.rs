@@ -15,7 +15,7 @@ use crate::protocol::frame::Header;
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
 use crate::server::ServerConn;
-use crate::server::replies::{BoundStatement, Entry, PlanChanged, Prepared, Request};
+use crate::server::replies::{BoundStatement, Drift, Entry, Outcome, PlanChanged, Prepared, Request, Undo};
 
 const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
@@ -42,9 +42,28 @@ pub enum Edit {
     HoldWhole,
 }
 
+/// The client's unnamed statement, which PostgreSQL keeps across Syncs until the next unnamed Parse or
+/// simple Query.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Unnamed {
+    /// The client has none.
+    #[default]
+    None,
+    /// Its Parse body after the name is in `unnamed_rest`.
+    Known,
+    /// It was too big to keep: it cannot be prepared again on another server.
+    TooBig,
+}
+
 #[derive(Debug, Default)]
 pub struct Statements {
     by_name: HashMap<Bytes, Arc<Statement>>,
+    unnamed: Unnamed,
+    /// Reused for every unnamed Parse (no allocation per message once grown).
+    unnamed_rest: BytesMut,
+    /// The current server holds the client's unnamed statement (or, if the client has none, none of
+    /// anybody else's). False on every newly leased server: another client may have left its own there.
+    unnamed_here: bool,
     /// `max_prepared_statements` per server; 0 = feature off.
     max: usize,
     /// The pool's plan epoch, part of every server-side name (see `PoolEntry::plan_epoch`).
@@ -99,8 +118,11 @@ fn server_name_for(rest: &[u8], epoch: u64) -> Bytes {
 fn synth(f: impl FnOnce(&mut BytesMut)) -> Entry {
     let mut b = BytesMut::new();
     f(&mut b);
-    Entry::Synth(b.freeze())
+    Entry::synth(b.freeze(), None)
 }
+
+/// Unnamed statements larger than this are not kept for preparing again on another server.
+const MAX_UNNAMED: usize = 256 * 1024;
 
 impl Statements {
     pub fn new(max: usize, epoch: Arc<AtomicU64>) -> Self {
@@ -109,6 +131,11 @@ impl Statements {
 
     pub fn enabled(&self) -> bool {
         self.max > 0
+    }
+
+    /// A server was leased: it may hold another client's unnamed statement, not this one's.
+    pub fn on_new_server(&mut self) {
+        self.unnamed_here = false;
     }
 
     /// Which client messages must be seen whole.
@@ -166,6 +193,31 @@ impl Statements {
             b'Q' | b'F' => Request::Simple,
             _ => return Edit::Keep,
         };
+        if tag == b'P' && body.or(prefix).and_then(|b| b.first()) == Some(&0) {
+            self.on_unnamed_parse(body);
+        }
+        if tag == b'Q' {
+            // A simple Query drops the unnamed statement, on the server and so for the client.
+            self.unnamed = Unnamed::None;
+            self.unnamed_here = true;
+        }
+        let unnamed_use = match (tag, body.or(prefix)) {
+            (b'B', Some(b)) => cstr(b).and_then(|(_, after_portal)| after_portal.first()) == Some(&0),
+            (b'D', Some([b'S', 0, ..])) => true,
+            _ => false,
+        };
+        if unnamed_use && !self.unnamed_here {
+            let start = out.len();
+            self.put_unnamed(conn, out);
+            conn.replies.push(Entry::pass(request));
+            return match body {
+                Some(b) => {
+                    put_message(out, tag, |m| m.put_slice(b));
+                    Edit::Replace(start..out.len())
+                }
+                None => Edit::ReplaceHead { drop: 0, with: start..out.len() },
+            };
+        }
         let edit = match (tag, body) {
             (b'P', Some(b)) => self.on_parse(b, conn, out),
             (b'B', Some(b)) => self.on_bind(b, !batch_was_started, conn, out),
@@ -198,9 +250,53 @@ impl Statements {
         messages::put_cstr(out, portal);
         messages::put_cstr(out, &stmt.server_name);
         let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable: false });
-        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, parse: None, bind });
+        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
         let head = 5 + portal.len() + 1 + name.len() + 1;
         Some(Edit::ReplaceHead { drop: head, with: start..out.len() })
+    }
+
+    fn on_unnamed_parse(&mut self, body: Option<&[u8]>) {
+        self.unnamed_here = true;
+        self.unnamed = match body.and_then(|b| b.get(1..)) {
+            Some(rest) if rest.len() <= MAX_UNNAMED => {
+                self.unnamed_rest.clear();
+                self.unnamed_rest.extend_from_slice(rest);
+                Unnamed::Known
+            }
+            _ => Unnamed::TooBig,
+        };
+    }
+
+    /// The client uses its unnamed statement on a server that may hold somebody else's: prepares the
+    /// client's own there first, or closes the stranger's so the server answers 26000 as PostgreSQL would.
+    fn put_unnamed(&mut self, conn: &mut ServerConn, out: &mut BytesMut) {
+        self.unnamed_here = true;
+        conn.tracker.on_client(b'P');
+        if self.unnamed == Unnamed::Known {
+            put_message(out, b'P', |b| {
+                b.put_u8(0);
+                b.put_slice(&self.unnamed_rest);
+            });
+            conn.replies.push(Entry::swallowed(Request::Parse, Some(Undo::Unnamed)));
+        } else {
+            put_message(out, b'C', |b| b.put_slice(b"S\0"));
+            conn.replies.push(Entry::swallowed(Request::Close, Some(Undo::Unnamed)));
+        }
+    }
+
+    /// Answers with pgsluice's own error and makes the server fail the batch too (a Parse that cannot
+    /// succeed), so an implicit transaction is rolled back and a block fails, as PostgreSQL would have.
+    fn raise(&mut self, err: PgError, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+        let start = out.len();
+        conn.replies.push(synth(|b| err.encode(b)));
+        put_message(out, b'P', |b| {
+            messages::put_cstr(b, b"pgsluice_abort");
+            messages::put_cstr(b, b"pgsluice: abort this batch");
+            b.put_u16(0);
+        });
+        conn.replies.push(Entry::swallowed(Request::Abort, None));
+        self.skipping = true;
+        Edit::Replace(start..out.len())
     }
 
     /// Makes sure `stmt` exists on `conn`, writing a Parse (whose reply is swallowed) if needed.
@@ -219,19 +315,25 @@ impl Statements {
         conn: &mut ServerConn,
         out: &mut BytesMut,
     ) {
-        if let Some(evicted) = conn.statements.insert(stmt.server_name.clone(), self.max) {
+        conn.statements.insert(stmt.server_name.clone());
+        while let Some(evicted) = conn.statements.pop_over(self.max) {
             put_message(out, b'C', |b| {
                 b.put_u8(b'S');
                 messages::put_cstr(b, &evicted);
             });
-            conn.replies.push(Entry::swallowed(Request::Close));
+            conn.replies.push(Entry::swallowed(Request::Close, Some(Undo::Evicted(evicted))));
         }
         put_message(out, b'P', |b| {
             messages::put_cstr(b, &stmt.server_name);
             b.put_slice(&stmt.rest);
         });
         let parse = Prepared { server_name: stmt.server_name.clone(), client_name };
-        conn.replies.push(Entry::Pending { request: Request::Parse, swallow, parse: Some(parse), bind: None });
+        conn.replies.push(Entry::Pending {
+            request: Request::Parse,
+            swallow,
+            undo: Some(Undo::Parse(parse)),
+            bind: None,
+        });
     }
 
     fn on_parse(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
@@ -239,19 +341,17 @@ impl Statements {
         if name.is_empty() {
             return None;
         }
-        let start = out.len();
         if self.by_name.contains_key(name) {
             let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
-            conn.replies.push(synth(|b| PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg).encode(b)));
-            self.skipping = true;
-            return Some(Edit::Replace(start..start));
+            return Some(self.raise(PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg), conn, out));
         }
+        let start = out.len();
         let server_name = server_name_for(rest, self.epoch.load(Ordering::Relaxed));
         let stmt = Arc::new(Statement { server_name, rest: Bytes::copy_from_slice(rest) });
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt.clone());
         if conn.statements.contains(&stmt.server_name) {
-            conn.replies.push(Entry::Synth(Bytes::from_static(PARSE_COMPLETE)));
+            conn.replies.push(Entry::synth(Bytes::from_static(PARSE_COMPLETE), Some(Undo::ClientParse(name))));
         } else {
             self.write_parse(&stmt, Some(name), false, conn, out);
         }
@@ -263,13 +363,11 @@ impl Statements {
         let (portal, after_portal) = cstr(body)?;
         let (name, rest) = cstr(after_portal)?;
         let stmt = self.by_name.get(name)?.clone();
-        let start = out.len();
         if self.stale.contains(&stmt.server_name) {
             let msg = "cached plan must not change result type";
-            conn.replies.push(synth(|b| PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg).encode(b)));
-            self.skipping = true;
-            return Some(Edit::Replace(start..start));
+            return Some(self.raise(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg), conn, out));
         }
+        let start = out.len();
         let cached = conn.statements.contains(&stmt.server_name);
         self.ensure(&stmt, conn, out);
         put_message(out, b'B', |b| {
@@ -287,7 +385,7 @@ impl Statements {
             self.capture_state = Capture::None;
         }
         let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable });
-        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, parse: None, bind });
+        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
         Some(Edit::Replace(start..out.len()))
     }
 
@@ -310,8 +408,12 @@ impl Statements {
             return None;
         }
         // The server keeps its copy for other clients; the client's name is gone.
-        self.by_name.remove(name);
-        conn.replies.push(Entry::Synth(Bytes::from_static(CLOSE_COMPLETE)));
+        let undo = self.by_name.remove_entry(name).map(|(name, s)| Undo::ClientClose {
+            name,
+            server_name: s.server_name.clone(),
+            rest: s.rest.clone(),
+        });
+        conn.replies.push(Entry::synth(Bytes::from_static(CLOSE_COMPLETE), undo));
         Some(Edit::Replace(out.len()..out.len()))
     }
 
@@ -329,7 +431,8 @@ impl Statements {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let target = match words.as_slice() {
             ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
-                // Forwarded: the server drops all its statements, so forget them on both sides.
+                // Forwarded: the server drops all its statements, so forget them on both sides. (Any
+                // form the server runs is also noticed from its reply, see `apply`.)
                 self.by_name.clear();
                 conn.statements.clear();
                 return None;
@@ -337,7 +440,8 @@ impl Statements {
             ["deallocate", name] | ["deallocate", "prepare", name] => name.trim_matches('"').to_string(),
             _ => return None,
         };
-        let status = conn.tracker.status();
+        // Answered here, as the statement is the client's; an empty query goes to the server in its place
+        // so the ReadyForQuery carries the server's real transaction status, and an error fails the block.
         let found = self.by_name.remove(target.as_bytes()).is_some();
         conn.replies.push(synth(|b| {
             if found {
@@ -346,9 +450,45 @@ impl Statements {
                 let msg = format!("prepared statement \"{target}\" does not exist");
                 PgError::error(SqlState::INVALID_SQL_STATEMENT_NAME, msg).encode(b);
             }
-            messages::ready_for_query(b, status);
         }));
-        Some(Edit::Replace(out.len()..out.len()))
+        let start = out.len();
+        let shadow: &[u8] = if found { b";" } else { b"pgsluice: fail this query" };
+        put_message(out, b'Q', |b| messages::put_cstr(b, shadow));
+        conn.replies.push(Entry::swallowed(Request::Shadow, None));
+        Some(Edit::Replace(start..out.len()))
+    }
+
+    /// Applies what the server's replies showed: requests it never ran are taken back, newest first, and
+    /// the cache of its statements is corrected where it drifted.
+    pub fn apply(&mut self, outcome: &mut Outcome, conn: &mut ServerConn) {
+        if outcome.statements_dropped {
+            self.by_name.clear();
+            conn.statements.clear();
+        }
+        for drift in outcome.drifted.drain(..) {
+            match drift {
+                Drift::Present(name) => conn.statements.insert(name),
+                Drift::Missing(name) => conn.statements.remove(&name),
+            }
+        }
+        while let Some(undo) = outcome.undo.pop() {
+            match undo {
+                Undo::Parse(p) => {
+                    conn.statements.remove(&p.server_name);
+                    if let Some(name) = &p.client_name {
+                        self.by_name.remove(name);
+                    }
+                }
+                Undo::ClientParse(name) => {
+                    self.by_name.remove(&name);
+                }
+                Undo::Evicted(name) => conn.statements.insert(name),
+                Undo::ClientClose { name, server_name, rest } => {
+                    self.by_name.insert(name, Arc::new(Statement { server_name, rest }));
+                }
+                Undo::Unnamed => self.unnamed_here = false,
+            }
+        }
     }
 
     /// Whether the batch whose Bind hit a stale cached plan was captured whole and can be replayed. Only a
@@ -380,7 +520,7 @@ impl Statements {
             b.put_u8(b'S');
             messages::put_cstr(b, server_name);
         });
-        conn.replies.push(Entry::swallowed(Request::Close));
+        conn.replies.push(Entry::swallowed(Request::Close, None));
         conn.tracker.on_client(b'C');
         let capture = std::mem::take(&mut self.capture);
         self.replaying = true;
@@ -401,13 +541,5 @@ impl Statements {
         self.replaying = false;
         self.capture = capture;
         self.capture.clear();
-    }
-
-    /// A rewritten Parse failed on the server: the statement exists nowhere.
-    pub fn forget(&mut self, failed: &Prepared, conn: &mut ServerConn) {
-        conn.statements.remove(&failed.server_name);
-        if let Some(name) = &failed.client_name {
-            self.by_name.remove(name);
-        }
     }
 }

@@ -22,7 +22,7 @@ use crate::pool::{Lease, Poolable};
 use crate::protocol::frame::{FrameScanner, Header, MAX_MESSAGE_LEN};
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
-use crate::server::replies::Verdict;
+use crate::server::replies::{Outcome, Verdict};
 use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
@@ -336,6 +336,7 @@ impl Session {
             r.entry.set_link(client.id, conn.statements.len());
         }
         self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
+        self.stmts.on_new_server();
         let now = Instant::now();
         self.state = State::Active(Active {
             lease,
@@ -535,7 +536,7 @@ impl Session {
         let rewrite = self.stmts.enabled();
         let edits = &mut self.edits;
         edits.clear();
-        let mut failed = Vec::new();
+        let mut effects = Outcome::default();
         let mut retry = None;
         let pool_stats = &self.login.pool.stats;
         let mut queries = 0u64;
@@ -557,12 +558,12 @@ impl Session {
                 let mut plan_changed = None;
                 if rewrite {
                     let mut emit = |b| edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(b) });
-                    let (verdict, outcome) = replies.on_server(h.tag, h.body, &mut emit);
+                    let (verdict, mut outcome) = replies.on_server(h.tag, h.body, &mut emit);
                     if verdict == Verdict::Swallow {
                         edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
                     }
-                    failed.extend(outcome.failed_parse);
-                    plan_changed = outcome.plan_changed;
+                    plan_changed = outcome.plan_changed.take();
+                    effects.merge(outcome);
                     let after = h.offset + 1 + h.len;
                     replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
                 }
@@ -623,9 +624,7 @@ impl Session {
                 return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
             }
         };
-        for p in &failed {
-            self.stmts.forget(p, conn);
-        }
+        self.stmts.apply(&mut effects, conn);
         for p in &went_stale {
             self.stmts.plan_went_stale(p);
         }

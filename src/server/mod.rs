@@ -178,6 +178,8 @@ impl ServerConn {
                         self.set_param(n, v);
                     }
                 }
+                // A reset query such as DISCARD ALL drops every prepared statement on the server.
+                b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => self.statements.clear(),
                 _ => {}
             }
         }

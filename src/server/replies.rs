@@ -1,7 +1,9 @@
 //! The replies a server owes, in order, when pgsluice rewrites a client's extended-protocol stream
 //! (prepared statements): which replies go to the client, which are pgsluice's own (an injected Parse,
 //! an eviction Close) and are swallowed, and which the client expects but pgsluice answers itself
-//! (ParseComplete for a statement the server already had, CloseComplete). Pure; used by `client/`.
+//! (ParseComplete for a statement the server already had, CloseComplete). Each rewrite records what it
+//! changed (`Undo`), so a request the server never ran (it failed, or was skipped after an error) is
+//! taken back. Pure; used by `client/`.
 
 use std::collections::VecDeque;
 
@@ -19,6 +21,13 @@ pub enum Request {
     Sync,
     /// Query or FunctionCall: everything up to its ReadyForQuery.
     Simple,
+    /// pgsluice's own Parse that fails on purpose, standing in for an error pgsluice raised itself, so the
+    /// server aborts the batch (and a transaction block) exactly as the client's error would have. All its
+    /// replies, its ErrorResponse included, are swallowed.
+    Abort,
+    /// pgsluice's own simple Query standing in for one pgsluice answered itself: everything but its
+    /// ReadyForQuery (which carries the server's real transaction status) is swallowed.
+    Shadow,
 }
 
 impl Request {
@@ -30,8 +39,13 @@ impl Request {
             Request::DescribeStatement | Request::DescribePortal => matches!(tag, b'T' | b'n'),
             Request::Execute => matches!(tag, b'C' | b'I' | b's'),
             Request::Close => tag == b'3',
-            Request::Sync | Request::Simple => tag == b'Z',
+            Request::Abort => tag == b'E',
+            Request::Sync | Request::Simple | Request::Shadow => tag == b'Z',
         }
+    }
+
+    fn ends_at_ready(self) -> bool {
+        matches!(self, Request::Sync | Request::Simple | Request::Shadow)
     }
 }
 
@@ -42,25 +56,54 @@ pub struct Prepared {
     pub client_name: Option<Bytes>,
 }
 
+/// What pgsluice recorded when it sent (or answered) a request, to take back if the server never runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// A Parse pgsluice sent: the statement exists on no server, and (if named) not for the client.
+    Parse(Prepared),
+    /// A Parse pgsluice answered itself (the server had the statement): the client's name is not recorded.
+    ClientParse(Bytes),
+    /// An eviction Close: the server still holds the statement.
+    Evicted(Bytes),
+    /// A Close pgsluice answered itself: the client's statement lives on.
+    ClientClose { name: Bytes, server_name: Bytes, rest: Bytes },
+    /// A Parse of the unnamed statement pgsluice sent on the client's behalf.
+    Unnamed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A request forwarded to the server. `swallow`: pgsluice's own, its replies never reach the client.
-    /// `parse`: set for a Parse pgsluice rewrote, to forget the statement if it fails. `bind`: set for a
-    /// Bind pgsluice rewrote, to recognize a stale cached plan (see `PlanChanged`).
-    Pending { request: Request, swallow: bool, parse: Option<Prepared>, bind: Option<BoundStatement> },
+    /// `undo`: what to take back if the server does not run it. `bind`: set for a Bind pgsluice rewrote,
+    /// to recognize a stale cached plan (see `PlanChanged`).
+    Pending { request: Request, swallow: bool, undo: Option<Undo>, bind: Option<BoundStatement> },
     /// A reply pgsluice sends itself when its turn comes.
-    Synth(Bytes),
+    Synth { reply: Bytes, undo: Option<Undo> },
 }
 
 impl Entry {
     /// A request whose replies go to the client.
     pub fn pass(request: Request) -> Entry {
-        Entry::Pending { request, swallow: false, parse: None, bind: None }
+        Entry::Pending { request, swallow: false, undo: None, bind: None }
     }
 
     /// pgsluice's own request: its replies are swallowed.
-    pub fn swallowed(request: Request) -> Entry {
-        Entry::Pending { request, swallow: true, parse: None, bind: None }
+    pub fn swallowed(request: Request, undo: Option<Undo>) -> Entry {
+        Entry::Pending { request, swallow: true, undo, bind: None }
+    }
+
+    pub fn synth(reply: Bytes, undo: Option<Undo>) -> Entry {
+        Entry::Synth { reply, undo }
+    }
+
+    fn is_special(&self) -> bool {
+        matches!(self, Entry::Synth { .. } | Entry::Pending { swallow: true, .. })
+    }
+
+    fn take_undo(self) -> Option<Undo> {
+        match self {
+            Entry::Pending { undo, .. } | Entry::Synth { undo, .. } => undo,
+        }
     }
 }
 
@@ -92,12 +135,23 @@ pub enum Verdict {
 /// Effects the caller must apply after a reply.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// Rewritten Parses that failed or were skipped after an error: forget these statements on the
-    /// server and (if named) for the client.
-    pub failed_parse: Vec<Prepared>,
+    /// Requests the server did not run (failed, or skipped after an error), in the order they were sent:
+    /// the caller takes them back in reverse order.
+    pub undo: Vec<Undo>,
     /// At a ReadyForQuery: the held plan-change error of this batch. The caller either retries or sends
     /// `error` to the client ahead of the ReadyForQuery.
     pub plan_changed: Option<PlanChanged>,
+    /// The server says it holds a statement pgsluice thought it lacked (42P05 on pgsluice's own Parse), or
+    /// lacks one pgsluice thought it held (26000 on a rewritten Bind): the caller corrects its cache.
+    pub drifted: Vec<Drift>,
+    /// The server ran DEALLOCATE ALL or DISCARD ALL, in whatever form: it holds no statements now.
+    pub statements_dropped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    Present(Bytes),
+    Missing(Bytes),
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +160,15 @@ pub struct ReplyQueue {
     /// Entries that are not plain pass-through (Synth, or swallowed).
     special: usize,
     held_error: Option<PlanChanged>,
+}
+
+impl Outcome {
+    /// Adds `other`'s effects after this one's.
+    pub fn merge(&mut self, other: Outcome) {
+        self.undo.extend(other.undo);
+        self.drifted.extend(other.drifted);
+        self.statements_dropped |= other.statements_dropped;
+    }
 }
 
 impl ReplyQueue {
@@ -119,7 +182,7 @@ impl ReplyQueue {
     }
 
     pub fn push(&mut self, entry: Entry) {
-        if matches!(entry, Entry::Synth(_) | Entry::Pending { swallow: true, .. }) {
+        if entry.is_special() {
             self.special += 1;
         }
         self.entries.push_back(entry);
@@ -127,7 +190,7 @@ impl ReplyQueue {
 
     fn pop(&mut self) -> Option<Entry> {
         let e = self.entries.pop_front()?;
-        if matches!(e, Entry::Synth(_) | Entry::Pending { swallow: true, .. }) {
+        if e.is_special() {
             self.special -= 1;
         }
         Some(e)
@@ -135,9 +198,9 @@ impl ReplyQueue {
 
     /// Synthesized replies now due (nothing owed by the server before them), appended to `out`.
     pub fn take_due(&mut self, out: &mut impl FnMut(Bytes)) {
-        while let Some(Entry::Synth(_)) = self.entries.front() {
-            if let Some(Entry::Synth(b)) = self.pop() {
-                out(b);
+        while let Some(Entry::Synth { .. }) = self.entries.front() {
+            if let Some(Entry::Synth { reply, .. }) = self.pop() {
+                out(reply);
             }
         }
     }
@@ -151,12 +214,24 @@ impl ReplyQueue {
             return (Verdict::Pass, outcome); // asynchronous: belongs to no request
         }
         self.take_due(out);
-        let Some(Entry::Pending { request, swallow, bind, .. }) = self.entries.front() else {
+        let Some(Entry::Pending { request, swallow, bind, undo }) = self.entries.front() else {
             return (Verdict::Pass, outcome); // nothing tracked (e.g. COPY data): pass
         };
         let (request, swallow) = (*request, *swallow);
-        let mut verdict = if swallow && tag != b'E' { Verdict::Swallow } else { Verdict::Pass };
-        if tag == b'E' && !matches!(request, Request::Simple | Request::Sync) {
+        let mut verdict = match request {
+            Request::Abort => Verdict::Swallow,
+            Request::Shadow if tag == b'Z' => Verdict::Pass,
+            Request::Shadow => Verdict::Swallow,
+            _ if swallow && tag != b'E' => Verdict::Swallow,
+            _ => Verdict::Pass,
+        };
+        if tag == b'C' && body.is_some_and(drops_all_statements) {
+            outcome.statements_dropped = true;
+        }
+        if tag == b'E' && request == Request::Shadow {
+            // Its ReadyForQuery follows; nothing is skipped for a simple Query.
+        } else if tag == b'E' && !matches!(request, Request::Simple | Request::Sync) {
+            let code = body.and_then(crate::protocol::messages::error_code);
             if let (Some(bind), Some(body)) = (bind, body)
                 && is_plan_change_error(body)
             {
@@ -166,15 +241,20 @@ impl ReplyQueue {
                 self.held_error = Some(PlanChanged { server_name, replayable, error: error.freeze() });
                 verdict = Verdict::Swallow;
             }
-            if let Some(Entry::Pending { parse, .. }) = self.pop() {
-                outcome.failed_parse.extend(parse);
+            outcome.drifted.extend(match (code, bind, undo) {
+                (Some(b"42P05"), _, Some(Undo::Parse(p))) => Some(Drift::Present(p.server_name.clone())),
+                (Some(b"26000"), Some(bind), _) => Some(Drift::Missing(bind.server_name.clone())),
+                _ => None,
+            });
+            if let Some(undo) = self.pop().and_then(Entry::take_undo) {
+                outcome.undo.push(undo);
             }
-            self.abort_until_sync(&mut outcome.failed_parse);
+            self.abort_until_sync(&mut outcome.undo);
         } else if tag == b'Z' {
             outcome.plan_changed = self.held_error.take();
             // ReadyForQuery ends everything up to its Sync or Query, whatever was still open.
             while let Some(e) = self.pop() {
-                if matches!(e, Entry::Pending { request: Request::Sync | Request::Simple, .. }) {
+                if matches!(e, Entry::Pending { request, .. } if request.ends_at_ready()) {
                     break;
                 }
             }
@@ -185,13 +265,13 @@ impl ReplyQueue {
     }
 
     /// Drops what the server will skip after an error: everything before the next Sync.
-    fn abort_until_sync(&mut self, skipped_parses: &mut Vec<Prepared>) {
+    fn abort_until_sync(&mut self, skipped: &mut Vec<Undo>) {
         while let Some(e) = self.entries.front() {
             if matches!(e, Entry::Pending { request: Request::Sync, .. }) {
                 return;
             }
-            if let Some(Entry::Pending { parse: Some(p), .. }) = self.pop() {
-                skipped_parses.push(p);
+            if let Some(undo) = self.pop().and_then(Entry::take_undo) {
+                skipped.push(undo);
             }
         }
     }
@@ -200,6 +280,11 @@ impl ReplyQueue {
     pub fn on_copy_in(&mut self) {
         self.entries.retain(|e| !matches!(e, Entry::Pending { request: Request::Sync, .. }));
     }
+}
+
+/// A CommandComplete of DEALLOCATE ALL or DISCARD ALL (the server dropped every prepared statement).
+fn drops_all_statements(body: &[u8]) -> bool {
+    matches!(body, b"DEALLOCATE ALL\0" | b"DISCARD ALL\0")
 }
 
 /// PostgreSQL's 0A000 "cached plan must not change result type", raised when a prepared statement's
@@ -227,10 +312,14 @@ mod tests {
         Entry::pass(request)
     }
 
+    fn synth(b: &'static [u8]) -> Entry {
+        Entry::synth(Bytes::from_static(b), None)
+    }
+
     #[test]
     fn synthesized_parse_complete_goes_before_bind_complete() {
         let mut q = ReplyQueue::default();
-        q.push(Entry::Synth(Bytes::from_static(b"1")));
+        q.push(synth(b"1"));
         q.push(pending(Request::Bind));
         q.push(pending(Request::Execute));
         q.push(pending(Request::Sync));
@@ -247,9 +336,9 @@ mod tests {
     #[test]
     fn injected_parse_is_swallowed_and_errors_skip_to_sync() {
         let mut q = ReplyQueue::default();
-        q.push(Entry::swallowed(Request::Parse));
+        q.push(Entry::swallowed(Request::Parse, None));
         q.push(pending(Request::Bind));
-        q.push(Entry::Synth(Bytes::from_static(b"3")));
+        q.push(synth(b"3"));
         q.push(pending(Request::Execute));
         q.push(pending(Request::Sync));
         let mut out = Vec::new();
@@ -260,5 +349,55 @@ mod tests {
         q.take_due(&mut emit);
         assert!(q.is_empty());
         assert!(out.is_empty(), "the CloseComplete after the error is never sent");
+    }
+
+    #[test]
+    fn what_an_error_skips_is_handed_back_in_order() {
+        let name = |s: &'static [u8]| Bytes::from_static(s);
+        let mut q = ReplyQueue::default();
+        q.push(pending(Request::Execute)); // fails
+        q.push(Entry::swallowed(Request::Close, Some(Undo::Evicted(name(b"old")))));
+        let parse = Prepared { server_name: name(b"new"), client_name: Some(name(b"s1")) };
+        q.push(Entry::Pending {
+            request: Request::Parse,
+            swallow: false,
+            undo: Some(Undo::Parse(parse.clone())),
+            bind: None,
+        });
+        q.push(Entry::synth(name(b"1"), Some(Undo::ClientParse(name(b"s2")))));
+        q.push(pending(Request::Sync));
+        let mut out = Vec::new();
+        let (_, outcome) = q.on_server(b'E', None, &mut |b| out.push(b));
+        assert_eq!(outcome.undo, vec![Undo::Evicted(name(b"old")), Undo::Parse(parse), Undo::ClientParse(name(b"s2"))]);
+        assert!(out.is_empty());
+        assert_eq!(q.on_server(b'Z', None, &mut |b| out.push(b)).0, Verdict::Pass);
+        assert!(q.is_empty() && q.is_plain());
+    }
+
+    #[test]
+    fn abort_and_shadow_requests_show_nothing_but_the_ready_for_query() {
+        let mut q = ReplyQueue::default();
+        q.push(synth(b"E-from-pgsluice"));
+        q.push(Entry::swallowed(Request::Abort, None));
+        q.push(pending(Request::Sync));
+        let mut out = Vec::new();
+        assert_eq!(q.on_server(b'E', None, &mut |b| out.push(b)).0, Verdict::Swallow);
+        assert_eq!(q.on_server(b'Z', None, &mut |b| out.push(b)).0, Verdict::Pass);
+        assert_eq!(out, vec![Bytes::from_static(b"E-from-pgsluice")]);
+        q.push(synth(b"C-from-pgsluice"));
+        q.push(Entry::swallowed(Request::Shadow, None));
+        assert_eq!(q.on_server(b'E', None, &mut |b| out.push(b)).0, Verdict::Swallow);
+        assert_eq!(q.on_server(b'Z', None, &mut |b| out.push(b)).0, Verdict::Pass);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn deallocate_all_in_any_form_is_noticed() {
+        let mut q = ReplyQueue::default();
+        q.push(pending(Request::Simple));
+        let (_, o) = q.on_server(b'C', Some(b"DISCARD ALL\0"), &mut |_| {});
+        assert!(o.statements_dropped);
+        let (_, o) = q.on_server(b'C', Some(b"DEALLOCATE\0"), &mut |_| {});
+        assert!(!o.statements_dropped);
     }
 }

@@ -25,10 +25,15 @@ impl StatementCache {
         }
     }
 
-    /// Records `name`; returns the least recently used name to close when over `max`.
-    pub fn insert(&mut self, name: Bytes, max: usize) -> Option<Bytes> {
+    /// Records `name` as held by the server (and most recently used). The cache may now be over its
+    /// bound: `pop_over` names what to close.
+    pub fn insert(&mut self, name: Bytes) {
         self.tick += 1;
         self.names.insert(name, self.tick);
+    }
+
+    /// The least recently used name, removed, while more than `max` are held.
+    pub fn pop_over(&mut self, max: usize) -> Option<Bytes> {
         if self.names.len() <= max {
             return None;
         }
@@ -61,10 +66,13 @@ mod tests {
     #[test]
     fn evicts_least_recently_used() {
         let mut c = StatementCache::default();
-        assert_eq!(c.insert(Bytes::from_static(b"a"), 2), None);
-        assert_eq!(c.insert(Bytes::from_static(b"b"), 2), None);
+        c.insert(Bytes::from_static(b"a"));
+        c.insert(Bytes::from_static(b"b"));
+        assert_eq!(c.pop_over(2), None);
         assert!(c.contains(b"a"));
-        assert_eq!(c.insert(Bytes::from_static(b"c"), 2), Some(Bytes::from_static(b"b")));
+        c.insert(Bytes::from_static(b"c"));
+        assert_eq!(c.pop_over(2), Some(Bytes::from_static(b"b")));
+        assert_eq!(c.pop_over(2), None);
         assert!(c.contains(b"a") && c.contains(b"c") && !c.contains(b"b"));
     }
 }
