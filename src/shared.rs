@@ -29,7 +29,8 @@ pub struct PoolEntry {
     /// Bumped when a prepared statement's cached plan went stale (DDL): statements parsed afterwards get
     /// new server-side names, so they never meet a stale copy on any server.
     pub plan_epoch: Arc<std::sync::atomic::AtomicU64>,
-    pub stats: crate::stats::PoolStats,
+    /// This (database, user)'s counters: the same ones before and after a rebuild.
+    pub stats: Arc<crate::stats::PoolStats>,
     /// Set when RELOAD rebuilt this pool (its server changed): the pool that replaces it.
     pub successor: std::sync::OnceLock<Arc<PoolEntry>>,
 }
@@ -110,6 +111,8 @@ pub struct Shared {
     pub cancel: Arc<CancelRegistry>,
     pub client_registry: Arc<crate::stats::clients::ClientRegistry>,
     pub server_registry: Arc<crate::stats::servers::ServerRegistry>,
+    /// Counters per (database, user), kept across pool rebuilds.
+    pub stats: crate::stats::StatsBook,
     /// PAUSE and DISABLE state, by client-visible database name (`None` = all databases).
     paused: Mutex<HashSet<Option<String>>>,
     disabled: Mutex<HashSet<String>>,
@@ -134,6 +137,7 @@ impl Shared {
             cancel: Arc::default(),
             client_registry: Arc::default(),
             server_registry: Arc::default(),
+            stats: Default::default(),
             paused: Mutex::default(),
             disabled: Mutex::default(),
             suspended: Default::default(),
@@ -214,7 +218,7 @@ impl Shared {
             settings: Mutex::new(Arc::new(settings)),
             settings_version: Default::default(),
             plan_epoch: Default::default(),
-            stats: Default::default(),
+            stats: self.stats.get(db, user),
             successor: Default::default(),
         });
         let mut pools = self.pools.lock().ok()?;
@@ -290,6 +294,13 @@ impl Shared {
                         let _ = entry.successor.set(next);
                     }
                     entry.pool.shut();
+                    // Its servers still open are closed as soon as their transactions end.
+                    let server_user = entry.pool.connector().user.clone();
+                    for s in self.server_registry.list() {
+                        if s.db == key.db && s.user == server_user {
+                            s.mark_close_needed();
+                        }
+                    }
                     report.rebuilt += 1;
                 }
             }
@@ -342,6 +353,11 @@ impl Shared {
                 entry.pool.resume();
             }
         }
+    }
+
+    /// PAUSE db was given for this database (SHOW DATABASES `paused`; a global PAUSE shows in SHOW STATE).
+    pub fn is_db_paused(&self, db: &str) -> bool {
+        self.paused.lock().map(|p| p.contains(&Some(db.to_string()))).unwrap_or(false)
     }
 
     pub fn is_paused(&self, db: &str) -> bool {

@@ -206,9 +206,7 @@ async fn roll_stats_periods(shared: Weak<Shared>) {
         };
         tokio::time::sleep(period).await;
         let Some(s) = shared.upgrade() else { return };
-        for (_, entry) in s.all_pools() {
-            entry.stats.roll_period();
-        }
+        s.stats.roll_period();
     }
 }
 

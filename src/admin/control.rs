@@ -54,7 +54,15 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             Ok("RESUME".into())
         }
         "RECONNECT" => {
-            for (_, e) in shared.pools_of(args.first().map(String::as_str)) {
+            let db = args.first().map(String::as_str);
+            let pools = shared.pools_of(db);
+            // Every server open now is closed once released: SHOW SERVERS says so until then.
+            for s in shared.server_registry.list() {
+                if pools.iter().any(|(k, e)| k.db == s.db && e.pool.connector().user == s.user) {
+                    s.mark_close_needed();
+                }
+            }
+            for (_, e) in pools {
                 e.pool.reconnect();
             }
             Ok("RECONNECT".into())

@@ -1,5 +1,6 @@
-//! SHOW commands: PgBouncer's column names and order (as of PgBouncer 1.23), numbers as int8, names as
-//! text, so psql, pgbouncer_exporter and dashboards read them unchanged.
+//! SHOW commands: PgBouncer's column names, types and order (as of PgBouncer 1.25, plus the
+//! client_login_count counter PgBouncer added after it): stats figures as numeric, other numbers as int4,
+//! names and timestamps as text, so psql, pgbouncer_exporter and dashboards read them unchanged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 use crate::stats::clients::ClientState;
 use crate::stats::servers::ServerState;
-use crate::stats::{Averages, Totals};
+use crate::stats::{Totals, calc_average};
 
 const TEXT: u32 = 25;
+const INT4: u32 = 23;
 const INT8: u32 = 20;
+const NUMERIC: u32 = 1700;
 
 /// One value of a result row.
 enum V {
@@ -28,8 +31,19 @@ fn t(s: impl Into<String>) -> V {
     V::T(s.into())
 }
 
-fn i(n: impl TryInto<i64>) -> V {
-    V::I(n.try_into().unwrap_or(i64::MAX))
+/// An int4 column's value (PgBouncer's `i`), saturated to its range.
+fn i(n: impl TryInto<i32>) -> V {
+    V::I(i64::from(n.try_into().unwrap_or(i32::MAX)))
+}
+
+/// An int8 column's value (PgBouncer's `q`, and pgsluice's own microsecond columns).
+fn q(n: u64) -> V {
+    V::I(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// A numeric column's value (PgBouncer's `N`, the stats figures).
+fn n(v: u64) -> V {
+    V::I(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 /// A result set in the making: columns with their types, then rows.
@@ -51,7 +65,11 @@ impl Table {
                 b.put_u32(0); // table oid
                 b.put_u16(0); // column number
                 b.put_u32(*oid);
-                b.put_i16(if *oid == INT8 { 8 } else { -1 });
+                b.put_i16(match *oid {
+                    INT8 => 8,
+                    INT4 => 4,
+                    _ => -1,
+                });
                 b.put_i32(-1);
                 b.put_u16(0); // text format
             }
@@ -97,6 +115,18 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
         "CLIENTS" => clients(shared),
         "CONFIG" => config(shared),
         "SERVERS" => servers(shared),
+        // pgsluice has no peering, DNS cache or slab allocator: PgBouncer's columns, no rows.
+        "PEERS" => Table::new(&[("peer_id", INT4), ("host", TEXT), ("port", INT4), ("pool_size", INT4)]),
+        "PEER_POOLS" => Table::new(&[
+            ("peer_id", INT4),
+            ("cl_active_cancel_req", INT4),
+            ("cl_waiting_cancel_req", INT4),
+            ("sv_active_cancel", INT4),
+            ("sv_login", INT4),
+        ]),
+        "MEM" => Table::new(&[("name", TEXT), ("size", INT4), ("used", INT4), ("free", INT4), ("memtotal", INT4)]),
+        "DNS_HOSTS" => Table::new(&[("hostname", TEXT), ("ttl", INT8), ("addrs", TEXT)]),
+        "DNS_ZONES" => Table::new(&[("zonename", TEXT), ("serial", INT8), ("count", INT4)]),
         _ => {
             let msg = format!("invalid command 'SHOW {what}', use SHOW HELP;");
             return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
@@ -106,17 +136,42 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
     Ok(())
 }
 
+/// SHOW HELP's detail: PgBouncer's, less the commands pgsluice does not have (FDS, SOCKETS, ACTIVE_SOCKETS).
+pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
+                        \tSHOW PEERS|PEER_POOLS\n\
+                        \tSHOW LISTS|MEM|STATE\n\
+                        \tSHOW DNS_HOSTS|DNS_ZONES\n\
+                        \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
+                        \tSET key = arg\n\
+                        \tRELOAD\n\
+                        \tPAUSE [<db>]\n\
+                        \tRESUME [<db>]\n\
+                        \tDISABLE <db>\n\
+                        \tENABLE <db>\n\
+                        \tRECONNECT [<db>]\n\
+                        \tKILL [<db>]\n\
+                        \tKILL_CLIENT <client_id>\n\
+                        \tSUSPEND\n\
+                        \tSHUTDOWN\n\
+                        \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\
+                        \tWAIT_CLOSE [<db>]";
+
+/// A NoticeResponse "Console usage" with the command list as its detail, as PgBouncer sends it.
 fn help(out: &mut BytesMut) {
-    let text = "Console usage\n\tSHOW HELP|VERSION|CONFIG|POOLS|CLIENTS|SERVERS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|DATABASES|USERS|STATE\n\
-                \tPAUSE [db], RESUME [db], RECONNECT [db], WAIT_CLOSE [db], DISABLE db, ENABLE db, KILL [db], KILL_CLIENT id\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS], RELOAD, SET key = value";
-    PgError::notice(text).encode(out);
+    put_message(out, b'N', |b| {
+        for (k, v) in [(b'S', "NOTICE"), (b'C', "00000"), (b'M', "Console usage"), (b'D', HELP)] {
+            b.put_u8(k);
+            put_cstr(b, v.as_bytes());
+        }
+        b.put_u8(0);
+    });
     put_message(out, b'C', |b| put_cstr(b, b"SHOW"));
 }
 
 fn version() -> Table {
     let mut t = Table::new(&[("version", TEXT)]);
     // pgbouncer_exporter reads the PgBouncer version out of this string.
-    t.rows.push(vec![self::t(format!("pgsluice {} (PgBouncer 1.23 compatible)", env!("CARGO_PKG_VERSION")))]);
+    t.rows.push(vec![self::t(format!("pgsluice {} (PgBouncer 1.25.0 compatible)", env!("CARGO_PKG_VERSION")))]);
     t
 }
 
@@ -124,19 +179,19 @@ fn pools(shared: &Arc<Shared>) -> Table {
     let mut table = Table::new(&[
         ("database", TEXT),
         ("user", TEXT),
-        ("cl_active", INT8),
-        ("cl_waiting", INT8),
-        ("cl_active_cancel_req", INT8),
-        ("cl_waiting_cancel_req", INT8),
-        ("sv_active", INT8),
-        ("sv_active_cancel", INT8),
-        ("sv_being_canceled", INT8),
-        ("sv_idle", INT8),
-        ("sv_used", INT8),
-        ("sv_tested", INT8),
-        ("sv_login", INT8),
-        ("maxwait", INT8),
-        ("maxwait_us", INT8),
+        ("cl_active", INT4),
+        ("cl_waiting", INT4),
+        ("cl_active_cancel_req", INT4),
+        ("cl_waiting_cancel_req", INT4),
+        ("sv_active", INT4),
+        ("sv_active_cancel", INT4),
+        ("sv_being_canceled", INT4),
+        ("sv_idle", INT4),
+        ("sv_used", INT4),
+        ("sv_tested", INT4),
+        ("sv_login", INT4),
+        ("maxwait", INT4),
+        ("maxwait_us", INT4),
         ("pool_mode", TEXT),
         ("load_balance_hosts", TEXT),
     ]);
@@ -174,99 +229,69 @@ fn pools(shared: &Arc<Shared>) -> Table {
     table
 }
 
-/// Totals and averages per database (PgBouncer reports stats per database, summed over its pools).
-fn per_database(shared: &Arc<Shared>) -> BTreeMap<String, (Totals, Averages)> {
-    let mut by_db: BTreeMap<String, (Totals, Averages)> = BTreeMap::new();
-    for (key, entry) in shared.all_pools() {
-        let e = by_db.entry(key.db.clone()).or_default();
-        e.0.add(&entry.stats.totals());
-        let a = entry.stats.averages();
-        add_averages(&mut e.1, &a);
+/// Totals and averages per database: as PgBouncer, the counters of a database's pools are summed, then
+/// averaged over the stats window (see `stats::calc_average`).
+fn per_database(shared: &Arc<Shared>) -> BTreeMap<String, (Totals, Totals)> {
+    let mut by_db: BTreeMap<String, (Totals, Totals)> = BTreeMap::new();
+    for ((db, _), stats) in shared.stats.all() {
+        let (cur, older) = stats.window();
+        let e = by_db.entry(db).or_default();
+        e.0.add(&cur);
+        e.1.add(&older);
     }
-    by_db
+    let window = shared.stats.window_length();
+    by_db.into_iter().map(|(db, (cur, older))| (db, (cur, calc_average(&cur, &older, window)))).collect()
 }
 
-fn add_averages(sum: &mut Averages, a: &Averages) {
-    // Rates add up across pools; per-transaction times are kept as the larger (conservative) figure.
-    sum.xact_count += a.xact_count;
-    sum.query_count += a.query_count;
-    sum.server_assignment_count += a.server_assignment_count;
-    sum.recv += a.recv;
-    sum.sent += a.sent;
-    sum.client_parse_count += a.client_parse_count;
-    sum.server_parse_count += a.server_parse_count;
-    sum.bind_count += a.bind_count;
-    sum.xact_time = sum.xact_time.max(a.xact_time);
-    sum.query_time = sum.query_time.max(a.query_time);
-    sum.wait_time = sum.wait_time.max(a.wait_time);
-    sum.server_lifetime = sum.server_lifetime.max(a.server_lifetime);
-}
-
-fn total_values(t: &Totals) -> Vec<V> {
-    vec![
-        i(t.xact_count),
-        i(t.query_count),
-        i(t.server_assignment_count),
-        i(t.server_closed_count),
-        i(t.received),
-        i(t.sent),
-        i(t.xact_time),
-        i(t.query_time),
-        i(t.wait_time),
-        i(t.server_lifetime),
-        i(t.client_parse_count),
-        i(t.server_parse_count),
-        i(t.bind_count),
-    ]
-}
-
-fn average_values(a: &Averages) -> Vec<V> {
-    vec![
-        i(a.xact_count),
-        i(a.query_count),
-        i(a.server_assignment_count),
-        i(a.recv),
-        i(a.sent),
-        i(a.xact_time),
-        i(a.query_time),
-        i(a.wait_time),
-        i(a.server_lifetime),
-        i(a.client_parse_count),
-        i(a.server_parse_count),
-        i(a.bind_count),
-    ]
-}
-
-const TOTAL_NAMES: [&str; 13] = [
+/// The stats figures in PgBouncer's order, under their SHOW STATS names (after `total_` / `avg_`).
+const STATS_NAMES: [&str; 12] = [
+    "server_assignment_count",
     "xact_count",
     "query_count",
-    "server_assignment_count",
-    "server_closed_count",
     "received",
     "sent",
     "xact_time",
     "query_time",
     "wait_time",
-    "server_lifetime",
     "client_parse_count",
     "server_parse_count",
     "bind_count",
+    "client_login_count",
 ];
 
-const AVERAGE_NAMES: [&str; 12] = [
-    "xact_count",
-    "query_count",
-    "server_assignment_count",
-    "recv",
-    "sent",
-    "xact_time",
-    "query_time",
-    "wait_time",
-    "server_lifetime",
-    "client_parse_count",
-    "server_parse_count",
-    "bind_count",
-];
+/// SHOW STATS spells the average of `received` as `avg_recv`.
+fn average_name(name: &str) -> &str {
+    if name == "received" { "recv" } else { name }
+}
+
+/// SHOW STATS_TOTALS and STATS_AVERAGES: `bytes_received` / `bytes_sent`, and (PgBouncer's quirk) an
+/// `avg_` prefix on the prepared-statement averages only.
+fn subset_name(name: &'static str, averages: bool) -> &'static str {
+    match name {
+        "received" => "bytes_received",
+        "sent" => "bytes_sent",
+        "client_parse_count" if averages => "avg_client_parse_count",
+        "server_parse_count" if averages => "avg_server_parse_count",
+        "bind_count" if averages => "avg_bind_count",
+        other => other,
+    }
+}
+
+/// SHOW TOTALS names its rows after PgBouncer's struct fields.
+fn totals_name(name: &'static str) -> &'static str {
+    match name {
+        "received" => "client_bytes",
+        "sent" => "server_bytes",
+        "client_parse_count" => "ps_client_parse_count",
+        "server_parse_count" => "ps_server_parse_count",
+        "bind_count" => "ps_bind_count",
+        other => other,
+    }
+}
+
+fn figures(t: &Totals) -> impl Iterator<Item = V> {
+    t.values().into_iter().map(n)
+}
 
 /// Column names live as long as the process: they are built once.
 fn leak(s: String) -> &'static str {
@@ -277,8 +302,8 @@ fn stats_columns() -> &'static [(&'static str, u32)] {
     static COLS: std::sync::OnceLock<Vec<(&'static str, u32)>> = std::sync::OnceLock::new();
     COLS.get_or_init(|| {
         let mut c = vec![("database", TEXT)];
-        c.extend(TOTAL_NAMES.iter().map(|n| (leak(format!("total_{n}")), INT8)));
-        c.extend(AVERAGE_NAMES.iter().map(|n| (leak(format!("avg_{n}")), INT8)));
+        c.extend(STATS_NAMES.iter().map(|n| (leak(format!("total_{n}")), NUMERIC)));
+        c.extend(STATS_NAMES.iter().map(|n| (leak(format!("avg_{}", average_name(n))), NUMERIC)));
         c
     })
 }
@@ -287,58 +312,47 @@ fn stats(shared: &Arc<Shared>) -> Table {
     let mut table = Table::new(stats_columns());
     for (db, (tot, avg)) in per_database(shared) {
         let mut row = vec![t(db)];
-        row.extend(total_values(&tot));
-        row.extend(average_values(&avg));
+        row.extend(figures(&tot));
+        row.extend(figures(&avg));
         table.rows.push(row);
     }
     table
 }
 
-/// PgBouncer spells received/sent as bytes_received/bytes_sent in the totals and averages views.
-fn subset_name(n: &'static str) -> &'static str {
-    match n {
-        "received" | "recv" => "bytes_received",
-        "sent" => "bytes_sent",
-        other => other,
+fn stats_subset(shared: &Arc<Shared>, averages: bool) -> Table {
+    let mut cols = vec![("database", TEXT)];
+    cols.extend(STATS_NAMES.iter().map(|n| (subset_name(n, averages), NUMERIC)));
+    let mut table = Table::new(&cols);
+    for (db, (tot, avg)) in per_database(shared) {
+        let mut row = vec![t(db)];
+        row.extend(figures(if averages { &avg } else { &tot }));
+        table.rows.push(row);
     }
+    table
 }
 
 fn stats_totals(shared: &Arc<Shared>) -> Table {
-    let mut cols = vec![("database", TEXT)];
-    cols.extend(TOTAL_NAMES.iter().map(|n| (subset_name(n), INT8)));
-    let mut table = Table::new(&cols);
-    for (db, (tot, _)) in per_database(shared) {
-        let mut row = vec![t(db)];
-        row.extend(total_values(&tot));
-        table.rows.push(row);
-    }
-    table
+    stats_subset(shared, false)
 }
 
 fn stats_averages(shared: &Arc<Shared>) -> Table {
-    let mut cols = vec![("database", TEXT)];
-    cols.extend(AVERAGE_NAMES.iter().map(|n| (subset_name(n), INT8)));
-    let mut table = Table::new(&cols);
-    for (db, (_, avg)) in per_database(shared) {
-        let mut row = vec![t(db)];
-        row.extend(average_values(&avg));
-        table.rows.push(row);
-    }
-    table
+    stats_subset(shared, true)
 }
 
+/// Every database summed, then averaged (as PgBouncer's show_stat_totals).
 fn totals(shared: &Arc<Shared>) -> Table {
-    let mut table = Table::new(&[("name", TEXT), ("value", INT8)]);
-    let (mut tot, mut avg) = (Totals::default(), Averages::default());
-    for (_, (t2, a2)) in per_database(shared) {
-        tot.add(&t2);
-        add_averages(&mut avg, &a2);
+    let mut table = Table::new(&[("name", TEXT), ("value", NUMERIC)]);
+    let (mut cur, mut older) = (Totals::default(), Totals::default());
+    for (_, stats) in shared.stats.all() {
+        let (c, o) = stats.window();
+        cur.add(&c);
+        older.add(&o);
     }
-    for (name, v) in TOTAL_NAMES.iter().zip(total_values(&tot)) {
-        table.rows.push(vec![t(format!("total_{name}")), v]);
-    }
-    for (name, v) in AVERAGE_NAMES.iter().zip(average_values(&avg)) {
-        table.rows.push(vec![t(format!("avg_{name}")), v]);
+    let avg = calc_average(&cur, &older, shared.stats.window_length());
+    for (prefix, figs) in [("total", &cur), ("avg", &avg)] {
+        for (name, v) in STATS_NAMES.iter().zip(figures(figs)) {
+            table.rows.push(vec![t(format!("{prefix}_{}", totals_name(name))), v]);
+        }
     }
     table
 }
@@ -347,7 +361,7 @@ fn lists(shared: &Arc<Shared>) -> Table {
     let config = shared.config();
     let pools = shared.all_pools();
     let servers: usize = pools.iter().map(|(_, e)| e.pool.counts().open).sum();
-    let mut table = Table::new(&[("list", TEXT), ("items", INT8)]);
+    let mut table = Table::new(&[("list", TEXT), ("items", INT4)]);
     let mut users: Vec<&String> = config.users.keys().collect();
     users.extend(pools.iter().map(|(k, _)| &k.user));
     users.sort();
@@ -355,7 +369,9 @@ fn lists(shared: &Arc<Shared>) -> Table {
     for (name, n) in [
         ("databases", config.databases.len()),
         ("users", users.len()),
+        ("peers", 0),
         ("pools", pools.len()),
+        ("peer_pools", 0),
         ("free_clients", 0),
         ("used_clients", shared.client_count()),
         ("login_clients", 0),
@@ -378,21 +394,21 @@ fn databases(shared: &Arc<Shared>) -> Table {
     let mut table = Table::new(&[
         ("name", TEXT),
         ("host", TEXT),
-        ("port", INT8),
+        ("port", INT4),
         ("database", TEXT),
         ("force_user", TEXT),
-        ("pool_size", INT8),
-        ("min_pool_size", INT8),
-        ("reserve_pool_size", INT8),
-        ("server_lifetime", INT8),
+        ("pool_size", INT4),
+        ("min_pool_size", INT4),
+        ("reserve_pool_size", INT4),
+        ("server_lifetime", INT4),
         ("pool_mode", TEXT),
         ("load_balance_hosts", TEXT),
-        ("max_connections", INT8),
-        ("current_connections", INT8),
-        ("max_client_connections", INT8),
-        ("current_client_connections", INT8),
-        ("paused", INT8),
-        ("disabled", INT8),
+        ("max_connections", INT4),
+        ("current_connections", INT4),
+        ("max_client_connections", INT4),
+        ("current_client_connections", INT4),
+        ("paused", INT4),
+        ("disabled", INT4),
     ]);
     for (name, d) in &config.databases {
         let current: usize = pools.iter().filter(|(k, _)| &k.db == name).map(|(_, e)| e.pool.counts().open).sum();
@@ -414,8 +430,8 @@ fn databases(shared: &Arc<Shared>) -> Table {
             i(current),
             i(g.max_db_client_connections),
             i(clients),
-            i(0),
-            i(0),
+            i(u8::from(shared.is_db_paused(name))),
+            i(u8::from(shared.is_disabled(name))),
         ]);
     }
     table
@@ -427,13 +443,14 @@ fn users(shared: &Arc<Shared>) -> Table {
     let g = &config.general;
     let mut table = Table::new(&[
         ("name", TEXT),
-        ("pool_size", INT8),
-        ("reserve_pool_size", INT8),
+        // Text, as PgBouncer: the override right-aligned in 9 characters, or empty when not set.
+        ("pool_size", TEXT),
+        ("reserve_pool_size", TEXT),
         ("pool_mode", TEXT),
-        ("max_user_connections", INT8),
-        ("current_connections", INT8),
-        ("max_user_client_connections", INT8),
-        ("current_client_connections", INT8),
+        ("max_user_connections", INT4),
+        ("current_connections", INT4),
+        ("max_user_client_connections", INT4),
+        ("current_client_connections", INT4),
     ]);
     let mut names: Vec<String> = config.users.keys().cloned().collect();
     names.extend(pools.iter().map(|(k, _)| k.user.clone()));
@@ -446,8 +463,8 @@ fn users(shared: &Arc<Shared>) -> Table {
         let clients: u64 = mine().map(|(_, e)| e.stats.clients.load(Ordering::Relaxed)).sum();
         table.rows.push(vec![
             t(name.clone()),
-            u.and_then(|u| u.pool_size).map(i).unwrap_or(V::Null),
-            V::Null,
+            t(u.and_then(|u| u.pool_size).map(|n| format!("{n:>9}")).unwrap_or_default()),
+            t(""),
             u.and_then(|u| u.pool_mode).map(|m| V::T(m.as_str().to_string())).unwrap_or(V::Null),
             i(u.and_then(|u| u.max_user_connections).unwrap_or(g.max_user_connections)),
             i(current),
@@ -520,10 +537,14 @@ fn clients(shared: &Arc<Shared>) -> Table {
     let mut table = Table::new(&columns);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    // Each client's linked server: the one whose link names it.
+    let linked: std::collections::HashMap<u64, u64> =
+        shared.server_registry.list().iter().filter(|s| s.link() != 0).map(|s| (s.link(), s.id)).collect();
     for c in shared.client_registry.list() {
         let state = c.state();
         let waited = if state == ClientState::Waiting { now.saturating_sub(c.since()) } else { 0 };
-        let pid = c.server_pid();
+        let link = linked.get(&c.id).filter(|_| state == ClientState::Active);
+        let (xact_us, idle_in_xact_us) = c.transaction_times(now);
         table.rows.push(vec![
             t("C"),
             t(c.user.clone()),
@@ -539,18 +560,30 @@ fn clients(shared: &Arc<Shared>) -> Table {
             i(waited / 1_000_000),
             i(waited % 1_000_000),
             i(0),
-            t(format!("0x{:x}", c.id)),
-            if pid == 0 { V::Null } else { t(format!("server pid {pid}")) },
+            t(ptr(Kind::Client, c.id)),
+            t(link.map(|s| ptr(Kind::Server, *s)).unwrap_or_default()),
             i(0),
-            V::Null,
+            t(""),
             t(c.application_name.clone()),
             i(0),
             i(c.id),
-            i(c.transaction_times(now).0),
-            i(c.transaction_times(now).1),
+            q(xact_us),
+            q(idle_in_xact_us),
         ]);
     }
     table
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Client = 1,
+    Server = 2,
+}
+
+/// PgBouncer shows each connection's address (`ptr`) and its peer's (`link`); pgsluice shows an
+/// address-like handle built from the registry id, distinct between clients and servers.
+fn ptr(kind: Kind, id: u64) -> String {
+    format!("0x{:x}", ((kind as u64) << 40) | (id & ((1 << 40) - 1)))
 }
 
 fn connection_columns() -> Vec<(&'static str, u32)> {
@@ -561,21 +594,21 @@ fn connection_columns() -> Vec<(&'static str, u32)> {
         ("replication", TEXT),
         ("state", TEXT),
         ("addr", TEXT),
-        ("port", INT8),
+        ("port", INT4),
         ("local_addr", TEXT),
-        ("local_port", INT8),
+        ("local_port", INT4),
         ("connect_time", TEXT),
         ("request_time", TEXT),
-        ("wait", INT8),
-        ("wait_us", INT8),
-        ("close_needed", INT8),
+        ("wait", INT4),
+        ("wait_us", INT4),
+        ("close_needed", INT4),
         ("ptr", TEXT),
         ("link", TEXT),
-        ("remote_pid", INT8),
+        ("remote_pid", INT4),
         ("tls", TEXT),
         ("application_name", TEXT),
-        ("prepared_statements", INT8),
-        ("id", INT8),
+        ("prepared_statements", INT4),
+        ("id", INT4),
     ]
 }
 
@@ -607,11 +640,11 @@ fn servers(shared: &Arc<Shared>) -> Table {
             t(timestamp(s.since())),
             i(0),
             i(0),
-            i(0),
-            t(format!("0x{:x}", s.id)),
-            if link == 0 { V::Null } else { t(format!("0x{link:x}")) },
+            i(u8::from(s.close_needed())),
+            t(ptr(Kind::Server, s.id)),
+            t(if link == 0 { String::new() } else { ptr(Kind::Client, link) }),
             i(s.remote_pid),
-            V::Null,
+            t(""),
             t(apps.get(&link).cloned().unwrap_or_default()),
             i(s.prepared()),
             i(s.id),
@@ -629,5 +662,21 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(timestamp(1_795_366_771_000_000), "2026-11-22 16:59:31 UTC");
         assert_eq!(timestamp(951_782_400_000_000), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn client_and_server_handles_never_collide() {
+        assert_ne!(ptr(Kind::Client, 1), ptr(Kind::Server, 1));
+        assert_eq!(ptr(Kind::Server, 0x2a), "0x2000000002a");
+    }
+
+    #[test]
+    fn stats_names_follow_pgbouncer() {
+        let cols: Vec<&str> = stats_columns().iter().map(|c| c.0).collect();
+        assert_eq!(cols[4], "total_received");
+        assert_eq!(cols[16], "avg_recv");
+        assert_eq!(subset_name("bind_count", true), "avg_bind_count");
+        assert_eq!(subset_name("bind_count", false), "bind_count");
+        assert_eq!(totals_name("received"), "client_bytes");
     }
 }

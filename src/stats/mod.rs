@@ -1,50 +1,54 @@
-//! The single stats model, read by the admin console (and, later, the metrics endpoint): per-pool
-//! counters that sessions add to once per transaction (never per message), and the gauges that are
-//! read off the pools when a snapshot is taken. Imports: std only.
+//! The single stats model, read by the admin console and the metrics endpoint: counters per (database,
+//! user) that sessions add to once per transaction (never per message) and that outlive pool rebuilds,
+//! the stats periods PgBouncer's averages are computed over, and the connection registries. The gauges
+//! are read off the pools when a snapshot is taken. Imports: std (and tokio-util for kill tokens).
 
 pub mod clients;
 pub mod fingerprint;
 pub mod registry;
 pub mod servers;
 
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Cumulative counters, PgBouncer's `total_*` figures (times in microseconds).
+/// Cumulative counters, PgBouncer's `total_*` figures (times in microseconds), in PgBouncer's order.
+/// The same shape holds PgBouncer's `avg_*` figures (see [`calc_average`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
+    pub server_assignment_count: u64,
     pub xact_count: u64,
     pub query_count: u64,
-    pub server_assignment_count: u64,
-    pub server_closed_count: u64,
+    /// Bytes received from clients (PgBouncer's `client_bytes`).
     pub received: u64,
+    /// Bytes sent to clients (PgBouncer's `server_bytes`).
     pub sent: u64,
     pub xact_time: u64,
     pub query_time: u64,
     pub wait_time: u64,
-    pub server_lifetime: u64,
     pub client_parse_count: u64,
     pub server_parse_count: u64,
     pub bind_count: u64,
+    /// Successful client logins.
+    pub client_login_count: u64,
 }
 
 macro_rules! each_counter {
     ($m:ident) => {
         $m!(
+            server_assignment_count,
             xact_count,
             query_count,
-            server_assignment_count,
-            server_closed_count,
             received,
             sent,
             xact_time,
             query_time,
             wait_time,
-            server_lifetime,
             client_parse_count,
             server_parse_count,
-            bind_count
+            bind_count,
+            client_login_count
         )
     };
 }
@@ -56,7 +60,7 @@ impl Totals {
 
     pub fn add(&mut self, o: &Totals) {
         macro_rules! add {
-            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+            ($($f:ident),*) => { $( self.$f = self.$f.saturating_add(o.$f); )* };
         }
         each_counter!(add);
     }
@@ -69,45 +73,50 @@ impl Totals {
         each_counter!(sub);
         d
     }
+
+    /// The figures in PgBouncer's order, for the SHOW commands.
+    pub fn values(&self) -> [u64; 12] {
+        [
+            self.server_assignment_count,
+            self.xact_count,
+            self.query_count,
+            self.received,
+            self.sent,
+            self.xact_time,
+            self.query_time,
+            self.wait_time,
+            self.client_parse_count,
+            self.server_parse_count,
+            self.bind_count,
+            self.client_login_count,
+        ]
+    }
 }
 
-/// PgBouncer's `avg_*` figures over the last complete stats period: counts and bytes per second,
-/// times per transaction, query, or assignment (microseconds).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Averages {
-    pub xact_count: u64,
-    pub query_count: u64,
-    pub server_assignment_count: u64,
-    pub recv: u64,
-    pub sent: u64,
-    pub xact_time: u64,
-    pub query_time: u64,
-    pub wait_time: u64,
-    pub server_lifetime: u64,
-    pub client_parse_count: u64,
-    pub server_parse_count: u64,
-    pub bind_count: u64,
-}
-
-impl Averages {
-    fn over(d: &Totals, period: Duration) -> Averages {
-        let secs = period.as_secs_f64().max(1e-3);
-        let rate = |v: u64| (v as f64 / secs).round() as u64;
-        let per = |v: u64, n: u64| v.checked_div(n).unwrap_or(0);
-        Averages {
-            xact_count: rate(d.xact_count),
-            query_count: rate(d.query_count),
-            server_assignment_count: rate(d.server_assignment_count),
-            recv: rate(d.received),
-            sent: rate(d.sent),
-            xact_time: per(d.xact_time, d.xact_count),
-            query_time: per(d.query_time, d.query_count),
-            wait_time: per(d.wait_time, d.server_assignment_count),
-            server_lifetime: per(d.server_lifetime, d.server_closed_count),
-            client_parse_count: rate(d.client_parse_count),
-            server_parse_count: rate(d.server_parse_count),
-            bind_count: rate(d.bind_count),
-        }
+/// PgBouncer's `calc_average`: between the snapshot `old` and the counters `cur`, `dur` apart, counts
+/// and bytes per second, transaction time per transaction, query time per query and wait time per server
+/// assignment (microseconds). Zero when `dur` is.
+pub fn calc_average(cur: &Totals, old: &Totals, dur: Duration) -> Totals {
+    let d = cur.minus(old);
+    let dur_us = dur.as_micros();
+    if dur_us == 0 {
+        return Totals::default();
+    }
+    let rate = |v: u64| u64::try_from(u128::from(v) * 1_000_000 / dur_us).unwrap_or(u64::MAX);
+    let per = |v: u64, n: u64| v.checked_div(n).unwrap_or(0);
+    Totals {
+        server_assignment_count: rate(d.server_assignment_count),
+        xact_count: rate(d.xact_count),
+        query_count: rate(d.query_count),
+        received: rate(d.received),
+        sent: rate(d.sent),
+        xact_time: per(d.xact_time, d.xact_count),
+        query_time: per(d.query_time, d.query_count),
+        wait_time: per(d.wait_time, d.server_assignment_count),
+        client_parse_count: rate(d.client_parse_count),
+        server_parse_count: rate(d.server_parse_count),
+        bind_count: rate(d.bind_count),
+        client_login_count: rate(d.client_login_count),
     }
 }
 
@@ -183,26 +192,25 @@ pub struct Collected {
     pub query: LocalHisto,
 }
 
-/// One pool's counters, shared by its sessions.
+/// The counters of one (database, user), shared by its sessions. They outlive the pool object: a pool
+/// that RELOAD rebuilds keeps counting into the same figures, so no counter ever goes backwards.
 #[derive(Debug)]
 pub struct PoolStats {
+    server_assignment_count: AtomicU64,
     xact_count: AtomicU64,
     query_count: AtomicU64,
-    server_assignment_count: AtomicU64,
-    server_closed_count: AtomicU64,
     received: AtomicU64,
     sent: AtomicU64,
     xact_time: AtomicU64,
     query_time: AtomicU64,
     wait_time: AtomicU64,
-    server_lifetime: AtomicU64,
     client_parse_count: AtomicU64,
     server_parse_count: AtomicU64,
     bind_count: AtomicU64,
+    /// Successful client logins (PgBouncer's client_login_count).
+    pub logins: AtomicU64,
     /// Clients logged in to this pool.
     pub clients: AtomicU64,
-    /// Successful client logins.
-    pub logins: AtomicU64,
     /// Waits for a server that ended with query_wait_timeout.
     pub acquire_timeouts: AtomicU64,
     pub acquire_wait: Histo,
@@ -210,44 +218,64 @@ pub struct PoolStats {
     pub query: Histo,
     /// Errors sent to clients (pgsluice's own and the server's), by SQLSTATE class.
     errors: Mutex<std::collections::BTreeMap<[u8; 2], u64>>,
-    period: Mutex<Period>,
-}
-
-#[derive(Debug)]
-struct Period {
-    started: Instant,
-    at_start: Totals,
-    averages: Averages,
+    /// The counters as they were at the last two period ends (PgBouncer's newer_stats, older_stats).
+    period: Mutex<(Totals, Totals)>,
 }
 
 impl Default for PoolStats {
     fn default() -> Self {
-        macro_rules! zero {
-            ($($f:ident),*) => {
-                PoolStats {
-                    $( $f: AtomicU64::new(0), )*
-                    clients: AtomicU64::new(0),
-                    logins: AtomicU64::new(0),
-                    acquire_timeouts: AtomicU64::new(0),
-                    acquire_wait: Histo::default(),
-                    xact: Histo::default(),
-                    query: Histo::default(),
-                    errors: Mutex::default(),
-                    period: Mutex::new(Period { started: Instant::now(), at_start: Totals::default(), averages: Averages::default() }),
-                }
-            };
+        let z = || AtomicU64::new(0);
+        PoolStats {
+            server_assignment_count: z(),
+            xact_count: z(),
+            query_count: z(),
+            received: z(),
+            sent: z(),
+            xact_time: z(),
+            query_time: z(),
+            wait_time: z(),
+            client_parse_count: z(),
+            server_parse_count: z(),
+            bind_count: z(),
+            logins: z(),
+            clients: z(),
+            acquire_timeouts: z(),
+            acquire_wait: Histo::default(),
+            xact: Histo::default(),
+            query: Histo::default(),
+            errors: Mutex::default(),
+            period: Mutex::default(),
         }
-        each_counter!(zero)
     }
 }
 
 impl PoolStats {
+    fn counter(&self, field: usize) -> Option<&AtomicU64> {
+        [
+            &self.server_assignment_count,
+            &self.xact_count,
+            &self.query_count,
+            &self.received,
+            &self.sent,
+            &self.xact_time,
+            &self.query_time,
+            &self.wait_time,
+            &self.client_parse_count,
+            &self.server_parse_count,
+            &self.bind_count,
+            &self.logins,
+        ]
+        .get(field)
+        .copied()
+    }
+
     /// Adds what a session counted (once per transaction or server assignment).
     pub fn add(&self, t: &Totals) {
-        macro_rules! add {
-            ($($f:ident),*) => { $( if t.$f != 0 { self.$f.fetch_add(t.$f, Ordering::Relaxed); } )* };
+        for (i, v) in t.values().into_iter().enumerate() {
+            if let (Some(a), true) = (self.counter(i), v != 0) {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
         }
-        each_counter!(add);
     }
 
     /// Adds a session's counters and histograms.
@@ -275,27 +303,84 @@ impl PoolStats {
     }
 
     pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        macro_rules! load {
-            ($($f:ident),*) => { $( t.$f = self.$f.load(Ordering::Relaxed); )* };
+        let load = |i| self.counter(i).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0);
+        Totals {
+            server_assignment_count: load(0),
+            xact_count: load(1),
+            query_count: load(2),
+            received: load(3),
+            sent: load(4),
+            xact_time: load(5),
+            query_time: load(6),
+            wait_time: load(7),
+            client_parse_count: load(8),
+            server_parse_count: load(9),
+            bind_count: load(10),
+            client_login_count: load(11),
         }
-        each_counter!(load);
-        t
     }
 
-    /// Closes the current stats period (every `stats_period`): the averages now describe it.
-    pub fn roll_period(&self) {
+    /// The counters now and at the end of the period before last: what averages are computed between.
+    pub fn window(&self) -> (Totals, Totals) {
+        let older = self.period.lock().map(|p| p.1).unwrap_or_default();
+        (self.totals(), older)
+    }
+
+    /// A stats period ended: the previous snapshot becomes the older one.
+    fn roll(&self) {
         let now = self.totals();
         if let Ok(mut p) = self.period.lock() {
-            let elapsed = p.started.elapsed();
-            p.averages = Averages::over(&now.minus(&p.at_start), elapsed);
-            p.at_start = now;
-            p.started = Instant::now();
+            *p = (now, p.0);
         }
     }
+}
 
-    pub fn averages(&self) -> Averages {
-        self.period.lock().map(|p| p.averages).unwrap_or_default()
+/// Every (database, user)'s counters, and the clock of the stats periods (PgBouncer's old_stamp and
+/// new_stamp, one for all pools as in PgBouncer).
+#[derive(Debug)]
+pub struct StatsBook {
+    pools: Mutex<HashMap<(String, String), Arc<PoolStats>>>,
+    /// (old_stamp, new_stamp): averages cover the time since old_stamp.
+    clock: Mutex<(Instant, Instant)>,
+}
+
+impl Default for StatsBook {
+    fn default() -> Self {
+        let now = Instant::now();
+        // As PgBouncer: before the first period ends, averages cover the time since a second before start.
+        let before = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        StatsBook { pools: Mutex::default(), clock: Mutex::new((before, now)) }
+    }
+}
+
+impl StatsBook {
+    /// The counters of (db, user), created on first use and kept for the life of the process.
+    pub fn get(&self, db: &str, user: &str) -> Arc<PoolStats> {
+        let mut m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((db.to_string(), user.to_string())).or_default().clone()
+    }
+
+    /// Every (database, user) with counters, sorted.
+    pub fn all(&self) -> Vec<((String, String), Arc<PoolStats>)> {
+        let m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = m.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Ends a stats period (every `stats_period`).
+    pub fn roll_period(&self) {
+        let all = self.all();
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, s) in all {
+            s.roll();
+        }
+        *clock = (clock.1, Instant::now());
+    }
+
+    /// How long the averages' window is now.
+    pub fn window_length(&self) -> Duration {
+        self.clock.lock().map(|c| c.0.elapsed()).unwrap_or_default()
     }
 }
 
@@ -304,17 +389,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn totals_add_up_and_averages_cover_the_last_period() {
-        let s = PoolStats::default();
+    fn totals_add_up_and_averages_follow_pgbouncer_calc_average() {
+        let book = StatsBook::default();
+        let s = book.get("app", "u");
         s.add(&Totals { xact_count: 3, query_count: 6, xact_time: 300, query_time: 120, ..Totals::default() });
         s.add(&Totals { xact_count: 1, query_count: 2, xact_time: 100, query_time: 40, ..Totals::default() });
+        s.logins.fetch_add(2, Ordering::Relaxed);
         let t = s.totals();
-        assert_eq!((t.xact_count, t.query_count, t.xact_time), (4, 8, 400));
-        s.roll_period();
-        let a = s.averages();
+        assert_eq!((t.xact_count, t.query_count, t.xact_time, t.client_login_count), (4, 8, 400, 2));
+        assert!(Arc::ptr_eq(&s, &book.get("app", "u")), "one set of counters per (database, user)");
+        let (cur, old) = s.window();
+        let a = calc_average(&cur, &old, Duration::from_secs(2));
         assert_eq!((a.xact_time, a.query_time), (100, 20), "per transaction and per query");
-        s.roll_period();
-        assert_eq!(s.averages().xact_time, 0, "nothing happened in the next period");
+        assert_eq!((a.xact_count, a.query_count, a.client_login_count), (2, 4, 1), "per second");
+        book.roll_period();
+        book.roll_period();
+        let (cur, old) = s.window();
+        assert!(calc_average(&cur, &old, Duration::from_secs(1)).is_zero(), "nothing since the older snapshot");
+        assert_eq!(s.totals().xact_count, 4, "totals never go back");
+        assert!(calc_average(&cur, &Totals::default(), Duration::ZERO).is_zero());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! transaction (linked client, state), never per message.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use super::registry::{Entry, Registry, now_us};
 
@@ -30,6 +30,8 @@ pub struct ServerEntry {
     /// Id of the linked client, 0 when none.
     link: AtomicU64,
     prepared: AtomicU64,
+    /// RECONNECT, or a RELOAD that changed its server: closed as soon as it is released.
+    close_needed: AtomicBool,
 }
 
 pub type ServerRegistry = Registry<ServerEntry>;
@@ -76,6 +78,15 @@ impl ServerEntry {
     pub fn prepared(&self) -> u64 {
         self.prepared.load(Ordering::Relaxed)
     }
+
+    /// Marks the connection as one the pool closes once it is released (SHOW SERVERS `close_needed`).
+    pub fn mark_close_needed(&self) {
+        self.close_needed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn close_needed(&self) -> bool {
+        self.close_needed.load(Ordering::Relaxed)
+    }
 }
 
 impl Registry<ServerEntry> {
@@ -100,6 +111,7 @@ impl Registry<ServerEntry> {
             since: AtomicU64::new(now),
             link: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
+            close_needed: AtomicBool::new(false),
         })
     }
 }
