@@ -5,6 +5,7 @@
 pub mod auth_file;
 pub mod pgbouncer_ini;
 mod resolve;
+mod validate;
 mod values;
 
 use std::collections::BTreeMap;
@@ -85,7 +86,8 @@ struct File {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
-    /// Address to listen on. Default "127.0.0.1". Needs restart.
+    /// Address to listen on: an IP address or host name, "*" = all IPv4 addresses (bound as 0.0.0.0).
+    /// Default "127.0.0.1". Needs restart.
     pub listen_addr: String,
     /// TCP port. Default 6432. Needs restart.
     pub listen_port: u16,
@@ -314,9 +316,9 @@ impl Config {
     }
 
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let file: File =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let file: File = toml::from_str(text).map_err(|e| validate::parse_error(path, text, e))?;
         let mut general = file.pgsluice;
+        validate::normalize_listen_addr(&mut general.listen_addr);
         if let Some(a) = general.auth_file.take() {
             let base = path.parent().unwrap_or(Path::new("."));
             general.auth_file = Some(if a.is_absolute() { a } else { base.join(a) });
@@ -330,10 +332,6 @@ impl Config {
         };
         config.validate()?;
         Ok(config)
-    }
-
-    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { path: self.path.clone(), key: key.into(), reason: reason.into() }
     }
 
     /// This config with one `[pgsluice]` setting changed (the console's SET), validated as a file would be.
@@ -357,40 +355,11 @@ impl Config {
             _ => toml::Value::String(raw.to_string()),
         };
         table.insert(key.to_string(), value);
-        let general = General::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
+        let mut general = General::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
+        validate::normalize_listen_addr(&mut general.listen_addr);
         let config = Config { general, ..self.clone() };
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let g = &self.general;
-        if g.listen_port == 0 {
-            return Err(self.invalid("pgsluice.listen_port", "must be 1..65535"));
-        }
-        if g.default_pool_size == 0 {
-            return Err(self.invalid("pgsluice.default_pool_size", "must be at least 1"));
-        }
-        if !(1024..=crate::protocol::frame::MAX_MESSAGE_LEN).contains(&g.max_packet_size) {
-            return Err(self.invalid("pgsluice.max_packet_size", "must be between 1024 and 1073741823"));
-        }
-        if g.workers > 1024 {
-            return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
-        }
-        for (name, db) in &self.databases {
-            if db.host.trim().is_empty() {
-                return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
-            }
-            if db.pool_size == Some(0) {
-                return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
-            }
-        }
-        for (name, u) in &self.users {
-            if u.pool_size == Some(0) {
-                return Err(self.invalid(format!("users.{name}.pool_size"), "must be at least 1"));
-            }
-        }
-        Ok(())
     }
 
     /// The auth file, or an empty one when `auth_file` is unset.

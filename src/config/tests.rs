@@ -10,7 +10,7 @@ fn cfg(text: &str) -> Result<Config, ConfigError> {
 
 #[test]
 fn defaults_follow_pgbouncer() {
-    let c = cfg("").unwrap();
+    let c = cfg("[pgsluice]\nauth_file = \"users.txt\"\n").unwrap();
     assert_eq!(c.general.default_pool_size, 20);
     assert_eq!(c.general.query_wait_timeout, Duration::from_secs(120));
     assert_eq!(c.general.pool_mode, PoolMode::Transaction);
@@ -42,7 +42,7 @@ fn precedence_user_then_database_then_global() {
     assert_eq!((s.pool_size, s.pool_mode), (2, PoolMode::Statement));
     let s = c.pool_settings("other", "bob").unwrap();
     assert_eq!((s.server.host.as_str(), s.server.dbname.as_str(), s.pool_size), ("db.local", "other", 7));
-    let c = cfg("[databases]\napp = {}\n").unwrap();
+    let c = cfg("[pgsluice]\nauth_type = \"trust\"\n[databases]\napp = {}\n").unwrap();
     assert!(c.pool_settings("other", "bob").is_none());
 }
 
@@ -54,7 +54,7 @@ fn bad_input_is_rejected_naming_file_key_and_reason() {
     assert!(e.contains("default_pool_size"), "{e}");
     let e = cfg("[pgsluice]\nquery_wait_timeout = -1\n").unwrap_err().to_string();
     assert!(e.contains("query_wait_timeout"), "{e}");
-    let e = cfg("[databases]\napp = { pool_size = 0 }\n").unwrap_err().to_string();
+    let e = cfg("[pgsluice]\nauth_type = \"trust\"\n[databases]\napp = { pool_size = 0 }\n").unwrap_err().to_string();
     assert!(e.contains("databases.app.pool_size"), "{e}");
     let e = cfg("[databases]\napp = { hots = \"x\" }\n").unwrap_err().to_string();
     assert!(e.contains("hots"), "{e}");
@@ -62,9 +62,10 @@ fn bad_input_is_rejected_naming_file_key_and_reason() {
 
 #[test]
 fn lists_accept_arrays_and_comma_strings() {
-    let c = cfg("[pgsluice]\nignore_startup_parameters = \"extra_float_digits, options\"\n").unwrap();
+    let c = cfg("[pgsluice]\nauth_type = \"trust\"\nignore_startup_parameters = \"extra_float_digits, options\"\n")
+        .unwrap();
     assert_eq!(c.general.ignore_startup_parameters, vec!["extra_float_digits", "options"]);
-    let c = cfg("[pgsluice]\ntrack_extra_parameters = [\"search_path\"]\n").unwrap();
+    let c = cfg("[pgsluice]\nauth_type = \"trust\"\ntrack_extra_parameters = [\"search_path\"]\n").unwrap();
     assert_eq!(c.general.track_extra_parameters, vec!["search_path"]);
 }
 
@@ -93,4 +94,130 @@ fn example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/pgsluice.toml");
     let c = Config::load(&path).unwrap();
     c.load_auth_file().unwrap();
+}
+
+/// A trust config with `extra` added to `[pgsluice]` and `rest` after it.
+fn trusting(extra: &str, rest: &str) -> Result<Config, ConfigError> {
+    cfg(&format!("[pgsluice]\nauth_type = \"trust\"\n{extra}\n{rest}"))
+}
+
+/// The error names the file, the key and the reason.
+#[track_caller]
+fn assert_rejected(r: Result<Config, ConfigError>, key: &str, reason: &str) {
+    let e = r.expect_err("config accepted").to_string();
+    assert!(e.starts_with("/etc/pgsluice/test.toml: "), "file: {e}");
+    assert!(e.contains(&format!("key `{key}`: ")), "key {key}: {e}");
+    assert!(e.contains(reason), "reason {reason:?}: {e}");
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key_path_and_line() {
+    assert_rejected(trusting("max_client_con = 5", ""), "pgsluice.max_client_con", "did you mean `max_client_conn`?");
+    assert_rejected(trusting("frobnicate = 5", ""), "pgsluice.frobnicate", "unknown key (conf/pgsluice.toml lists");
+    assert_rejected(
+        trusting("", "[databases]\napp = { hots = \"x\" }"),
+        "databases.app.hots",
+        "unknown key, expected one of `host`, `port`",
+    );
+    assert_rejected(trusting("", "[users]\nbob = { pool_sise = 2 }"), "users.bob.pool_sise", "unknown key");
+    assert_rejected(trusting("default_pool_size = \"big\"", ""), "pgsluice.default_pool_size", "invalid type");
+    assert_rejected(
+        trusting("query_wait_timeout = -1", ""),
+        "pgsluice.query_wait_timeout",
+        "not a valid number of seconds",
+    );
+    assert_rejected(trusting("pool_mode = \"sometimes\"", ""), "pgsluice.pool_mode", "unknown variant");
+    let e = trusting("listen_port = 70000", "").unwrap_err().to_string();
+    assert!(e.contains("key `pgsluice.listen_port`") && e.contains("(line 3)"), "{e}");
+    // A syntax error keeps toml's report, with the file.
+    let e = cfg("[pgsluice\n").unwrap_err().to_string();
+    assert!(e.starts_with("/etc/pgsluice/test.toml: ") && e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn min_pool_size_may_not_exceed_the_pool_size() {
+    assert_rejected(
+        trusting("min_pool_size = 5\ndefault_pool_size = 3", ""),
+        "pgsluice.min_pool_size",
+        "5 is more than default_pool_size (3)",
+    );
+    assert_rejected(
+        trusting("", "[databases]\napp = { pool_size = 2, min_pool_size = 3 }"),
+        "databases.app.min_pool_size",
+        "min_pool_size 3 is more than its pool_size (2) for database app",
+    );
+    // The global minimum against a database's own smaller pool.
+    assert_rejected(
+        trusting("min_pool_size = 4", "[databases]\napp = { pool_size = 2 }"),
+        "pgsluice.min_pool_size",
+        "min_pool_size 4 is more than its pool_size (2) for database app",
+    );
+    assert_rejected(
+        trusting("min_pool_size = 4", "[databases]\napp = {}\n[users]\nbob = { pool_size = 2 }"),
+        "users.bob.pool_size",
+        "2 is less than min_pool_size (4) of database app",
+    );
+    // Effective values: a database with a larger pool makes a large global min_pool_size fine.
+    trusting("min_pool_size = 5\ndefault_pool_size = 3", "[databases]\napp = { pool_size = 10 }").unwrap();
+    trusting("min_pool_size = 3\ndefault_pool_size = 3", "").unwrap();
+}
+
+#[test]
+fn database_port_zero_is_rejected() {
+    assert_rejected(trusting("", "[databases]\napp = { port = 0 }"), "databases.app.port", "must be 1..65535");
+}
+
+#[test]
+fn listen_addr_must_be_an_address_or_host_name() {
+    for bad in ["", "127.0.0.1,::1", "not an address", "10.0.0.256", "-bad.example", "[127.0.0.1]", "a..b"] {
+        assert_rejected(trusting(&format!("listen_addr = {bad:?}"), ""), "pgsluice.listen_addr", &format!("{bad:?}"));
+    }
+    for good in ["127.0.0.1", "0.0.0.0", "::1", "[::1]", "::", "localhost", "db-1.internal.example."] {
+        let c = trusting(&format!("listen_addr = {good:?}"), "").unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(c.general.listen_addr, good);
+    }
+    // PgBouncer's "*" (all addresses) is accepted and bound as 0.0.0.0, as --pgbouncer-ini does.
+    assert_eq!(trusting("listen_addr = \"*\"", "").unwrap().general.listen_addr, "0.0.0.0");
+    let e = trusting("listen_addr = \"127.0.0.1,::1\"", "").unwrap_err().to_string();
+    assert!(e.contains("one address only"), "{e}");
+}
+
+#[test]
+fn metrics_addr_must_be_host_and_port() {
+    for bad in ["127.0.0.1", "127.0.0.1:", "127.0.0.1:port", "127.0.0.1:99999", "no such host:9127", ":9127"] {
+        assert_rejected(
+            trusting(&format!("metrics_addr = {bad:?}"), ""),
+            "pgsluice.metrics_addr",
+            &format!("{bad:?} is not host:port"),
+        );
+    }
+    assert_rejected(trusting("metrics_addr = \"127.0.0.1:0\"", ""), "pgsluice.metrics_addr", "port must be 1..65535");
+    for good in ["127.0.0.1:9127", "[::1]:9127", "localhost:9127", "0.0.0.0:1"] {
+        trusting(&format!("metrics_addr = {good:?}"), "").unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
+
+#[test]
+fn auth_types_with_secrets_need_an_auth_file() {
+    for t in ["plain", "md5", "scram-sha-256"] {
+        assert_rejected(
+            cfg(&format!("[pgsluice]\nauth_type = {t:?}\n")),
+            "pgsluice.auth_file",
+            &format!("auth_type = \"{t}\" needs an auth_file"),
+        );
+        cfg(&format!("[pgsluice]\nauth_type = {t:?}\nauth_file = \"users.txt\"\n")).unwrap();
+    }
+    // The default auth_type is md5, so an empty config needs one too.
+    assert_rejected(cfg(""), "pgsluice.auth_file", "auth_type = \"md5\" needs an auth_file");
+    cfg("[pgsluice]\nauth_type = \"trust\"\n").unwrap();
+}
+
+#[test]
+fn set_validates_like_a_file() {
+    let c = trusting("", "").unwrap();
+    let e = c.with_setting("min_pool_size", "50").unwrap_err();
+    assert!(e.contains("pgsluice.min_pool_size") && e.contains("more than default_pool_size (20)"), "{e}");
+    assert_eq!(c.with_setting("listen_addr", "*").unwrap().general.listen_addr, "0.0.0.0");
+    let e = c.with_setting("auth_type", "md5").unwrap_err();
+    assert!(e.contains("pgsluice.auth_file"), "{e}");
 }

@@ -1,0 +1,213 @@
+//! Checks of a parsed config that serde cannot express: ranges, addresses, and settings that only make
+//! sense together. Every error names the file, the key (as `section.key`) and why.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use super::{AuthType, Config, ConfigError};
+
+impl Config {
+    pub(super) fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), key: key.into(), reason: reason.into() }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.general;
+        if let Err(reason) = check_listen_addr(&g.listen_addr) {
+            return Err(self.invalid("pgsluice.listen_addr", reason));
+        }
+        if g.listen_port == 0 {
+            return Err(self.invalid("pgsluice.listen_port", "must be 1..65535"));
+        }
+        if let Some(addr) = &g.metrics_addr
+            && let Err(reason) = check_host_port(addr)
+        {
+            return Err(self.invalid("pgsluice.metrics_addr", reason));
+        }
+        if g.default_pool_size == 0 {
+            return Err(self.invalid("pgsluice.default_pool_size", "must be at least 1"));
+        }
+        if !(1024..=crate::protocol::frame::MAX_MESSAGE_LEN).contains(&g.max_packet_size) {
+            return Err(self.invalid("pgsluice.max_packet_size", "must be between 1024 and 1073741823"));
+        }
+        if g.workers > 1024 {
+            return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
+        }
+        if g.auth_type != AuthType::Trust && g.auth_file.is_none() {
+            let name = match g.auth_type {
+                AuthType::Plain => "plain",
+                AuthType::Md5 => "md5",
+                _ => "scram-sha-256",
+            };
+            return Err(self.invalid(
+                "pgsluice.auth_file",
+                format!("auth_type = \"{name}\" needs an auth_file with the users' secrets (or auth_type = \"trust\")"),
+            ));
+        }
+        for (name, db) in &self.databases {
+            if db.host.trim().is_empty() {
+                return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
+            }
+            if db.port == 0 {
+                return Err(self.invalid(format!("databases.{name}.port"), "must be 1..65535"));
+            }
+            if db.pool_size == Some(0) {
+                return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
+            }
+        }
+        for (name, u) in &self.users {
+            if u.pool_size == Some(0) {
+                return Err(self.invalid(format!("users.{name}.pool_size"), "must be at least 1"));
+            }
+        }
+        self.check_min_pool_sizes()
+    }
+
+    /// min_pool_size may not exceed the pool size that applies with it: globally, per database entry, and
+    /// per (database, user) where a `[users]` entry sets its own pool_size.
+    fn check_min_pool_sizes(&self) -> Result<(), ConfigError> {
+        let g = &self.general;
+        if self.databases.is_empty() && g.min_pool_size > g.default_pool_size {
+            return Err(self.invalid(
+                "pgsluice.min_pool_size",
+                format!("{} is more than default_pool_size ({})", g.min_pool_size, g.default_pool_size),
+            ));
+        }
+        for (db_name, db) in &self.databases {
+            let min = db.min_pool_size.unwrap_or(g.min_pool_size);
+            let size = db.pool_size.unwrap_or(g.default_pool_size);
+            if min > size {
+                let (key, what) = match db.min_pool_size {
+                    Some(_) => (format!("databases.{db_name}.min_pool_size"), "min_pool_size"),
+                    None => ("pgsluice.min_pool_size".to_string(), "min_pool_size"),
+                };
+                let of = if db.pool_size.is_some() { "its pool_size" } else { "default_pool_size" };
+                return Err(
+                    self.invalid(key, format!("{what} {min} is more than {of} ({size}) for database {db_name}"))
+                );
+            }
+            for (user_name, u) in &self.users {
+                if let Some(size) = u.pool_size
+                    && min > size
+                {
+                    return Err(self.invalid(
+                        format!("users.{user_name}.pool_size"),
+                        format!("{size} is less than min_pool_size ({min}) of database {db_name}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PgBouncer's `listen_addr = *` (all addresses) is bound as 0.0.0.0, as `--pgbouncer-ini` does.
+pub(super) fn normalize_listen_addr(addr: &mut String) {
+    if addr.trim() == "*" {
+        *addr = "0.0.0.0".into();
+    }
+}
+
+/// An IP address (IPv6 with or without brackets) or a host name; one only.
+fn check_listen_addr(addr: &str) -> Result<(), String> {
+    if addr.contains(',') {
+        return Err(format!("{addr:?}: one address only (a list of addresses is not supported)"));
+    }
+    if valid_host(addr) {
+        Ok(())
+    } else {
+        Err(format!("{addr:?} is not an IP address or host name (\"*\" or \"0.0.0.0\" = all addresses)"))
+    }
+}
+
+/// `host:port`, as the metrics endpoint binds it.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let expected = || format!("{addr:?} is not host:port (e.g. \"127.0.0.1:9127\")");
+    let port = match addr.parse::<SocketAddr>() {
+        Ok(sa) => sa.port(),
+        Err(_) => {
+            let (host, port) = addr.rsplit_once(':').ok_or_else(expected)?;
+            if !valid_host(host) {
+                return Err(expected());
+            }
+            port.parse::<u16>().map_err(|_| expected())?
+        }
+    };
+    if port == 0 {
+        return Err(format!("{addr:?}: the port must be 1..65535"));
+    }
+    Ok(())
+}
+
+fn valid_host(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    if let Some(inner) = bare {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    host.parse::<IpAddr>().is_ok() || valid_hostname(host)
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits, '-' (and '_'), not all-numeric at the end
+/// (so a mistyped IPv4 address such as 10.0.0.256 is not taken for a name).
+fn valid_hostname(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(label_ok)
+        && host.rsplit('.').next().is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A TOML or type error from serde as `file: key `section.key`: reason (line N)` when toml knows the key;
+/// syntax errors keep toml's own report (line, column and the offending text).
+pub(super) fn parse_error(path: &Path, text: &str, e: toml::de::Error) -> ConfigError {
+    // toml prints the key path (`in `a.b``) only when it has no input to quote.
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let parents = shown.lines().last().and_then(|l| l.strip_prefix("in `")).and_then(|l| l.strip_suffix('`'));
+    let message = e.message();
+    // An unknown key is reported by its name, with the table it is in as the path.
+    let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split_once('`'));
+    let (key, reason) = match (parents, unknown) {
+        (Some(p), Some((leaf, rest))) => (format!("{p}.{leaf}"), unknown_key(leaf, rest)),
+        (None, Some((leaf, rest))) => (leaf.to_string(), unknown_key(leaf, rest)),
+        (Some(p), None) => (p.to_string(), message.to_string()),
+        (None, None) => return ConfigError::Parse { path: path.into(), message: e.to_string() },
+    };
+    let line = e.span().map(|s| text.get(..s.start).unwrap_or(text).matches('\n').count() + 1);
+    let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+    ConfigError::Invalid { path: path.into(), key, reason: format!("{reason}{at}") }
+}
+
+/// "unknown key", with serde's list of the expected keys when it is short, else the nearest one.
+fn unknown_key(key: &str, expected: &str) -> String {
+    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    if names.len() <= 12 {
+        return format!("unknown key{expected}");
+    }
+    match names.iter().map(|n| (edit_distance(key, n), *n)).min() {
+        Some((d, near)) if d <= 3 => format!("unknown key (did you mean `{near}`?)"),
+        _ => "unknown key (conf/pgsluice.toml lists every key)".into(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
