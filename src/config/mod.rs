@@ -206,6 +206,13 @@ pub struct General {
     pub max_prepared_statements: usize,
 }
 
+impl General {
+    /// Every `[pgsluice]` key, in declaration order.
+    pub fn keys() -> &'static [&'static str] {
+        values::struct_fields::<General>()
+    }
+}
+
 impl Default for General {
     fn default() -> Self {
         let s = Duration::from_secs;

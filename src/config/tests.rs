@@ -221,3 +221,22 @@ fn set_validates_like_a_file() {
     let e = c.with_setting("auth_type", "md5").unwrap_err();
     assert!(e.contains("pgsluice.auth_file"), "{e}");
 }
+
+#[test]
+fn every_general_key_is_documented_in_the_example_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/pgsluice.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let keys = General::keys();
+    assert!(keys.len() > 40 && keys.contains(&"listen_addr") && keys.contains(&"metrics_addr"), "{keys:?}");
+    let pgsluice_section = text.split("[databases]").next().unwrap_or_default();
+    for key in keys {
+        // `key = value  # comment`, possibly itself commented out (settings that are off when unset).
+        let line = pgsluice_section
+            .lines()
+            .map(|l| l.trim_start().trim_start_matches('#').trim_start())
+            .find(|l| l.split('=').next().map(str::trim) == Some(key))
+            .unwrap_or_else(|| panic!("conf/pgsluice.toml lacks [pgsluice] key {key}"));
+        let comment = line.split_once(" # ").map(|(_, c)| c.trim()).unwrap_or_default();
+        assert!(!comment.is_empty(), "conf/pgsluice.toml: {key} has no comment: {line}");
+    }
+}
