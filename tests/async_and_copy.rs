@@ -507,7 +507,6 @@ async fn copy_errors_match_postgres_and_leave_the_server_to_the_next_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgsluice bug: Tracker.copy_in stays set when COPY FROM STDIN fails without CopyDone/CopyFail; the next Sync is ignored and the server is never released"]
 async fn copy_stopped_at_the_error_without_copydone_leaves_the_server_reusable() {
     check_copy_scenarios(copy_abandoned_scenarios()).await;
 }
@@ -601,7 +600,6 @@ async fn discard_all_forgets_the_clients_names_and_others_re_prepare() {
 /// DISCARD ALL (and DEALLOCATE ALL) that PostgreSQL refuses (inside a transaction block, in a failed
 /// one) drops nothing: the client's statements still work afterwards, as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgsluice bug: DISCARD ALL / DEALLOCATE ALL forget statements before the server accepts them (26000, then 42P05 on pgsluice_ names)"]
 async fn refused_discard_all_keeps_the_clients_statements() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).start().await;

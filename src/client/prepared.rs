@@ -430,13 +430,9 @@ impl Statements {
             sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let target = match words.as_slice() {
-            ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
-                // Forwarded: the server drops all its statements, so forget them on both sides. (Any
-                // form the server runs is also noticed from its reply, see `apply`.)
-                self.by_name.clear();
-                conn.statements.clear();
-                return None;
-            }
+            // Forwarded: once the server has run it (in whatever form: see `apply`), its statements and
+            // the client's names are gone. PostgreSQL may refuse it (inside a block), and then both stay.
+            ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => return None,
             ["deallocate", name] | ["deallocate", "prepare", name] => name.trim_matches('"').to_string(),
             _ => return None,
         };

@@ -574,6 +574,7 @@ impl Session {
                         edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
                     }
                     (b'E', Some(body)) => {
+                        tracker.on_error();
                         if let Some(code) = messages::error_code(body) {
                             pool_stats.count_error(code);
                         }

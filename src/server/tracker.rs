@@ -60,6 +60,12 @@ impl Tracker {
         self.syncs_since_execute = 0;
     }
 
+    /// Records an ErrorResponse: a COPY FROM STDIN it ends is over, and the server no longer ignores
+    /// Sync (a client need not send CopyDone or CopyFail after the error).
+    pub fn on_error(&mut self) {
+        self.copy_in = false;
+    }
+
     pub fn in_copy_in(&self) -> bool {
         self.copy_in
     }
@@ -68,6 +74,7 @@ impl Tracker {
     #[inline]
     pub fn on_ready(&mut self, status: TxStatus) {
         self.status = status;
+        self.copy_in = false; // whatever the COPY was, it is over
         self.outstanding = self.outstanding.saturating_sub(1);
     }
 
@@ -125,6 +132,26 @@ mod tests {
         t.on_client(b'S');
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
+    }
+
+    #[test]
+    fn an_error_ends_copy_in_without_copy_done() {
+        let mut t = Tracker::default();
+        for tag in [b'B', b'E', b'S'] {
+            t.on_client(tag);
+        }
+        t.on_copy_in();
+        t.on_client(b'd');
+        t.on_error(); // the row was bad; the client sends only Sync
+        t.on_client(b'S');
+        t.on_ready(TxStatus::Idle);
+        assert!(t.is_clean());
+        // Simple protocol: the ReadyForQuery after the error ends it too.
+        let mut t = Tracker::default();
+        t.on_client(b'Q');
+        t.on_copy_in();
+        t.on_ready(TxStatus::Idle);
+        assert!(!t.in_copy_in() && t.is_clean());
     }
 
     #[test]
