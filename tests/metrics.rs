@@ -110,3 +110,32 @@ async fn readyz_reports_utilization_and_follows_the_database() {
     let (status, _) = get(mport, "/readyz").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_timeouts_count_query_wait_timeouts() {
+    let pg = TestPg::start().await;
+    let mport = free_port();
+    let px = Proxy::builder(&pg)
+        .general("metrics_addr", &format!("\"127.0.0.1:{mport}\""))
+        .pool_size(1)
+        .query_wait_timeout(0.3)
+        .start()
+        .await;
+    let a = px.client("scram_user", "scram_pw", "app").await;
+    let b = px.client("scram_user", "scram_pw", "app").await;
+    a.batch_execute("begin; select 1").await.unwrap();
+    let timeouts = || async {
+        parse(&get(mport, "/metrics").await.1).get(&format!("pgsluice_acquire_timeouts_total{{{POOL}}}")).copied()
+    };
+    assert_eq!(timeouts().await, Some(0.0));
+    for _ in 0..2 {
+        let e = b.simple_query("select 1").await.unwrap_err();
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("57014"), "{e}");
+    }
+    assert_eq!(timeouts().await, Some(2.0), "two waits ended by query_wait_timeout");
+    let m = parse(&get(mport, "/metrics").await.1);
+    assert_eq!(sample(&m, "pgsluice_errors_total", &format!("{POOL},class=\"57\"")), 2.0);
+    a.batch_execute("commit").await.unwrap();
+    assert_eq!(scalar(&b, "select 2").await, "2");
+    assert_eq!(timeouts().await, Some(2.0), "a wait that got a server is no timeout");
+}
