@@ -1,0 +1,124 @@
+//! The command line: `--check` (exit 0, or 1 with `file: key: reason`), `--version`, and `workers`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Proxy, TestPg, scalar};
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn pgsluice(args: &[&std::ffi::OsStr]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgsluice")).args(args).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("pgsluice did not exit within 30 s")
+        .expect("run pgsluice");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `pgsluice.toml` (and an auth file next to it) into `dir`.
+fn write_config(dir: &Path, general: &str) -> PathBuf {
+    std::fs::write(dir.join("userlist.txt"), "\"app\" \"app-secret\"\n").unwrap();
+    let path = dir.join("pgsluice.toml");
+    let text = format!(
+        "[pgsluice]\nlisten_port = 6432\nauth_type = \"scram-sha-256\"\nauth_file = \"userlist.txt\"\n{general}\n\
+         [databases]\napp = {{ host = \"127.0.0.1\", port = 5432 }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn check(path: &Path) -> Output {
+    pgsluice(&["--check".as_ref(), path.as_os_str()]).await
+}
+
+#[tokio::test]
+async fn check_accepts_a_good_config_and_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "default_pool_size = 5\nquery_wait_timeout = 2.5\nworkers = 1");
+    let out = check(&path).await;
+    assert_eq!(out.code, Some(0), "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("OK"), "{}", out.stdout);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/pgsluice.toml");
+    let out = check(&example).await;
+    assert_eq!(out.code, Some(0), "conf/pgsluice.toml: {}", out.stderr);
+}
+
+#[tokio::test]
+async fn check_rejects_bad_configs_naming_file_key_and_reason() {
+    let cases = [
+        (
+            "unknown key",
+            "max_client_con = 5",
+            "pgsluice.max_client_con",
+            "unknown key (did you mean `max_client_conn`?)",
+        ),
+        ("wrong type", "default_pool_size = \"big\"", "pgsluice.default_pool_size", "invalid type"),
+        ("negative time", "query_wait_timeout = -1", "pgsluice.query_wait_timeout", "not a valid number of seconds"),
+        ("impossible value", "default_pool_size = 0", "pgsluice.default_pool_size", "must be at least 1"),
+        ("min above pool", "min_pool_size = 9\ndefault_pool_size = 3", "pgsluice.min_pool_size", "more than"),
+        ("too many workers", "workers = 5000", "pgsluice.workers", "must be at most 1024"),
+        ("bad address", "listen_addr = \"127.0.0.1,::1\"", "pgsluice.listen_addr", "one address only"),
+    ];
+    for (what, line, key, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), line);
+        let out = check(&path).await;
+        assert_eq!(out.code, Some(1), "{what}: exit code; stderr: {}", out.stderr);
+        let expected = format!("{}: key `{key}`: ", path.display());
+        assert!(out.stderr.contains(&expected), "{what}: wanted {expected:?} in: {}", out.stderr);
+        assert!(out.stderr.contains(reason), "{what}: wanted {reason:?} in: {}", out.stderr);
+        assert!(!out.stdout.contains("OK"), "{what}: {}", out.stdout);
+    }
+}
+
+#[tokio::test]
+async fn check_rejects_a_missing_auth_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    std::fs::remove_file(dir.path().join("userlist.txt")).unwrap();
+    let out = check(&path).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("userlist.txt") && out.stderr.contains("cannot read"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn version_prints_the_crate_version() {
+    let out = pgsluice(&["--version".as_ref()]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), format!("pgsluice {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// Threads of `pid` named like tokio's runtime workers ("tokio-rt-worker"; older tokio: "tokio-runtime-worker",
+/// which the kernel cuts to 15 bytes).
+fn runtime_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the pgsluice process")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| matches!(name.trim(), "tokio-rt-worker" | "tokio-runtime-w"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sets_the_number_of_runtime_threads() {
+    let pg = TestPg::start().await;
+    for workers in [1, 3] {
+        let px = Proxy::builder(&pg).general("workers", &workers.to_string()).start().await;
+        assert_eq!(runtime_threads(px.pid()), workers, "workers = {workers}");
+        let clients: Vec<_> =
+            futures_util::future::join_all((0..4).map(|_| px.client("scram_user", "scram_pw", "app"))).await;
+        for (i, c) in clients.iter().enumerate() {
+            assert_eq!(scalar(c, &format!("select {i} + 1")).await, (i + 1).to_string(), "workers = {workers}");
+        }
+    }
+}
