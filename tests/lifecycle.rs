@@ -185,3 +185,160 @@ async fn json_logs_are_one_object_per_line_with_stable_fields() {
     assert!(v["fields"]["addr"].as_str().unwrap_or_default().ends_with(&port.to_string()), "{v}");
     assert_eq!(v["level"], "INFO");
 }
+
+/// The whole pgsluice log, ANSI colours removed.
+fn full_log(px: &Proxy) -> String {
+    let raw = std::fs::read_to_string(px.config.with_file_name("stderr.log")).unwrap_or_default();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn proxy_with_console(pg: &TestPg) -> common::ProxyBuilder {
+    Proxy::builder(pg).pool_size(2).general("admin_users", &format!("{USER:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shutdown_exits_at_once() {
+    let pg = TestPg::start().await;
+    let mut px = proxy_with_console(&pg).start().await;
+    let c = px.client(USER, PW, "app").await;
+    c.batch_execute("begin").await.unwrap();
+    let console = px.client(USER, PW, "pgbouncer").await;
+    let _ = console.simple_query("shutdown").await;
+    let status = px.wait_exit(Duration::from_secs(5)).await.expect("SHUTDOWN exits without waiting");
+    assert!(status.success(), "{status:?}");
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert!(c.is_closed(), "the open transaction's client is disconnected: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shutdown_wait_for_servers_lets_the_open_transaction_finish() {
+    let pg = TestPg::start().await;
+    let mut px = proxy_with_console(&pg).query_wait_timeout(30.0).start().await;
+    let a = px.client(USER, PW, "app").await;
+    let b = px.client(USER, PW, "app").await;
+    a.batch_execute("begin; update accounts set balance = balance + 1 where id = 1").await.unwrap();
+    let console = px.client(USER, PW, "pgbouncer").await;
+    console.simple_query("shutdown wait_for_servers").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "pgsluice holds new transactions", || async {
+        let rows = console.simple_query("show state").await.unwrap();
+        rows.iter().any(|m| {
+            matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("paused") && r.get(1) == Some("yes"))
+        })
+    })
+    .await;
+    // A new transaction does not start; a new login is refused.
+    let held = tokio::spawn(async move { b.simple_query("select 1").await.map(|_| ()) });
+    let e = px.try_client(USER, PW, "app").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57P03"), "{e}");
+    assert!(px.wait_exit(Duration::from_millis(300)).await.is_none(), "waits for the open transaction");
+    // The open one runs to its commit; then pgsluice exits and the held transaction fails.
+    assert_eq!(scalar(&a, "select balance from accounts where id = 1").await, "1");
+    a.batch_execute("commit").await.unwrap();
+    assert!(px.wait_exit(Duration::from_secs(10)).await.is_some(), "exits once no server is in use");
+    let held = tokio::time::timeout(Duration::from_secs(5), held).await.expect("B is answered").unwrap();
+    assert!(held.is_err(), "the transaction that waited never ran");
+    let direct = pg.direct(USER, PW, "app").await;
+    assert_eq!(scalar(&direct, "select balance from accounts where id = 1").await, "1", "committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shutdown_wait_for_clients_serves_them_until_they_leave() {
+    let pg = TestPg::start().await;
+    let mut px = proxy_with_console(&pg).start().await;
+    let a = px.client(USER, PW, "app").await;
+    let console = px.client(USER, PW, "pgbouncer").await;
+    console.simple_query("shutdown wait_for_clients").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "new logins refused", || async {
+        px.try_client(USER, PW, "app").await.err().and_then(|e| code(&e)).as_deref() == Some("57P03")
+    })
+    .await;
+    // The connected client goes on with new transactions; pgsluice waits for it.
+    for i in 0..3 {
+        assert_eq!(scalar(&a, &format!("select {i}")).await, i.to_string());
+    }
+    assert!(px.wait_exit(Duration::from_millis(300)).await.is_none(), "waits for its client");
+    drop(a);
+    let status = px.wait_exit(Duration::from_secs(10)).await.expect("exits once the client has left");
+    assert!(status.success(), "{status:?}");
+}
+
+/// Connects, runs a query and leaves; then fails a login with a wrong password. Returns once pgsluice has
+/// seen the client go and has logged a later line (a RELOAD), so an absent line would have been written.
+async fn connect_leave_and_fail_login(px: &Proxy) {
+    let console = px.client(USER, PW, "pgbouncer").await;
+    let c = px.client(USER, PW, "app").await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    drop(c);
+    let e = px.try_client(USER, "wrong", "app").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    common::wait_for(Duration::from_secs(5), "the client is gone", || async {
+        console
+            .simple_query("show clients")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+    })
+    .await;
+    console.simple_query("reload").await.unwrap();
+    common::wait_for(Duration::from_secs(5), "the reload is logged", || async {
+        full_log(px).contains("configuration reloaded")
+    })
+    .await;
+}
+
+/// Log lines with `what` about a client at 127.0.0.1 (the failed login: the wrong password, not the
+/// harness's readiness probe).
+fn lines_with(log: &str, what: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(what) && l.contains("127.0.0.1"))
+        .filter(|l| !l.contains("login failed") || l.contains("password authentication failed"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_connections_disconnections_and_pooler_errors_follow_their_settings() {
+    let pg = TestPg::start().await;
+    // On (the default): a login line, a disconnect line, and the failed login.
+    let on = proxy_with_console(&pg).start().await;
+    connect_leave_and_fail_login(&on).await;
+    let log = full_log(&on);
+    assert_eq!(lines_with(&log, ": login peer="), 1, "{log}");
+    assert_eq!(lines_with(&log, ": disconnected peer="), 1, "{log}");
+    assert_eq!(lines_with(&log, "login failed peer="), 1, "{log}");
+    // Off: none of them.
+    let off = proxy_with_console(&pg)
+        .general("log_connections", "false")
+        .general("log_disconnections", "false")
+        .general("log_pooler_errors", "false")
+        .start()
+        .await;
+    connect_leave_and_fail_login(&off).await;
+    let log = full_log(&off);
+    assert_eq!(lines_with(&log, ": login peer="), 0, "{log}");
+    assert_eq!(lines_with(&log, ": disconnected peer="), 0, "{log}");
+    assert_eq!(lines_with(&log, "login failed peer="), 0, "{log}");
+    // Each setting alone.
+    let only_disconnections =
+        proxy_with_console(&pg).general("log_connections", "false").general("log_pooler_errors", "false").start().await;
+    connect_leave_and_fail_login(&only_disconnections).await;
+    let log = full_log(&only_disconnections);
+    assert_eq!(
+        (lines_with(&log, ": login peer="), lines_with(&log, ": disconnected peer="), lines_with(&log, "login failed peer=")),
+        (0, 1, 0),
+        "{log}"
+    );
+}
