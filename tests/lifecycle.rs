@@ -337,7 +337,11 @@ async fn log_connections_disconnections_and_pooler_errors_follow_their_settings(
     connect_leave_and_fail_login(&only_disconnections).await;
     let log = full_log(&only_disconnections);
     assert_eq!(
-        (lines_with(&log, ": login peer="), lines_with(&log, ": disconnected peer="), lines_with(&log, "login failed peer=")),
+        (
+            lines_with(&log, ": login peer="),
+            lines_with(&log, ": disconnected peer="),
+            lines_with(&log, "login failed peer=")
+        ),
         (0, 1, 0),
         "{log}"
     );
