@@ -217,7 +217,8 @@ impl Shared {
             pool,
             settings: Mutex::new(Arc::new(settings)),
             settings_version: Default::default(),
-            plan_epoch: Default::default(),
+            // Random, so no client can aim a statement text at the server-side name of another's.
+            plan_epoch: Arc::new(std::sync::atomic::AtomicU64::new(rand::random())),
             stats: self.stats.get(db, user),
             successor: Default::default(),
         });

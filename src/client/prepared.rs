@@ -108,10 +108,12 @@ fn split_message(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, body, after.get(len..)?))
 }
 
+/// pgsluice's name for a statement: a hash of its text and parameter types, keyed by the pool's epoch
+/// (random at start, so names cannot be predicted or collided on purpose).
 fn server_name_for(rest: &[u8], epoch: u64) -> Bytes {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    rest.hash(&mut h);
     epoch.hash(&mut h);
+    rest.hash(&mut h);
     Bytes::from(format!("pgsluice_{:016x}", h.finish()))
 }
 
