@@ -1,7 +1,7 @@
 //! Big messages and backpressure: messages far larger than any buffer stream through (named statements
 //! included) without pgsluice holding them whole, a 1 GB COPY passes in both directions with bounded proxy
 //! memory, and a client that stops reading slows only its own server and is dropped after
-//! client_send_timeout while others are served.
+//! client_send_timeout while others are served; max_packet_size bounds messages both ways.
 
 mod common;
 
@@ -139,4 +139,30 @@ async fn a_client_that_stops_reading_is_dropped_and_others_are_served() {
     let peak = peak_rss_mib(px.pid());
     assert!(peak < MAX_PROXY_MIB, "pgsluice peaked at {peak} MiB");
     assert_eq!(scalar(&other, "select 'still served'").await, "still served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_packet_size_bounds_messages_both_ways() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").general("max_packet_size", "65536").start().await;
+    // A client message over the limit: 08P01, connection closed, nothing held.
+    let mut c = RawConn::connect(px.port()).await;
+    c.send(&RawConn::startup_packet("trust_user", "app", &[])).await;
+    c.read_until_ready().await;
+    c.send(&fe::query(&format!("select '{}'", "x".repeat(100_000)))).await;
+    let (tag, body) = c.read_message(Duration::from_secs(10)).await.expect("an error");
+    assert_eq!(tag, b'E');
+    let fields = common::wire::error_fields(&body);
+    assert_eq!((fields[&'S'].as_str(), fields[&'C'].as_str()), ("FATAL", "08P01"), "{fields:?}");
+    assert!(c.wait_closed(Duration::from_secs(5)).await.is_some(), "closed after the error");
+    // A row over the limit from the server: the client gets an error instead of the row.
+    let client = px.client("trust_user", "", "app").await;
+    let e = client.simple_query("select repeat('x', 100000)").await.expect_err("row over max_packet_size");
+    let db = e.as_db_error().unwrap_or_else(|| panic!("an ErrorResponse, not a bare close: {e}"));
+    assert_eq!(db.code().code(), "08006", "{db:?}");
+    assert!(db.message().contains("invalid message length"), "{}", db.message());
+    // Under the limit both ways, and other clients are unaffected.
+    let other = px.client("trust_user", "", "app").await;
+    assert_eq!(scalar(&other, &format!("select length('{}')", "y".repeat(60_000))).await, "60000");
+    assert_eq!(scalar(&other, "select length(repeat('z', 60000))").await, "60000");
 }

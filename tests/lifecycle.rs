@@ -346,3 +346,27 @@ async fn log_connections_disconnections_and_pooler_errors_follow_their_settings(
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_pooler_errors_also_gates_errors_sent_inside_a_session() {
+    let pg = TestPg::start().await;
+    for (setting, expected) in [("true", 1), ("false", 0)] {
+        let px = Proxy::builder(&pg)
+            .pool_size(1)
+            .query_wait_timeout(0.3)
+            .general("log_pooler_errors", setting)
+            .start()
+            .await;
+        let holder = px.client(USER, PW, "app").await;
+        holder.batch_execute("begin").await.unwrap();
+        let waiter = px.client(USER, PW, "app").await;
+        let e = waiter.simple_query("select 1").await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+        holder.batch_execute("commit").await.unwrap();
+        // The waiter's connection still works, and its error was logged only when asked for.
+        assert_eq!(scalar(&waiter, "select 1").await, "1");
+        let log = full_log(&px);
+        let lines = log.lines().filter(|l| l.contains("query_wait_timeout") && l.contains("WARN")).count();
+        assert_eq!(lines, expected, "log_pooler_errors = {setting}:\n{log}");
+    }
+}

@@ -247,7 +247,10 @@ pub async fn login(
         let app = params.get("application_name").unwrap_or_default().to_string();
         params.set("application_name", &format!("{app} - {}:{}", peer.ip(), peer.port()));
     }
-    if let (Some(ck), Some(Secret::Scram(s))) = (client_key, shared.secret(&user)) {
+    // Keys learned from the client log in to the server only as that same user (not a forced one).
+    if let (Some(ck), Some(Secret::Scram(s))) = (client_key, shared.secret(&user))
+        && pool.pool.connector().user == user
+    {
         let mut cell = pool.pool.connector().credentials.lock().unwrap_or_else(|e| e.into_inner());
         if matches!(*cell, Credentials::None) {
             *cell = Credentials::ScramKeys { client_key: ck, server_key: s.server_key };

@@ -49,7 +49,10 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(e) => {
-            if general.log_pooler_errors || matches!(e, ClientError::Io(_)) {
+            // A peer that connects and leaves (a health check, a port probe) is not an error.
+            if matches!(e, ClientError::Io(_)) {
+                tracing::debug!(%peer, error = %e, "connection closed during login");
+            } else if general.log_pooler_errors {
                 tracing::info!(%peer, error = %e, "login failed");
             }
             if !matches!(e, ClientError::Io(_)) {
@@ -61,7 +64,9 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
     let logged_in = match logged_in {
         Login::Pooled(l) => l,
         Login::Admin { user, role } => {
-            tracing::info!(%peer, %user, ?role, "admin console login");
+            if general.log_connections {
+                tracing::info!(%peer, %user, ?role, "admin console login");
+            }
             crate::admin::serve(&shared, sock, buf, role).await;
             return;
         }

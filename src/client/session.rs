@@ -19,7 +19,7 @@ use super::prepared::{Edit, Statements};
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
-use crate::protocol::frame::{FrameScanner, Header, MAX_MESSAGE_LEN};
+use crate::protocol::frame::{FrameScanner, Header};
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
 use crate::server::replies::{Outcome, Verdict};
@@ -113,7 +113,7 @@ impl Session {
         Session {
             sock,
             cbuf,
-            client_scanner: FrameScanner::new(MAX_MESSAGE_LEN),
+            client_scanner: FrameScanner::new(settings.max_packet_size),
             state: State::Idle { since: Instant::now() },
             login,
             settings,
@@ -148,7 +148,9 @@ impl Session {
         if let Err(e) = result
             && !matches!(e, ClientError::Io(_))
         {
-            tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
+            if self.settings.log_pooler_errors {
+                tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
+            }
             if !matches!(e, ClientError::ClientSendTimeout) {
                 let mut out = BytesMut::new();
                 let pg = e.to_pg();
@@ -270,7 +272,9 @@ impl Session {
                 if !matches!(err, ClientError::QueryWaitTimeout { .. }) {
                     return Err(err);
                 }
-                tracing::warn!(db = %self.login.db, user = %self.login.user, "query_wait_timeout");
+                if self.settings.log_pooler_errors {
+                    tracing::warn!(db = %self.login.db, user = %self.login.user, "query_wait_timeout");
+                }
                 let stats = &self.login.pool.stats;
                 stats.acquire_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 stats.count_error(err.to_pg().code.as_bytes());
@@ -340,7 +344,7 @@ impl Session {
         let now = Instant::now();
         self.state = State::Active(Active {
             lease,
-            scanner: FrameScanner::new(MAX_MESSAGE_LEN),
+            scanner: FrameScanner::new(self.settings.max_packet_size),
             tx_started: now,
             request_started: None,
             last_client_activity: now,

@@ -199,7 +199,8 @@ pub struct General {
     pub application_name_add_host: bool,
     /// Worker threads; 0 = one per core. pgsluice only. Default 0. Needs restart.
     pub workers: usize,
-    /// Largest message accepted, bytes (PostgreSQL's limit is 1 GiB). Default 1073741823.
+    /// Largest message from a client (FATAL 08P01) or a server (08006), bytes; also bounds what pgsluice
+    /// holds whole (a named Parse). PgBouncer: `max_packet_size`. Default 1073741823 (PostgreSQL's 1 GiB).
     pub max_packet_size: usize,
     /// Named prepared statements kept per server connection in transaction/statement mode; 0 = off
     /// (names then reach the server unchanged). Default 200.

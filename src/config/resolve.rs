@@ -45,6 +45,10 @@ pub struct PoolSettings {
     pub server_reset_query_always: bool,
     /// Prepared statements per server; 0 = off. Session mode never rewrites (the server is the client's).
     pub max_prepared_statements: usize,
+    /// Largest message from a client or a server; also bounds what pgsluice holds whole (a named Parse).
+    pub max_packet_size: usize,
+    /// Log the errors pgsluice itself sends to clients (PgBouncer: `log_pooler_errors`).
+    pub log_pooler_errors: bool,
 }
 
 impl Config {
@@ -91,6 +95,8 @@ impl Config {
             server_reset_query: g.server_reset_query.clone(),
             server_reset_query_always: g.server_reset_query_always,
             max_prepared_statements: g.max_prepared_statements,
+            max_packet_size: g.max_packet_size,
+            log_pooler_errors: g.log_pooler_errors,
         })
     }
 }
