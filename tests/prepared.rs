@@ -258,3 +258,37 @@ async fn max_prepared_statements_0_and_session_mode_pass_names_through() {
         assert!(names.starts_with('s') && !names.contains("pgsluice_"), "{names}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stats_counts_client_parses_server_parses_and_binds() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).pool_size(1).general("admin_users", &format!("{USER:?}")).start().await;
+    let a = px.client(USER, PW, "app").await;
+    let s1 = a.prepare("select $1::int4").await.unwrap();
+    let s2 = a.prepare("select $1::text").await.unwrap();
+    for i in 0..3 {
+        a.query_one(&s1, &[&i]).await.unwrap();
+    }
+    a.query_one(&s2, &[&"x"]).await.unwrap();
+    // Another client prepares a text the one server already holds: a client parse, no server parse.
+    let b = px.client(USER, PW, "app").await;
+    let s3 = b.prepare("select $1::int4").await.unwrap();
+    b.query_one(&s3, &[&7]).await.unwrap();
+    let console = px.client(USER, PW, "pgbouncer").await;
+    let figures = || async {
+        let msgs = console.simple_query("show stats_totals").await.unwrap();
+        msgs.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => Some(
+                    ["client_parse_count", "server_parse_count", "bind_count"]
+                        .map(|c| r.get(c).unwrap_or_default().to_string()),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    common::wait_for(Duration::from_secs(5), "3 client parses, 2 server parses, 5 binds", || async {
+        figures().await == ["3", "2", "5"]
+    })
+    .await;
+}

@@ -82,6 +82,16 @@ pub struct Statements {
     /// The captured batch describes its portal, so the client learns the new row shape on a replay.
     capture_describes: bool,
     replaying: bool,
+    /// Counted for SHOW STATS since the last `drain_counts`: named Parses from the client, Parses sent
+    /// to a server, Binds of named statements.
+    counts: PreparedCounts,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PreparedCounts {
+    client_parse: u64,
+    server_parse: u64,
+    bind: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +143,14 @@ impl Statements {
 
     pub fn enabled(&self) -> bool {
         self.max > 0
+    }
+
+    /// Moves the prepared-statement counts into `totals`.
+    pub fn drain_counts(&mut self, totals: &mut crate::stats::Totals) {
+        let c = std::mem::take(&mut self.counts);
+        totals.client_parse_count += c.client_parse;
+        totals.server_parse_count += c.server_parse;
+        totals.bind_count += c.bind;
     }
 
     /// A server was leased: it may hold another client's unnamed statement, not this one's.
@@ -251,6 +269,7 @@ impl Statements {
         out.put_u32(new_len);
         messages::put_cstr(out, portal);
         messages::put_cstr(out, &stmt.server_name);
+        self.counts.bind += 1;
         let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable: false });
         conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
         let head = 5 + portal.len() + 1 + name.len() + 1;
@@ -329,6 +348,7 @@ impl Statements {
             messages::put_cstr(b, &stmt.server_name);
             b.put_slice(&stmt.rest);
         });
+        self.counts.server_parse += 1;
         let parse = Prepared { server_name: stmt.server_name.clone(), client_name };
         conn.replies.push(Entry::Pending {
             request: Request::Parse,
@@ -348,6 +368,7 @@ impl Statements {
             return Some(self.raise(PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg), conn, out));
         }
         let start = out.len();
+        self.counts.client_parse += 1;
         let server_name = server_name_for(rest, self.epoch.load(Ordering::Relaxed));
         let stmt = Arc::new(Statement { server_name, rest: Bytes::copy_from_slice(rest) });
         let name = Bytes::copy_from_slice(name);
@@ -386,6 +407,7 @@ impl Statements {
         } else if first {
             self.capture_state = Capture::None;
         }
+        self.counts.bind += 1;
         let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable });
         conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
         Some(Edit::Replace(start..out.len()))

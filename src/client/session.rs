@@ -163,6 +163,7 @@ impl Session {
         }
         self.finish().await;
         let pool = self.login.pool.clone(); // the current pool: RELOAD may have moved the client
+        self.stmts.drain_counts(&mut self.counted.totals);
         pool.stats.flush(&self.counted);
         pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(stats_pool);
@@ -391,6 +392,7 @@ impl Session {
             let mut lease = active.lease;
             unlink(&mut lease);
             lease.release();
+            self.stmts.drain_counts(&mut self.counted.totals);
             self.login.pool.stats.flush(&self.counted);
             self.counted = Collected::default();
         }
