@@ -131,6 +131,18 @@ async fn usr1_pauses_and_usr2_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_over_so_reuseport_has_no_failed_transaction() {
+    // Closing a SO_REUSEPORT listener resets the connections still queued on it unless the kernel hands
+    // them to another listener of the group (Linux >= 5.14, net.ipv4.tcp_migrate_req = 1, as the README
+    // says for production). Without it a connection can be reset in the instant between the old
+    // process's last accept and its close, so the test needs it.
+    const MIGRATE: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    if std::fs::read_to_string(MIGRATE).map(|v| v.trim() == "0").unwrap_or(true) {
+        let _ = std::fs::write(MIGRATE, "1");
+    }
+    if std::fs::read_to_string(MIGRATE).map(|v| v.trim() != "1").unwrap_or(true) {
+        eprintln!("SKIPPED: {MIGRATE} is not 1 and cannot be set here (needs root on Linux >= 5.14)");
+        return;
+    }
     let pg = TestPg::start().await;
     pgbench_init(&pg);
     let mut old = Proxy::builder(&pg).pool_size(4).general("so_reuseport", "true").start().await;
