@@ -109,6 +109,8 @@ pub struct Shared {
     pub db_clients: Arc<ClientCounts>,
     pub user_clients: Arc<ClientCounts>,
     pub cancel: Arc<CancelRegistry>,
+    /// SCRAM salts per user name (from a per-process secret) and keys derived from plain-text passwords.
+    pub scram: crate::auth::scram::ScramVerifiers,
     pub client_registry: Arc<crate::stats::clients::ClientRegistry>,
     pub server_registry: Arc<crate::stats::servers::ServerRegistry>,
     /// Counters per (database, user), kept across pool rebuilds.
@@ -135,6 +137,7 @@ impl Shared {
             db_clients: Arc::default(),
             user_clients: Arc::default(),
             cancel: Arc::default(),
+            scram: Default::default(),
             client_registry: Arc::default(),
             server_registry: Arc::default(),
             stats: Default::default(),

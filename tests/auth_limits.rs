@@ -206,3 +206,61 @@ async fn forced_server_user_from_the_database_entry() {
         .get(0);
     assert_eq!(n, 2, "one server per forced user");
 }
+
+/// The salt and iteration count of the server-first-message pgsluice sends `user`, read off the wire.
+async fn scram_salt(port: u16, user: &str) -> (String, String) {
+    use common::wire::{RawConn, fe};
+    let within = std::time::Duration::from_secs(10);
+    let mut c = RawConn::connect(port).await;
+    c.send(&RawConn::startup_packet(user, "app", &[])).await;
+    let (tag, body) = c.read_message(within).await.expect("an authentication request");
+    assert_eq!((tag, &body[..4]), (b'R', &10u32.to_be_bytes()[..]), "{user}: AuthenticationSASL");
+    assert!(body.windows(13).any(|w| w == b"SCRAM-SHA-256"), "{user}: SCRAM-SHA-256 offered");
+    let client_first = b"n,,n=,r=rOprNGfwEbeRWgbNEkqO";
+    let mut initial = b"SCRAM-SHA-256\0".to_vec();
+    initial.extend_from_slice(&(client_first.len() as i32).to_be_bytes());
+    initial.extend_from_slice(client_first);
+    c.send(&fe::msg(b'p', &initial)).await;
+    let (tag, body) = c.read_message(within).await.expect("a server-first-message");
+    assert_eq!((tag, &body[..4]), (b'R', &11u32.to_be_bytes()[..]), "{user}: AuthenticationSASLContinue");
+    let first = String::from_utf8(body[4..].to_vec()).unwrap();
+    let attr = |k: &str| first.split(',').find_map(|p| p.strip_prefix(k)).map(str::to_string);
+    (attr("s=").unwrap_or_else(|| panic!("no salt: {first}")), attr("i=").unwrap_or_else(|| panic!("{first}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_salts_do_not_tell_real_users_from_unknown_ones() {
+    let pg = TestPg::start().await;
+    let (_, scram) = stored_secrets(&pg).await;
+    let px = Proxy::builder(&pg)
+        .auth_type("scram-sha-256")
+        .userlist(&[("scram_user", &scram), ("md5_user", "md5_pw")])
+        .start()
+        .await;
+    // A real user's verifier shows its salt: the same on every attempt.
+    let real = scram_salt(px.port(), "scram_user").await;
+    assert_eq!(scram_salt(px.port(), "scram_user").await, real);
+    let stored_salt = scram.split(['$', ':']).nth(2).unwrap();
+    assert_eq!(real, (stored_salt.to_string(), "4096".to_string()), "the verifier's salt and iterations");
+    // So does an unknown user, with a salt of its own and the same iteration count.
+    let unknown = scram_salt(px.port(), "nobody").await;
+    assert_eq!(scram_salt(px.port(), "nobody").await, unknown, "an unknown user's salt is stable too");
+    assert_eq!(unknown.1, real.1);
+    assert_ne!(unknown.0, real.0);
+    assert_ne!(scram_salt(px.port(), "somebody").await.0, unknown.0, "each name its own salt");
+    // And a user with a plain-text secret, who logs in with it (twice: the second from the kept keys).
+    let plain = scram_salt(px.port(), "md5_user").await;
+    assert_eq!(scram_salt(px.port(), "md5_user").await, plain);
+    assert_eq!(plain.1, "4096");
+    for _ in 0..2 {
+        let c = px.client("md5_user", "md5_pw", "app").await;
+        assert_eq!(common::scalar(&c, "select current_user").await, "md5_user");
+    }
+    // Wrong password and unknown user still end alike.
+    let wrong = px.try_client("scram_user", "nope", "app").await.expect_err("wrong password refused");
+    let unknown = px.try_client("nobody", "nope", "app").await.expect_err("unknown user refused");
+    assert_eq!(code(&wrong), Some(SqlState::INVALID_PASSWORD), "{wrong}");
+    assert_eq!(code(&unknown), Some(SqlState::INVALID_PASSWORD), "{unknown}");
+    let strip = |e: &tokio_postgres::Error, u: &str| e.as_db_error().unwrap().message().replace(u, "USER");
+    assert_eq!(strip(&wrong, "scram_user"), strip(&unknown, "nobody"));
+}

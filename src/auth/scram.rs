@@ -76,6 +76,68 @@ enum ScramExchange {
     Failed,
 }
 
+/// Iterations of the verifiers pgsluice makes itself (plain-text secrets, unknown users): PostgreSQL's default.
+pub const ITERATIONS: u32 = 4096;
+
+/// Plain-text users whose derived keys are kept; past this the cache starts over.
+const MAX_DERIVED: usize = 10_000;
+
+/// The SCRAM server side's per-process state. A random secret from which every user name gets its own
+/// salt, the same on every attempt (PostgreSQL's mock salt): an unknown user looks like a real one, and a
+/// plain-text user's salt is as stable as a stored verifier's. And the keys derived from plain-text
+/// passwords, so a login pays PBKDF2 once per (user, password) rather than every time. The cache is keyed
+/// on the password itself, so a RELOAD that changes it derives anew.
+pub struct ScramVerifiers {
+    secret: [u8; 32],
+    derived: std::sync::Mutex<std::collections::HashMap<String, (String, ScramSecret)>>,
+}
+
+impl Default for ScramVerifiers {
+    fn default() -> Self {
+        ScramVerifiers { secret: rand::random(), derived: Default::default() }
+    }
+}
+
+impl ScramVerifiers {
+    /// `user`'s salt when pgsluice makes the verifier: HMAC-SHA-256(process secret, user), 16 bytes.
+    pub fn salt(&self, user: &str) -> [u8; 16] {
+        let mac = hmac(&self.secret, &[user.as_bytes()]);
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&mac[..16]);
+        salt
+    }
+
+    /// The verifier `user` is checked against: the auth file's SCRAM secret, or one derived from a
+    /// plain-text password with `user`'s salt. `None` for unknown users and md5 secrets.
+    pub fn verifier(&self, user: &str, secret: Option<&Secret>) -> Option<ScramSecret> {
+        let password = match secret {
+            Some(Secret::Scram(s)) => return Some(s.clone()),
+            Some(Secret::Plain(p)) => p,
+            _ => return None,
+        };
+        let lock = || self.derived.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((pw, v)) = lock().get(user)
+            && pw == password
+        {
+            return Some(v.clone());
+        }
+        let salt = self.salt(user);
+        let k = Keys::derive(password.as_bytes(), &salt, ITERATIONS);
+        let v = ScramSecret {
+            iterations: ITERATIONS,
+            salt: salt.to_vec(),
+            stored_key: k.stored_key,
+            server_key: k.server_key,
+        };
+        let mut cache = lock();
+        if cache.len() >= MAX_DERIVED && !cache.contains_key(user) {
+            cache.clear();
+        }
+        cache.insert(user.to_string(), (password.clone(), v.clone()));
+        Some(v)
+    }
+}
+
 /// Server side of one client's exchange.
 pub struct ScramServer {
     secret: ScramSecret,
@@ -87,25 +149,14 @@ pub struct ScramServer {
 impl ScramServer {
     pub const MECHANISM: &'static str = "SCRAM-SHA-256";
 
-    pub fn new(secret: Option<&Secret>) -> ScramServer {
-        let derived = match secret {
-            Some(Secret::Scram(s)) => Some(s.clone()),
-            Some(Secret::Plain(p)) => {
-                let salt: [u8; 16] = rand::random();
-                let k = Keys::derive(p.as_bytes(), &salt, 4096);
-                Some(ScramSecret {
-                    iterations: 4096,
-                    salt: salt.to_vec(),
-                    stored_key: k.stored_key,
-                    server_key: k.server_key,
-                })
-            }
-            _ => None,
-        };
+    /// An exchange for `user`. Unknown users get a mock verifier with `user`'s own salt, so two attempts
+    /// show the same salt and iteration count, as for a real user; the exchange then fails at the proof.
+    pub fn new(verifiers: &ScramVerifiers, user: &str, secret: Option<&Secret>) -> ScramServer {
+        let derived = verifiers.verifier(user, secret);
         let genuine = derived.is_some();
         let secret = derived.unwrap_or_else(|| ScramSecret {
-            iterations: 4096,
-            salt: rand::random::<[u8; 16]>().to_vec(),
+            iterations: ITERATIONS,
+            salt: verifiers.salt(user).to_vec(),
             stored_key: rand::random(),
             server_key: rand::random(),
         });

@@ -136,18 +136,19 @@ async fn authenticate(
             let response = messages::password_body(&body)?;
             auth::md5::verify(secret.as_ref(), user, salt, response).then_some(None).ok_or_else(failed)
         }
-        Method::ScramSha256 => scram_exchange(sock, buf, secret.as_ref(), user).await,
+        Method::ScramSha256 => scram_exchange(sock, buf, shared, secret.as_ref(), user).await,
     }
 }
 
 async fn scram_exchange(
     sock: &mut TcpStream,
     buf: &mut BytesMut,
+    shared: &Shared,
     secret: Option<&Secret>,
     user: &str,
 ) -> Result<Option<[u8; 32]>, ClientError> {
     let failed = || ClientError::AuthFailed(user.to_string());
-    let mut scram = ScramServer::new(secret);
+    let mut scram = ScramServer::new(&shared.scram, user, secret);
     let mut out = BytesMut::new();
     messages::auth_sasl(&mut out, ScramServer::MECHANISM);
     sock.write_all(&out).await?;
