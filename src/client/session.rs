@@ -13,16 +13,16 @@ use tokio::time::{Instant, sleep_until};
 
 use super::ClientError;
 
+mod forward;
 mod timers;
 use super::login::LoggedIn;
-use super::prepared::{Edit, Statements};
+use super::prepared::Statements;
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
-use crate::protocol::frame::{FrameScanner, Header};
+use crate::protocol::frame::FrameScanner;
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
-use crate::server::replies::{Outcome, Verdict};
 use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
@@ -441,259 +441,6 @@ impl Session {
         }
     }
 
-    /// Forwards every complete (or streaming) client message to the server, tracking what it owes and
-    /// rewriting prepared statements.
-    async fn forward_client(&mut self) -> Result<Flow, ClientError> {
-        let State::Active(active) = &mut self.state else {
-            return Ok(Flow::Continue);
-        };
-        let Some(conn) = active.lease.conn() else {
-            return Err(ClientError::ServerLost("empty lease".into()));
-        };
-        let was_busy = conn.tracker.busy();
-        let mut terminate = false;
-        let (stmts, extra, edits) = (&mut self.stmts, &mut self.extra, &mut self.edits);
-        let tx_query = &mut self.tx_query;
-        let keep_query =
-            !self.settings.log_slow_transaction.is_zero() || !self.settings.idle_transaction_warn.is_zero();
-        let rewrite = stmts.enabled();
-        extra.clear();
-        edits.clear();
-        let n = self.client_scanner.scan(
-            &self.cbuf,
-            |t| (rewrite && Statements::wants_body(t)) || (keep_query && matches!(t, b'Q' | b'P')),
-            |h: Header<'_>| {
-                if h.tag == b'X' {
-                    terminate = true;
-                    return Scan::StopBefore;
-                }
-                if keep_query && tx_query.is_empty() {
-                    remember_query(tx_query, h.tag, h.body);
-                }
-                let edit = if rewrite { stmts.on_message(&h, conn, extra) } else { Edit::Keep };
-                match edit {
-                    Edit::Keep => conn.tracker.on_client(h.tag),
-                    Edit::HoldWhole => return Scan::HoldWhole,
-                    Edit::ReplaceHead { drop, with } => {
-                        conn.tracker.on_client(h.tag);
-                        edits.push(Splice { at: h.offset, drop, insert: Insert::Extra(with) });
-                    }
-                    Edit::Replace(r) => {
-                        if !r.is_empty() {
-                            conn.tracker.on_client(h.tag);
-                        }
-                        edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(r) });
-                    }
-                }
-                Scan::Continue
-            },
-        )?;
-        if n > 0 {
-            let now = Instant::now();
-            self.counted.totals.received += n as u64;
-            self.login.registered.entry.requested();
-            active.last_client_activity = now;
-            if !was_busy && conn.tracker.busy() {
-                active.request_started = Some(now);
-                if !conn.tracker.in_transaction() {
-                    active.tx_started = now;
-                }
-            }
-            let out = splice(&self.cbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
-            if !out.is_empty() {
-                conn.stream.write_all(out).await.map_err(|e| {
-                    conn.broken = true;
-                    ClientError::ServerLost(e.to_string())
-                })?;
-            }
-            self.cbuf.advance(n);
-        }
-        if rewrite {
-            // Replies pgsluice answers itself may be due now (e.g. Parse of a known statement + Flush).
-            self.wbuf.clear();
-            let wbuf = &mut self.wbuf;
-            conn.replies.take_due(&mut |b| wbuf.extend_from_slice(&b));
-            if !self.wbuf.is_empty() {
-                self.sock.write_all(&self.wbuf).await?;
-            }
-            if conn.is_reusable() && self.settings.pool_mode != PoolMode::Session {
-                self.release_server().await;
-            }
-        }
-        if terminate {
-            let _ = self.cbuf.split_to(5);
-            return Ok(Flow::Done);
-        }
-        Ok(Flow::Continue)
-    }
-
-    /// Forwards server bytes to the client; releases the server at a clean ReadyForQuery.
-    async fn forward_server(&mut self) -> Result<Flow, ClientError> {
-        let mode = self.settings.pool_mode;
-        let params = &mut self.login.params;
-        let State::Active(active) = &mut self.state else {
-            return Ok(Flow::Continue);
-        };
-        let Some(conn) = active.lease.conn() else {
-            return Err(ClientError::ServerLost("empty lease".into()));
-        };
-        let mut release = false;
-        let mut refused_block = false;
-        let rewrite = self.stmts.enabled();
-        let edits = &mut self.edits;
-        edits.clear();
-        let mut effects = Outcome::default();
-        let mut retry = None;
-        let pool_stats = &self.login.pool.stats;
-        let mut queries = 0u64;
-        let mut went_stale = Vec::new();
-        let stmts = &self.stmts;
-        let ServerConn { tracker, rbuf, replies, .. } = &mut *conn;
-        let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let n = active.scanner.scan(
-            rbuf,
-            // Replies that may be swallowed or followed by pgsluice's own are held whole.
-            |t| {
-                t == b'Z'
-                    || t == b'S'
-                    || t == b'E' // counted by SQLSTATE class
-                    || (t == b'A' && mode != PoolMode::Session)
-                    || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
-            },
-            |h: Header<'_>| {
-                let mut plan_changed = None;
-                if rewrite {
-                    let mut emit = |b| edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(b) });
-                    let (verdict, mut outcome) = replies.on_server(h.tag, h.body, &mut emit);
-                    if verdict == Verdict::Swallow {
-                        edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
-                    }
-                    plan_changed = outcome.plan_changed.take();
-                    effects.merge(outcome);
-                    let after = h.offset + 1 + h.len;
-                    replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
-                }
-                match (h.tag, h.body) {
-                    (b'A', Some(_)) if mode != PoolMode::Session => {
-                        // A NOTIFY for whichever client LISTENed on this server earlier: in transaction
-                        // and statement mode it belongs to no current client, so it reaches none.
-                        edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
-                    }
-                    (b'E', Some(body)) => {
-                        tracker.on_error();
-                        if let Some(code) = messages::error_code(body) {
-                            pool_stats.count_error(code);
-                        }
-                    }
-                    (b'G', _) => {
-                        tracker.on_copy_in();
-                        replies.on_copy_in();
-                    }
-                    (b'Z', Some(body)) => {
-                        queries += 1;
-                        let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
-                        tracker.on_ready(status);
-                        if let Some(pc) = plan_changed {
-                            // A stale cached plan: replay the batch once if nothing else depends on it.
-                            if status == TxStatus::Idle && replies.is_empty() && stmts.can_retry(&pc) {
-                                edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
-                                retry = Some(pc.server_name);
-                                return Scan::StopAfter;
-                            }
-                            edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(pc.error.clone()) });
-                            if !stmts.can_retry(&pc) {
-                                went_stale.push(pc); // a client that could be retried is, outside the block
-                            }
-                        }
-                        if mode == PoolMode::Statement && status != TxStatus::Idle {
-                            refused_block = true;
-                            return Scan::StopBefore;
-                        }
-                        if tracker.is_clean() && mode != PoolMode::Session {
-                            release = true;
-                            return Scan::StopAfter;
-                        }
-                    }
-                    (b'S', Some(body)) => {
-                        if let Some((k, v)) = messages::parameter_status_fields(body) {
-                            status_changes.push((k.to_vec(), v.to_vec()));
-                        }
-                    }
-                    _ => {}
-                }
-                Scan::Continue
-            },
-        );
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                conn.broken = true;
-                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
-            }
-        };
-        self.stmts.apply(&mut effects, conn);
-        for p in &went_stale {
-            self.stmts.plan_went_stale(p);
-        }
-        for (k, v) in &status_changes {
-            conn.set_param(k, v);
-            params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
-        }
-        if n > 0 {
-            let out = splice(&conn.rbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
-            if !out.is_empty() {
-                self.counted.totals.sent += out.len() as u64;
-                // While this write waits, the server is not read: a slow client slows its server down
-                // (bounded memory), and one that stops reading is dropped after client_send_timeout.
-                let limit = self.settings.client_send_timeout;
-                if limit.is_zero() {
-                    self.sock.write_all(out).await?;
-                } else {
-                    match tokio::time::timeout(limit, self.sock.write_all(out)).await {
-                        Ok(r) => r?,
-                        Err(_) => {
-                            conn.broken = true;
-                            return Err(ClientError::ClientSendTimeout);
-                        }
-                    }
-                }
-            }
-            conn.rbuf.advance(n);
-        }
-        if let Some(name) = retry {
-            tracing::info!(db = %self.login.db, user = %self.login.user, "cached plan went stale: re-preparing and retrying");
-            self.extra.clear();
-            self.stmts.retry(&name, conn, &mut self.extra);
-            conn.stream.write_all(&self.extra).await.map_err(|e| {
-                conn.broken = true;
-                ClientError::ServerLost(e.to_string())
-            })?;
-        }
-        if queries > 0 {
-            self.login.registered.entry.ready(conn.tracker.status().as_byte());
-            self.counted.totals.query_count += queries;
-            if let Some(t) = active.request_started {
-                let took = t.elapsed();
-                self.counted.totals.query_time += took.as_micros() as u64 * queries;
-                for _ in 0..queries {
-                    self.counted.query.observe(took);
-                }
-            }
-        }
-        if !conn.tracker.busy() {
-            active.request_started = None;
-            active.cancel_sent = false;
-        }
-        if refused_block {
-            conn.broken = true;
-            return Err(ClientError::StatementModeTransaction);
-        }
-        if release {
-            self.release_server().await;
-        }
-        Ok(Flow::Continue)
-    }
-
     /// Transaction/statement end: optional reset, then back to the pool.
     async fn release_server(&mut self) {
         if self.settings.server_reset_query_always {
@@ -710,26 +457,6 @@ impl Session {
     }
 }
 
-/// The bytes to forward: `input` itself when nothing changed, else `input` with `edits` applied, in `wbuf`.
-fn splice<'a>(input: &'a [u8], edits: &[Splice], extra: &[u8], wbuf: &'a mut BytesMut) -> &'a [u8] {
-    if edits.is_empty() {
-        return input;
-    }
-    wbuf.clear();
-    let mut pos = 0;
-    for e in edits {
-        let at = e.at.min(input.len());
-        wbuf.extend_from_slice(input.get(pos..at).unwrap_or_default());
-        match &e.insert {
-            Insert::Extra(r) => wbuf.extend_from_slice(extra.get(r.clone()).unwrap_or_default()),
-            Insert::Owned(b) => wbuf.extend_from_slice(b),
-        }
-        pos = (at + e.drop).min(input.len()).max(pos);
-    }
-    wbuf.extend_from_slice(input.get(pos..).unwrap_or_default());
-    wbuf
-}
-
 /// Marks the lease's server as back in the pool in SHOW SERVERS.
 fn unlink(lease: &mut ServerLease) {
     if let Some(conn) = lease.conn()
@@ -737,17 +464,6 @@ fn unlink(lease: &mut ServerLease) {
     {
         r.entry.set_link(0, conn.statements.len());
     }
-}
-
-/// Keeps the statement text of a Query or Parse (at most 2 KiB) for the logs.
-fn remember_query(into: &mut Vec<u8>, tag: u8, body: Option<&[u8]>) {
-    let text = match (tag, body) {
-        (b'Q', Some(b)) => b,
-        (b'P', Some(b)) => b.iter().position(|c| *c == 0).and_then(|n| b.get(n + 1..)).unwrap_or_default(),
-        _ => return,
-    };
-    let end = text.iter().position(|c| *c == 0).unwrap_or(text.len()).min(2048);
-    into.extend_from_slice(text.get(..end).unwrap_or_default());
 }
 
 /// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read
