@@ -101,3 +101,100 @@ fn convert_prints_toml_that_pgsluice_accepts() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// Kills the pgsluice it holds on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn try_connect(port: u16, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, String> {
+    let connstr = format!("host=127.0.0.1 port={port} user={user} password={password} dbname={db}");
+    let (c, conn) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_type_any_logs_everyone_in_as_the_database_user() {
+    let pg = TestPg::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ini = dir.path().join("pgbouncer.ini");
+    // No auth_file: PgBouncer's any needs none.
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\n\
+             app = host=127.0.0.1 port={} dbname=app user=md5_user password=md5_pw\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             auth_type = any\n\
+             admin_users = ops\n",
+            pg.port()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_pgsluice")).arg("--check").arg(&ini).output().unwrap();
+    assert!(
+        check.status.success(),
+        "--check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let log = dir.path().join("stderr.log");
+    let _px = Running(
+        Command::new(env!("CARGO_BIN_EXE_pgsluice"))
+            .arg("--pgbouncer-ini")
+            .arg(&ini)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for(Duration::from_secs(10), "pgsluice listens", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    // Any name and any password: the server session is the entry's user's.
+    for (user, password) in [("whoever", "anything"), ("md5_user", "wrong"), ("scram_user", "not-its-password")] {
+        let c = try_connect(port, user, password, "app")
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+        assert_eq!(scalar(&c, "select current_user").await, "md5_user", "{user}");
+    }
+    // The console: admin_users may do everything, anyone else SHOW only.
+    let ops = try_connect(port, "ops", "x", "pgbouncer").await.unwrap();
+    let someone = try_connect(port, "someone", "y", "pgbouncer").await.unwrap();
+    let c = try_connect(port, "whoever", "anything", "app").await.unwrap();
+    let rows = someone.simple_query("show clients").await.unwrap();
+    let users: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("user").map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(users, ["md5_user"], "the client is counted as the database's user");
+    let e = someone.simple_query("pause app").await.expect_err("SHOW only");
+    assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("42501"), "{e}");
+    ops.simple_query("pause app").await.unwrap();
+    ops.simple_query("resume app").await.unwrap();
+    assert_eq!(scalar(&c, "select 1").await, "1");
+}
+
+#[test]
+fn auth_type_any_without_a_database_user_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(&ini, "[databases]\napp = host=127.0.0.1 dbname=app\n[pgbouncer]\nauth_type = any\n").unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_pgsluice")).arg("--check").arg(&ini).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(text.contains("databases.app.user") && text.contains("auth_type = \"any\""), "{text}");
+}

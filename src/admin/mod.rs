@@ -11,7 +11,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::General;
+use crate::config::{AuthType, General};
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, SqlState};
@@ -36,10 +36,12 @@ pub enum Role {
     Stats,
 }
 
+/// Who may use the console. With `auth_type = any` anyone may (PgBouncer's admin_post_login): admin_users
+/// everything, everyone else SHOW only.
 pub fn role_of(general: &General, user: &str) -> Option<Role> {
     if general.admin_users.iter().any(|u| u == user) {
         Some(Role::Admin)
-    } else if general.stats_users.iter().any(|u| u == user) {
+    } else if general.stats_users.iter().any(|u| u == user) || general.auth_type == AuthType::Any {
         Some(Role::Stats)
     } else {
         None

@@ -29,7 +29,7 @@ pub enum Method {
 /// An unknown user gets the configured method and fails at the end, like a wrong password.
 pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
     match (auth_type, secret) {
-        (AuthType::Trust, _) => Method::Trust,
+        (AuthType::Trust | AuthType::Any, _) => Method::Trust,
         (AuthType::Plain, _) => Method::Plain,
         (AuthType::Md5, Some(Secret::Scram(_))) => Method::ScramSha256,
         (AuthType::Md5, _) => Method::Md5,

@@ -12,6 +12,7 @@ use super::ClientError;
 use super::params::{ClientParams, PROTOCOL_PARAMS};
 use crate::auth::scram::ScramServer;
 use crate::auth::{self, Method};
+use crate::config::AuthType;
 use crate::config::auth_file::Secret;
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
@@ -214,6 +215,14 @@ pub async fn login(
     if *shared.run_state.borrow() != crate::supervisor::RunState::Running && !config.general.so_reuseport {
         return Err(ClientError::ShuttingDown);
     }
+    // auth_type = any: the client's user name is ignored, the database entry's user logs in (and counts).
+    let user = if config.general.auth_type == AuthType::Any {
+        let settings = config.pool_settings(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
+        // The config is refused without one; never fall back to the client's own name.
+        settings.server.user.ok_or(ProtocolError::Malformed("auth_type = any needs a user in every database entry"))?
+    } else {
+        user
+    };
     let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
     if shared.is_disabled(&db) {
         return Err(ClientError::DatabaseDisabled(db));

@@ -40,6 +40,10 @@ impl PoolMode {
 pub enum AuthType {
     #[serde(rename = "trust")]
     Trust,
+    /// PgBouncer's `any`: no password asked and the client's user name ignored; every database entry
+    /// logs in as its forced `user`. On the console, `admin_users` may do everything, anyone else SHOW.
+    #[serde(rename = "any")]
+    Any,
     #[serde(rename = "plain")]
     Plain,
     #[serde(rename = "md5")]
@@ -158,7 +162,7 @@ pub struct General {
     /// before the client is dropped and its server closed; 0 = wait forever. pgsluice only. Default 60.
     #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub client_send_timeout: Duration,
-    /// trust | plain | md5 | scram-sha-256. Default md5.
+    /// trust | any | plain | md5 | scram-sha-256. Default md5.
     pub auth_type: AuthType,
     /// userlist.txt-format file; relative to the config file. Default none.
     pub auth_file: Option<PathBuf>,

@@ -241,6 +241,15 @@ mod tests {
     }
 
     #[test]
+    fn auth_type_any_is_carried_over() {
+        let ini = "[databases]\napp = host=db user=app_owner password=pw\n[pgbouncer]\nauth_type = any\n";
+        let c = convert(ini).unwrap();
+        assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+        let config = crate::config::Config::from_toml_str(&c.toml, std::path::Path::new("pgbouncer.ini")).unwrap();
+        assert_eq!(config.general.auth_type, crate::config::AuthType::Any);
+    }
+
+    #[test]
     fn pool_mode_defaults_to_pgbouncers_session() {
         let c = convert("[databases]\nx = host=h\n").unwrap();
         assert!(c.toml.contains("pool_mode = \"session\""), "{}", c.toml);

@@ -213,6 +213,30 @@ fn auth_types_with_secrets_need_an_auth_file() {
 }
 
 #[test]
+fn auth_type_any_needs_no_auth_file_but_a_user_in_every_database_entry() {
+    let c = cfg(r#"
+        [pgsluice]
+        auth_type = "any"
+        [databases]
+        app = { user = "app_owner", password = "pw" }
+        "*" = { user = "fallback" }
+    "#)
+    .unwrap();
+    assert_eq!(c.general.auth_type, AuthType::Any);
+    assert_eq!(c.pool_settings("other", "whoever").unwrap().server.user.as_deref(), Some("fallback"));
+    for (db, entries) in [("app", "app = {}\n\"*\" = { user = \"u\" }"), ("*", "app = { user = \"u\" }\n\"*\" = {}")] {
+        assert_rejected(
+            cfg(&format!("[pgsluice]\nauth_type = \"any\"\n[databases]\n{entries}\n")),
+            &format!("databases.{db}.user"),
+            "every database entry needs a user",
+        );
+    }
+    // Shown and set under PgBouncer's name.
+    let c = trusting("", "").unwrap();
+    assert_eq!(c.with_setting("auth_type", "any").unwrap().general.auth_type, AuthType::Any);
+}
+
+#[test]
 fn set_validates_like_a_file() {
     let c = trusting("", "").unwrap();
     let e = c.with_setting("min_pool_size", "50").unwrap_err();

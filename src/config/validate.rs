@@ -33,7 +33,8 @@ impl Config {
         if g.workers > 1024 {
             return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
         }
-        if g.auth_type != AuthType::Trust && g.auth_file.is_none() {
+        let needs_secrets = !matches!(g.auth_type, AuthType::Trust | AuthType::Any);
+        if needs_secrets && g.auth_file.is_none() {
             let name = match g.auth_type {
                 AuthType::Plain => "plain",
                 AuthType::Md5 => "md5",
@@ -42,6 +43,15 @@ impl Config {
             return Err(self.invalid(
                 "pgsluice.auth_file",
                 format!("auth_type = \"{name}\" needs an auth_file with the users' secrets (or auth_type = \"trust\")"),
+            ));
+        }
+        // PgBouncer: `any` "requires that all databases are configured to log in as a specific user".
+        if g.auth_type == AuthType::Any
+            && let Some((name, _)) = self.databases.iter().find(|(_, db)| db.user.is_none())
+        {
+            return Err(self.invalid(
+                format!("databases.{name}.user"),
+                "auth_type = \"any\" ignores the client's user name, so every database entry needs a user to log in as",
             ));
         }
         for (name, db) in &self.databases {
