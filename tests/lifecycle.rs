@@ -382,3 +382,24 @@ async fn log_pooler_errors_also_gates_errors_sent_inside_a_session() {
         assert_eq!(lines, expected, "log_pooler_errors = {setting}:\n{log}");
     }
 }
+
+/// The slow-transaction log names the statement that made the transaction, not its BEGIN, also when it
+/// was a Bind of a statement prepared earlier (in another transaction), and never its literals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_transaction_log_skips_begin_and_names_prepared_statements() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("log_slow_transaction_ms", "200").start().await;
+    let mut c = px.client(USER, PW, "app").await;
+    let slow = c.prepare("select pg_sleep($1) where 'secret-literal' <> 'x'").await.unwrap();
+    let tx = c.transaction().await.unwrap(); // BEGIN on its own
+    tx.query(&slow, &[&0.3f64]).await.unwrap();
+    tx.commit().await.unwrap();
+    common::wait_for(Duration::from_secs(5), "the slow transaction is logged", || async {
+        full_log(&px).contains("slow transaction")
+    })
+    .await;
+    let log = full_log(&px);
+    let line = log.lines().find(|l| l.contains("slow transaction")).unwrap();
+    assert!(line.contains("pg_sleep($1)") || line.contains("pg_sleep(?)"), "the prepared statement: {line}");
+    assert!(!line.contains("secret-literal") && !line.to_lowercase().contains("query=begin"), "{line}");
+}

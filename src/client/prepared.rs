@@ -153,6 +153,14 @@ impl Statements {
         totals.bind_count += c.bind;
     }
 
+    /// The statement text of a Bind of one of the client's named statements (for the logs).
+    pub fn text_of_bind(&self, body: &[u8]) -> Option<&[u8]> {
+        let (_, after_portal) = cstr(body)?;
+        let (name, _) = cstr(after_portal)?;
+        let stmt = self.by_name.get(name)?;
+        Some(cstr(&stmt.rest)?.0)
+    }
+
     /// A server was leased: it may hold another client's unnamed statement, not this one's.
     pub fn on_new_server(&mut self) {
         self.unnamed_here = false;

@@ -38,14 +38,18 @@ impl Session {
         edits.clear();
         let n = self.client_scanner.scan(
             &self.cbuf,
-            |t| (rewrite && Statements::wants_body(t)) || (keep_query && matches!(t, b'Q' | b'P')),
+            |t| (rewrite && Statements::wants_body(t)) || (keep_query && matches!(t, b'Q' | b'P' | b'B')),
             |h: Header<'_>| {
                 if h.tag == b'X' {
                     terminate = true;
                     return Scan::StopBefore;
                 }
-                if keep_query && tx_query.is_empty() {
-                    remember_query(tx_query, h.tag, h.body);
+                if keep_query && (tx_query.is_empty() || is_transaction_control(tx_query)) {
+                    let named = match (h.tag, h.body) {
+                        (b'B', Some(b)) => stmts.text_of_bind(b),
+                        _ => None,
+                    };
+                    remember_query(tx_query, h.tag, h.body, named);
                 }
                 let edit = if rewrite { stmts.on_message(&h, conn, extra) } else { Edit::Keep };
                 match edit {
@@ -292,13 +296,25 @@ fn splice<'a>(input: &'a [u8], edits: &[Splice], extra: &[u8], wbuf: &'a mut Byt
     wbuf
 }
 
-/// Keeps the statement text of a Query or Parse (at most 2 KiB) for the logs.
-fn remember_query(into: &mut Vec<u8>, tag: u8, body: Option<&[u8]>) {
-    let text = match (tag, body) {
-        (b'Q', Some(b)) => b,
-        (b'P', Some(b)) => b.iter().position(|c| *c == 0).and_then(|n| b.get(n + 1..)).unwrap_or_default(),
+/// Keeps the statement text of a Query, a Parse or a Bind of a named statement (`named`, its text), at
+/// most 2 KiB, for the logs. A transaction's BEGIN (or SET, SAVEPOINT...) is replaced by the statement
+/// that follows it.
+fn remember_query(into: &mut Vec<u8>, tag: u8, body: Option<&[u8]>, named: Option<&[u8]>) {
+    let text = match (tag, body, named) {
+        (b'Q', Some(b), _) => b,
+        (b'P', Some(b), _) => b.iter().position(|c| *c == 0).and_then(|n| b.get(n + 1..)).unwrap_or_default(),
+        (b'B', _, Some(t)) => t,
         _ => return,
     };
     let end = text.iter().position(|c| *c == 0).unwrap_or(text.len()).min(2048);
+    into.clear();
     into.extend_from_slice(text.get(..end).unwrap_or_default());
+}
+
+/// A statement that only opens, names or configures the transaction: the log shows what comes next.
+fn is_transaction_control(sql: &[u8]) -> bool {
+    let head = sql.trim_ascii_start();
+    ["begin", "start transaction", "set ", "savepoint"]
+        .iter()
+        .any(|w| head.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w.as_bytes())))
 }
