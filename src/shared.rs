@@ -176,7 +176,12 @@ impl Shared {
         let mut m = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
         let cell = m.entry(server_user.to_string()).or_default().clone();
         let seeded = match (&settings.server.password, self.secret(server_user)) {
-            (Some(pw), _) => Some(Credentials::Password(pw.clone())),
+            // As PgBouncer's forced-user password: plain, or an md5 hash for md5 servers (a SCRAM verifier
+            // is refused by the config check: it cannot log in).
+            (Some(pw), _) => match Secret::parse(pw) {
+                Secret::Md5(h) => Some(Credentials::Md5Hash(h)),
+                _ => Some(Credentials::Password(pw.clone())),
+            },
             (None, Some(Secret::Plain(pw))) if !pw.is_empty() => Some(Credentials::Password(pw)),
             (None, Some(Secret::Md5(h))) => Some(Credentials::Md5Hash(h)),
             _ => None,

@@ -264,3 +264,20 @@ async fn scram_salts_do_not_tell_real_users_from_unknown_ones() {
     let strip = |e: &tokio_postgres::Error, u: &str| e.as_db_error().unwrap().message().replace(u, "USER");
     assert_eq!(strip(&wrong, "scram_user"), strip(&unknown, "nobody"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_entry_password_given_as_an_md5_hash_logs_in() {
+    let pg = TestPg::start().await;
+    let (md5, _) = stored_secrets(&pg).await;
+    // md5_user is not in the auth file: only the entry's hash can log it in (pg_hba: md5).
+    let px = Proxy::builder(&pg)
+        .auth_type("scram-sha-256")
+        .userlist(&[("scram_user", "scram_pw")])
+        .database("as_md5", &format!("dbname = \"app\", user = \"md5_user\", password = {md5:?}"))
+        .start()
+        .await;
+    let config = std::fs::read_to_string(&px.config).unwrap();
+    assert!(!config.contains("md5_pw"), "{config}");
+    let c = px.client("scram_user", "scram_pw", "as_md5").await;
+    assert_eq!(common::scalar(&c, "select current_user").await, "md5_user");
+}

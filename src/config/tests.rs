@@ -237,6 +237,18 @@ fn auth_type_any_needs_no_auth_file_but_a_user_in_every_database_entry() {
 }
 
 #[test]
+fn a_database_password_may_be_an_md5_hash_but_not_a_scram_verifier() {
+    let md5 = "md5a1f1a4d94b7bd1c2d7a5d8e1f6c0c3b2";
+    trusting("", &format!("[databases]\napp = {{ user = \"u\", password = {md5:?} }}\n")).unwrap();
+    let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+    assert_rejected(
+        trusting("", &format!("[databases]\napp = {{ user = \"u\", password = {verifier:?} }}\n")),
+        "databases.app.password",
+        "a SCRAM verifier cannot log in to a server",
+    );
+}
+
+#[test]
 fn set_validates_like_a_file() {
     let c = trusting("", "").unwrap();
     let e = c.with_setting("min_pool_size", "50").unwrap_err();

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use super::auth_file::Secret;
 use super::{AuthType, Config, ConfigError};
 
 impl Config {
@@ -63,6 +64,13 @@ impl Config {
             }
             if db.pool_size == Some(0) {
                 return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
+            }
+            if db.password.as_deref().map(Secret::parse).is_some_and(|s| matches!(s, Secret::Scram(_))) {
+                return Err(self.invalid(
+                    format!("databases.{name}.password"),
+                    "a SCRAM verifier cannot log in to a server (it does not reveal the password): give the \
+                     password, or its md5 hash (\"md5\" + md5(password || user)) for an md5 server",
+                ));
             }
         }
         for (name, u) in &self.users {
