@@ -179,7 +179,7 @@ async fn show_commands_have_pgbouncer_columns() {
                 .into(),
         ),
         ("SHOW CLIENTS", "ssssssisiTTiiississiiqq".into(), format!("{sockets} xact_us idle_in_xact_us")),
-        ("SHOW SERVERS", "ssssssisiTTiiississii".into(), sockets.into()),
+        ("SHOW SERVERS", "ssssssisiTTiiississiiqq".into(), format!("{sockets} xact_us idle_in_xact_us")),
         ("SHOW CONFIG", "ssss".into(), "key value default changeable".into()),
         ("SHOW STATE", "ss".into(), "key value".into()),
         ("SHOW VERSION", "s".into(), "version".into()),
@@ -362,7 +362,15 @@ async fn who_may_do_what_on_the_console() {
 async fn console_is_reachable_when_max_client_conn_is_reached() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).general("admin_users", &format!("{:?}", ADMIN.0)).max_client_conn(1).start().await;
-    let _only = px.client(ADMIN.0, ADMIN.1, "app").await;
+    // The harness's readiness probe holds the one slot until pgsluice sees it leave.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let _only = loop {
+        match px.try_client(ADMIN.0, ADMIN.1, "app").await {
+            Ok(c) => break c,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "the one client slot stays taken: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let e = px.try_client(ADMIN.0, ADMIN.1, "app").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("53300"));
     let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
@@ -399,6 +407,11 @@ async fn show_clients_and_kill_client_and_kill() {
     assert!(idle > 0 && xact >= idle, "A sits idle in its transaction: {xact} {idle}");
     let b_row = rows.iter().find(|r| value(&cols, r, "state") == "idle").unwrap();
     assert_eq!(value(&cols, b_row, "xact_us"), "0");
+    // SHOW SERVERS says the same of the server A holds.
+    let (scols, srows) = show(&console, "show servers").await;
+    let held = srows.iter().find(|r| value(&scols, r, "state") == "active").expect("A's server");
+    let server_idle: u64 = value(&scols, held, "idle_in_xact_us").parse().unwrap();
+    assert!(server_idle > 0 && value(&scols, held, "xact_us").parse::<u64>().unwrap() >= server_idle);
     // KILL_CLIENT ends A with 57P01; its server is closed, so the lock goes with it.
     console.simple_query(&format!("kill_client {a_id}")).await.unwrap();
     let (tag, body) = a.read_message(Duration::from_secs(5)).await.expect("A is told");
@@ -618,7 +631,7 @@ async fn show_servers_links_servers_to_their_clients() {
     a.batch_execute("begin").await.unwrap();
     let pid = common::scalar(&a, "select pg_backend_pid()").await;
     let (cols, rows) = show(&console, "show servers").await;
-    assert_eq!(cols.len(), 21);
+    assert_eq!(cols.len(), 23, "PgBouncer's 21 columns, then xact_us and idle_in_xact_us");
     let mine = rows.iter().find(|r| value(&cols, r, "remote_pid") == pid).expect("A's server is listed");
     assert_eq!(value(&cols, mine, "state"), "active");
     assert_eq!(value(&cols, mine, "application_name"), "orders-api");
@@ -803,4 +816,65 @@ async fn show_servers_close_needed_and_the_links_between_clients_and_servers() {
     let row = rows.iter().find(|r| value(&cols, r, "remote_pid") == pid2).expect("still open while busy");
     assert_eq!(value(&cols, row, "close_needed"), "1");
     a.batch_execute("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_holds_new_clients_of_the_database_until_resume() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .database("other", "dbname = \"app\"")
+        .pool_size(2)
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let flag = |db: &'static str, col: &'static str| {
+        let console = &console;
+        async move {
+            let (cols, rows) = show(console, "show databases").await;
+            let row = rows.iter().find(|r| r[0].as_deref() == Some(db)).unwrap_or_else(|| panic!("{db}: {rows:?}"));
+            value(&cols, row, col)
+        }
+    };
+    let waiting = |db: &'static str| {
+        let console = &console;
+        async move {
+            let (cols, rows) = show(console, "show pools").await;
+            rows.iter().find(|r| r[0].as_deref() == Some(db)).map(|r| value(&cols, r, "cl_waiting"))
+        }
+    };
+    let a = px.client(ADMIN.0, ADMIN.1, "app").await;
+    assert_eq!(common::scalar(&a, "select 1").await, "1");
+    let o = px.client(ADMIN.0, ADMIN.1, "other").await;
+    assert_eq!(common::scalar(&o, "select 1").await, "1");
+    // KILL app ends its clients and servers, and marks it paused.
+    console.simple_query("kill app").await.unwrap();
+    assert!(a.simple_query("select 1").await.is_err(), "A was killed");
+    assert_eq!((flag("app", "paused").await, flag("other", "paused").await), ("1".into(), "0".into()));
+    common::wait_for(Duration::from_secs(5), "app's servers closed", || async { pg.backends_for(ADMIN.0).await == 1 })
+        .await;
+    // A new client of app waits (it logs in, its query waits for a server) until RESUME.
+    let port = px.port();
+    let held = tokio::spawn(async move {
+        let connstr = format!("host=127.0.0.1 port={port} user={} password={} dbname=app", ADMIN.0, ADMIN.1);
+        let (c, conn) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        common::scalar(&c, "select 2").await
+    });
+    common::wait_for(Duration::from_secs(5), "the new client of app waits", || async {
+        waiting("app").await.as_deref() == Some("1")
+    })
+    .await;
+    assert!(!held.is_finished());
+    assert_eq!(common::scalar(&o, "select 3").await, "3", "other databases are not held");
+    console.simple_query("resume app").await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap(), "2");
+    assert_eq!(flag("app", "paused").await, "0");
+    // KILL without a database does this to every database.
+    console.simple_query("kill").await.unwrap();
+    assert_eq!((flag("app", "paused").await, flag("other", "paused").await), ("1".into(), "1".into()));
+    console.simple_query("resume").await.unwrap();
+    assert_eq!((flag("app", "paused").await, flag("other", "paused").await), ("0".into(), "0".into()));
+    let c = px.client(ADMIN.0, ADMIN.1, "other").await;
+    assert_eq!(common::scalar(&c, "select 4").await, "4");
 }

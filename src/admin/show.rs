@@ -613,11 +613,18 @@ fn connection_columns() -> Vec<(&'static str, u32)> {
 }
 
 fn servers(shared: &Arc<Shared>) -> Table {
-    let mut table = Table::new(&connection_columns());
+    // PgBouncer's columns, then the linked client's time in its transaction and idle inside it.
+    let mut columns = connection_columns();
+    columns.extend([("xact_us", INT8), ("idle_in_xact_us", INT8)]);
+    let mut table = Table::new(&columns);
     let now = crate::stats::registry::now_us();
     let check_delay = shared.config().general.server_check_delay.as_micros() as u64;
-    let apps: std::collections::HashMap<u64, String> =
-        shared.client_registry.list().iter().map(|c| (c.id, c.application_name.clone())).collect();
+    let linked: std::collections::HashMap<u64, (String, (u64, u64))> = shared
+        .client_registry
+        .list()
+        .iter()
+        .map(|c| (c.id, (c.application_name.clone(), c.transaction_times(now))))
+        .collect();
     for s in shared.server_registry.list() {
         let link = s.link();
         let state = match s.state() {
@@ -645,9 +652,11 @@ fn servers(shared: &Arc<Shared>) -> Table {
             t(if link == 0 { String::new() } else { ptr(Kind::Client, link) }),
             i(s.remote_pid),
             t(""),
-            t(apps.get(&link).cloned().unwrap_or_default()),
+            t(linked.get(&link).map(|(app, _)| app.clone()).unwrap_or_default()),
             i(s.prepared()),
             i(s.id),
+            q(linked.get(&link).map(|(_, times)| times.0).unwrap_or(0)),
+            q(linked.get(&link).map(|(_, times)| times.1).unwrap_or(0)),
         ]);
     }
     table
