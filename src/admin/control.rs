@@ -1,4 +1,4 @@
-//! Control commands: KILL, KILL_CLIENT (and, as they land, PAUSE, RESUME, RECONNECT, RELOAD, ...).
+//! Control commands: KILL, KILL_CLIENT, PAUSE, RESUME, RECONNECT, RELOAD, ...
 //! Each returns the command tag for CommandComplete, or the error to send.
 
 use std::sync::Arc;
@@ -23,12 +23,17 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             if db.as_deref().is_some_and(super::is_admin_db) {
                 return Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "cannot kill the admin database"));
             }
-            let n = shared.client_registry.kill(|c| db.as_ref().is_none_or(|d| &c.db == d));
-            for (key, entry) in shared.all_pools() {
-                if db.as_ref().is_none_or(|d| &key.db == d) {
-                    entry.pool.close_idle();
-                }
+            // As PgBouncer, KILL also pauses the database (every database with a pool, without a name): new
+            // clients wait until RESUME. Pausing first closes the idle servers, and the killed clients'
+            // servers as they are released.
+            let dbs: std::collections::BTreeSet<String> = match &db {
+                Some(d) => [d.clone()].into(),
+                None => shared.all_pools().into_iter().map(|(k, _)| k.db).collect(),
+            };
+            for d in &dbs {
+                shared.pause(Some(d));
             }
+            let n = shared.client_registry.kill(|c| db.as_ref().is_none_or(|d| &c.db == d));
             tracing::info!(db = db.as_deref().unwrap_or("(all)"), clients = n, "KILL");
             Ok("KILL".into())
         }
