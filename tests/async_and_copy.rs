@@ -120,22 +120,8 @@ fn parameter_statuses(msgs: &[Msg]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One reply reduced to what must match PostgreSQL's: errors and notices without their source
-/// location (file, line, routine), everything else byte for byte.
-fn normalize(tag: u8, body: &[u8]) -> String {
-    match tag {
-        b'E' | b'N' => {
-            let mut f: Vec<(char, String)> =
-                error_fields(body).into_iter().filter(|(k, _)| !matches!(k, 'F' | 'L' | 'R')).collect();
-            f.sort();
-            format!("{} {f:?}", tag as char)
-        }
-        _ => format!("{} {}", tag as char, String::from_utf8_lossy(body)),
-    }
-}
-
 fn describe_all(msgs: &[Msg]) -> String {
-    format!("{:?}", msgs.iter().map(|(t, b)| normalize(*t, b)).collect::<Vec<_>>())
+    format!("{:?}", msgs.iter().map(|(t, b)| common::wire::normalize_reply(*t, b)).collect::<Vec<_>>())
 }
 
 /// A simple query through a raw connection whose reply must be exactly one row of one value.
@@ -462,9 +448,9 @@ async fn run_steps(port: u16, steps: &[Step]) -> (Vec<Vec<String>>, RawConn) {
     for s in steps {
         c.send(&s.send).await;
         let got = match try_read(&mut c, s.until).await {
-            Ok(m) => m.iter().map(|(t, b)| normalize(*t, b)).collect(),
+            Ok(m) => m.iter().map(|(t, b)| common::wire::normalize_reply(*t, b)).collect(),
             Err(m) => {
-                let mut v: Vec<String> = m.iter().map(|(t, b)| normalize(*t, b)).collect();
+                let mut v: Vec<String> = m.iter().map(|(t, b)| common::wire::normalize_reply(*t, b)).collect();
                 v.push("<stalled or EOF>".into());
                 v
             }

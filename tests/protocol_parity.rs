@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::wire::RawConn;
 use common::wire::fe::*;
-use common::wire::{RawConn, error_fields};
 use common::{Proxy, TestPg};
 
 /// What to read after sending a step.
@@ -193,19 +193,6 @@ fn scenarios() -> Vec<(&'static str, Vec<Step>)> {
     ]
 }
 
-/// One reply, reduced to what must be identical.
-fn normalize(tag: u8, body: &[u8]) -> String {
-    match tag {
-        b'E' | b'N' => {
-            let mut f: Vec<(char, String)> =
-                error_fields(body).into_iter().filter(|(k, _)| !matches!(k, 'F' | 'L' | 'R')).collect();
-            f.sort();
-            format!("{} {f:?}", tag as char)
-        }
-        _ => format!("{} {}", tag as char, String::from_utf8_lossy(body)),
-    }
-}
-
 async fn run(port: u16, steps: &[Step]) -> Vec<Vec<String>> {
     let (mut c, _, _) = RawConn::login_with_key(port, "trust_user", "app").await;
     let mut out = Vec::new();
@@ -218,7 +205,7 @@ async fn run(port: u16, steps: &[Step]) -> Vec<Vec<String>> {
                 got.push("<timeout or EOF>".to_string());
                 break;
             };
-            got.push(normalize(tag, &body));
+            got.push(common::wire::normalize_reply(tag, &body));
             match s.until {
                 Until::Ready(n) if tag == b'Z' => {
                     ready += 1;

@@ -153,6 +153,20 @@ pub fn cancel_request(pid: u32, key: u32) -> Vec<u8> {
 }
 
 /// ErrorResponse fields by their one-letter code.
+/// One reply reduced to what must match PostgreSQL's: errors and notices without their source location
+/// (file, line, routine), everything else byte for byte.
+pub fn normalize_reply(tag: u8, body: &[u8]) -> String {
+    match tag {
+        b'E' | b'N' => {
+            let mut f: Vec<(char, String)> =
+                error_fields(body).into_iter().filter(|(k, _)| !matches!(k, 'F' | 'L' | 'R')).collect();
+            f.sort();
+            format!("{} {f:?}", tag as char)
+        }
+        _ => format!("{} {}", tag as char, String::from_utf8_lossy(body)),
+    }
+}
+
 pub fn error_fields(body: &[u8]) -> HashMap<char, String> {
     let mut out = HashMap::new();
     let mut rest = body;
