@@ -260,21 +260,21 @@ impl Shared {
     }
 
     /// Makes `new` the running config (RELOAD, SET): see `reload`.
-    pub fn apply(&self, new: Config, auth: AuthFile) -> ReloadReport {
+    pub fn apply(&self, mut new: Config, auth: AuthFile) -> ReloadReport {
         let old = self.config();
         let mut report = ReloadReport::default();
-        let (o, n) = (&old.general, &new.general);
-        for (key, changed) in [
-            ("listen_addr", o.listen_addr != n.listen_addr),
-            ("listen_port", o.listen_port != n.listen_port),
-            ("workers", o.workers != n.workers),
-            ("metrics_addr", o.metrics_addr != n.metrics_addr),
-            ("so_reuseport", o.so_reuseport != n.so_reuseport),
-        ] {
-            if changed {
-                report.needs_restart.push(key);
-            }
+        // Settings read only at startup keep their running values (so SHOW CONFIG shows what is in
+        // effect); the change is reported as needing a restart.
+        let (o, n) = (&old.general, &mut new.general);
+        macro_rules! restart_only {
+            ($($field:ident),*) => {$(
+                if o.$field != n.$field {
+                    report.needs_restart.push(stringify!($field));
+                    n.$field = o.$field.clone();
+                }
+            )*};
         }
+        restart_only!(listen_addr, listen_port, workers, metrics_addr, so_reuseport);
         let new = Arc::new(new);
         if let Ok(mut c) = self.config.write() {
             *c = new.clone();

@@ -212,14 +212,15 @@ async fn roll_stats_periods(shared: Weak<Shared>) {
 
 /// RELOAD and SIGHUP: re-reads the config and auth files; a bad file is rejected with its error and
 /// the running config stays.
-pub fn reload(shared: &Shared) -> Result<(), String> {
+/// Returns the changed settings that only a restart applies.
+pub fn reload(shared: &Shared) -> Result<Vec<&'static str>, String> {
     match shared.reload() {
         Ok(report) => {
             for key in &report.needs_restart {
                 tracing::warn!(setting = key, "changed setting needs a restart to take effect");
             }
             tracing::info!(rebuilt_pools = report.rebuilt, "configuration reloaded");
-            Ok(())
+            Ok(report.needs_restart)
         }
         Err(e) => {
             tracing::error!(error = %e, "reload failed, keeping the running configuration");

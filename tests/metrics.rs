@@ -84,6 +84,33 @@ async fn metrics_move_with_a_known_workload() {
     assert_eq!(sample(&m, "pgsluice_pool_clients", &format!("{POOL},state=\"idle\"")), 1.0);
     assert_eq!(sample(&m, "pgsluice_pool_servers", &format!("{POOL},state=\"idle\"")), 1.0);
     assert_eq!(sample(&m, "pgsluice_pool_size", POOL), 2.0);
+    // The whole page parses with Prometheus' own client library, histograms included.
+    let (_, body) = get(mport, "/metrics").await;
+    let families = parse_with_prometheus_client(&body);
+    for family in ["pgsluice_transaction_duration_seconds histogram", "pgsluice_transactions counter"] {
+        assert!(families.lines().any(|l| l == family), "{family} in {families}");
+    }
+}
+
+/// Parses a scrape with prometheus_client's text parser (from tests/drivers/setup.sh's virtualenv):
+/// one line per family, "name type".
+fn parse_with_prometheus_client(body: &str) -> String {
+    use std::io::Write;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/driver-env/venv/bin/python");
+    assert!(python.exists(), "{} missing: run bash tests/drivers/setup.sh", python.display());
+    let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as parse\n\
+                  for f in parse(sys.stdin.read()):\n    print(f.name, f.type)\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client rejects the page: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -231,3 +231,43 @@ async fn reload_rereads_the_auth_file() {
     let c = px.client("md5_user", "md5_pw", "app").await;
     assert_eq!(scalar(&c, "select current_user").await, "md5_user");
 }
+
+/// RELOAD with a changed restart-only setting: a NOTICE says so, the listener stays where it was, and
+/// SHOW CONFIG shows the value in effect, not the one in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reports_restart_only_settings_and_keeps_them_running() {
+    use common::wire::{RawConn, query_message};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").general("admin_users", "\"trust_user\"").start().await;
+    let old_port = px.port().to_string();
+    let new_port = free_port().to_string();
+    edit_config(&px, &format!("listen_port = {old_port}"), &format!("listen_port = {new_port}"));
+    let mut console = RawConn::connect(px.port()).await;
+    console.send(&RawConn::startup_packet("trust_user", "pgbouncer", &[])).await;
+    console.read_until_ready().await;
+    console.send(&query_message("RELOAD")).await;
+    let got = replies(&mut console).await;
+    let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"NCZ", "{got:?}");
+    assert!(got[0].1.contains("listen_port changed: restart pgsluice"), "{got:?}");
+    console.send(&query_message("SHOW CONFIG")).await;
+    let rows = replies(&mut console).await;
+    let port_row = rows.iter().find(|(t, b)| *t == b'D' && b.contains("listen_port")).expect("listen_port row");
+    assert!(port_row.1.contains(&old_port) && !port_row.1.contains(&new_port), "{port_row:?}");
+    // Still served on the old port; nothing listens on the new one.
+    let c = px.client("trust_user", "", "app").await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", new_port.parse::<u16>().unwrap())).await.is_err());
+}
+
+/// Every reply through ReadyForQuery, as (tag, body with NULs shown as '|').
+async fn replies(c: &mut common::wire::RawConn) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    loop {
+        let (tag, body) = c.read_message(Duration::from_secs(10)).await.expect("a reply");
+        out.push((tag, String::from_utf8_lossy(&body).replace('\0', "|")));
+        if tag == b'Z' {
+            return out;
+        }
+    }
+}

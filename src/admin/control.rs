@@ -1,5 +1,5 @@
 //! Control commands: KILL, KILL_CLIENT, PAUSE, RESUME, RECONNECT, RELOAD, ...
-//! Each returns the command tag for CommandComplete, or the error to send.
+//! Each returns the command tag for CommandComplete (with notices to send before it), or the error.
 
 use std::sync::Arc;
 
@@ -16,7 +16,25 @@ async fn wait_until(done: impl Fn() -> bool) {
     }
 }
 
-pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<String, PgError> {
+/// A command's success: its tag and any notices for the console user.
+pub struct Done {
+    pub tag: String,
+    pub notices: Vec<PgError>,
+}
+
+pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<Done, PgError> {
+    if verb == "RELOAD" {
+        let restart = crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
+        let notices = restart
+            .iter()
+            .map(|key| PgError::notice(format!("{key} changed: restart pgsluice for it to take effect")))
+            .collect();
+        return Ok(Done { tag: "RELOAD".into(), notices });
+    }
+    run_plain(shared, verb, args).await.map(|tag| Done { tag, notices: Vec::new() })
+}
+
+async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<String, PgError> {
     match verb {
         "KILL" => {
             let db = args.first().cloned();
@@ -119,10 +137,6 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<St
             shared.apply(config, (*shared.auth()).clone());
             tracing::info!(%key, %value, "SET");
             Ok("SET".into())
-        }
-        "RELOAD" => {
-            crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
-            Ok("RELOAD".into())
         }
         "SUSPEND" => {
             // pgsluice keeps no socket buffers to flush: SUSPEND stops handing out servers at once (like

@@ -168,7 +168,10 @@ async fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut
             PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg).encode(out);
         }
         AdminCommand::Control { verb, args } => match control::run(shared, verb, args).await {
-            Ok(tag) => messages::put_message(out, b'C', |b| messages::put_cstr(b, tag.as_bytes())),
+            Ok(done) => {
+                done.notices.iter().for_each(|n| n.encode(out));
+                messages::put_message(out, b'C', |b| messages::put_cstr(b, done.tag.as_bytes()));
+            }
             Err(e) => e.encode(out),
         },
         AdminCommand::Unknown(sql) => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the client drivers the compatibility matrix (tests/drivers.rs) runs through pgsluice:
-# psycopg 3, psycopg2 and asyncpg in a virtualenv, node-postgres in a local folder, and the PostgreSQL
+# psycopg 3, psycopg2 and asyncpg in a virtualenv (with prometheus_client for tests/metrics.rs), node-postgres in a local folder, and the PostgreSQL
 # JDBC driver from Debian. Idempotent; everything lands in target/driver-env/ except the apt packages.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,8 +19,10 @@ apt_install() {
 if [ ! -x "$env_dir/venv/bin/python" ]; then
   python3 -m venv "$env_dir/venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$env_dir/venv"; }
 fi
-if ! "$env_dir/venv/bin/python" -c 'import psycopg, psycopg2, asyncpg' 2>/dev/null; then
-  "$env_dir/venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.1' psycopg2-binary asyncpg
+# prometheus_client: its text-format parser checks pgsluice's /metrics (tests/metrics.rs).
+if ! "$env_dir/venv/bin/python" -c 'import psycopg, psycopg2, asyncpg, prometheus_client' 2>/dev/null; then
+  "$env_dir/venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.1' psycopg2-binary asyncpg \
+    prometheus_client
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
