@@ -239,7 +239,18 @@ impl<C: Connect> Pool<C> {
             if let Some(lease) = self.validate(conn, created, idle_since).await {
                 return Ok(lease);
             }
+            // The connection was dead and is closed; its slot is still ours. A replacement is opened in
+            // it, so this client keeps its turn (unless RELOAD shrank the pool meanwhile).
+            if self.within_size() {
+                return self.open_new(false).await;
+            }
+            self.free_slot();
         }
+    }
+
+    fn within_size(&self) -> bool {
+        let g = self.lock();
+        g.open <= g.limits.pool_size + g.limits.reserve_pool_size && !g.closed
     }
 
     fn next_step(&self) -> Step<C::Conn, C::Error> {
@@ -268,9 +279,10 @@ impl<C: Connect> Pool<C> {
         Step::Wait(rx, id)
     }
 
-    /// Liveness probe and, after `server_check_delay` idle, the check query. `None` = it was closed.
-    /// The connection is held by a Lease throughout, so an acquire abandoned mid-check (the client left)
-    /// closes it and frees its slot.
+    /// Liveness probe and, after `server_check_delay` idle, the check query. `None` = it was dead and is
+    /// closed, its slot still claimed (the caller opens a replacement in it or frees it). The connection
+    /// is held by a Lease throughout, so an acquire abandoned mid-check (the client left) closes it and
+    /// frees its slot.
     async fn validate(self: &Arc<Self>, conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
         let limits = self.limits();
         let mut lease = Lease { conn: Some(conn), created, pool: self.clone() };
@@ -279,7 +291,9 @@ impl<C: Connect> Pool<C> {
             && (!limits.check_enabled || idle_since.elapsed() < limits.server_check_delay || conn.check().await);
         if !ok {
             tracing::debug!("idle server connection found dead, replacing it");
-            return None; // dropping the lease closes the connection and frees its slot
+            drop(lease.conn.take());
+            self.forget_created(created);
+            return None;
         }
         Some(lease)
     }
@@ -442,13 +456,16 @@ impl<C: Connect> Pool<C> {
 
     /// `close` for a connection whose creation time is known (it may be one RECONNECT marked).
     pub(super) fn close_at(&self, conn: C::Conn, created: Instant) {
-        {
-            let mut g = self.lock();
-            if g.reconnect_at.is_some_and(|r| created < r) {
-                g.stale_open = g.stale_open.saturating_sub(1);
-            }
-        }
+        self.forget_created(created);
         self.close(conn);
+    }
+
+    /// A connection created at `created` is gone: it no longer counts among those RECONNECT marked.
+    fn forget_created(&self, created: Instant) {
+        let mut g = self.lock();
+        if g.reconnect_at.is_some_and(|r| created < r) {
+            g.stale_open = g.stale_open.saturating_sub(1);
+        }
     }
 
     fn free_slot(&self) {

@@ -12,6 +12,7 @@ struct FakeError;
 
 struct FakeConn {
     clean: bool,
+    alive: bool,
     live: Arc<AtomicUsize>,
 }
 
@@ -26,7 +27,7 @@ impl Poolable for FakeConn {
         self.clean
     }
     fn is_alive(&mut self) -> bool {
-        true
+        self.alive
     }
     async fn check(&mut self) -> bool {
         true
@@ -51,7 +52,7 @@ impl Connect for FakeConnect {
         }
         self.live.fetch_add(1, Ordering::SeqCst);
         self.opened.fetch_add(1, Ordering::SeqCst);
-        Ok(FakeConn { clean: true, live: self.live.clone() })
+        Ok(FakeConn { clean: true, alive: true, live: self.live.clone() })
     }
 }
 
@@ -167,4 +168,44 @@ async fn acquire_abandoned_mid_connect_frees_its_slot() {
     fc.delay_ms.store(0, Ordering::SeqCst);
     let lease = tokio::time::timeout(Duration::from_secs(1), p.acquire(Duration::ZERO)).await;
     assert!(matches!(lease, Ok(Ok(_))), "the slot of the abandoned connect was freed");
+}
+
+#[tokio::test]
+async fn a_waiter_handed_a_dead_connection_keeps_its_turn() {
+    let (p, fc) = pool(1, 0, 0);
+    let mut held = p.acquire(Duration::from_secs(1)).await.unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waiters = |n: usize| {
+        let p = p.clone();
+        async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            while p.counts().waiting < n {
+                assert!(tokio::time::Instant::now() < until, "{n} waiters");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let spawn = |name: &'static str| {
+        let (p, order) = (p.clone(), order.clone());
+        tokio::spawn(async move {
+            let lease = p.acquire(Duration::from_secs(5)).await.unwrap();
+            order.lock().unwrap().push(name);
+            lease.release();
+        })
+    };
+    let b = spawn("b");
+    waiters(1).await;
+    let c = spawn("c");
+    waiters(2).await;
+    // B, first in line, is handed a connection that turns out dead: a replacement is opened for B in
+    // the same slot, and C still comes second.
+    if let Some(conn) = held.conn() {
+        conn.alive = false;
+    }
+    held.release();
+    b.await.unwrap();
+    c.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["b", "c"]);
+    assert_eq!(fc.opened.load(Ordering::SeqCst), 2, "one replacement");
+    assert_eq!(p.counts().open, 1);
 }
