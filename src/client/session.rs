@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::ClientError;
 
@@ -83,6 +84,11 @@ pub struct Session {
     counted: Collected,
     /// The transaction's first statement text (capped), for the slow-transaction and leak logs.
     tx_query: Vec<u8>,
+    /// Completes when the console kills this client. Made once: a fresh wait per loop would register
+    /// and unregister with the token every time.
+    killed: std::pin::Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The next client timeout, re-armed only when its deadline changes.
+    timer: std::pin::Pin<Box<Sleep>>,
 }
 
 /// One change to a forwarded chunk: at `at`, drop `drop` bytes and insert `insert` (from `extra`, or owned).
@@ -110,6 +116,7 @@ impl Session {
         let rewrite = settings.pool_mode != PoolMode::Session;
         let max = if rewrite { settings.max_prepared_statements } else { 0 };
         let stmts = Statements::new(max, login.pool.plan_epoch.clone());
+        let kill = login.registered.entry.kill.clone();
         Session {
             sock,
             cbuf,
@@ -126,6 +133,8 @@ impl Session {
             wbuf: BytesMut::new(),
             counted: Collected::default(),
             tx_query: Vec::new(),
+            killed: Box::pin(kill.cancelled_owned()),
+            timer: Box::pin(sleep_until(Instant::now() + NEVER)),
         }
     }
 
@@ -204,14 +213,13 @@ impl Session {
         let Some((tag, _)) = header else {
             ensure_room(&mut self.cbuf);
             let idle_timeout = self.settings.client_idle_timeout;
-            let kill = self.login.registered.entry.kill.clone();
-            let read = self.read_client();
+            if !idle_timeout.is_zero() {
+                arm(&mut self.timer, since + idle_timeout);
+            }
             let got = tokio::select! {
-                r = read => r?,
-                _ = sleep_until(since + idle_timeout), if !idle_timeout.is_zero() => {
-                    return Err(ClientError::ClientIdleTimeout)
-                }
-                _ = kill.cancelled() => return Err(ClientError::Killed),
+                r = self.sock.read_buf(&mut self.cbuf) => r? > 0,
+                _ = &mut self.timer, if !idle_timeout.is_zero() => return Err(ClientError::ClientIdleTimeout),
+                _ = &mut self.killed => return Err(ClientError::Killed),
             };
             return Ok(if got { Flow::Continue } else { Flow::Done });
         };
@@ -252,7 +260,7 @@ impl Session {
         let result = loop {
             tokio::select! {
                 r = &mut acquire => break r,
-                _ = entry.kill.cancelled() => return Err(ClientError::Killed),
+                _ = &mut self.killed => return Err(ClientError::Killed),
                 r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < read_limit => {
                     if r? == 0 {
                         return Ok(Acquired::ClientGone);
@@ -408,8 +416,9 @@ impl Session {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
         ensure_room(&mut conn.rbuf);
-        let far = Instant::now() + Duration::from_secs(86_400);
-        let kill = &self.login.registered.entry.kill;
+        if let Some((at, _)) = deadline {
+            arm(&mut self.timer, at);
+        }
         // A message held whole (see `Scan::HoldWhole`) may need more than the usual bound.
         let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
         tokio::select! {
@@ -428,11 +437,11 @@ impl Session {
                     Ok(_) => self.forward_server().await,
                 }
             }
-            _ = kill.cancelled() => {
+            _ = &mut self.killed => {
                 conn.broken = true; // killed mid-transaction: the server is closed, not pooled
                 Err(ClientError::Killed)
             }
-            _ = sleep_until(deadline.map(|(t, _)| t).unwrap_or(far)), if deadline.is_some() => {
+            _ = &mut self.timer, if deadline.is_some() => {
                 match deadline {
                     Some((_, timer)) => self.on_timer(timer).await,
                     None => Ok(Flow::Continue),
@@ -471,6 +480,16 @@ fn unlink(lease: &mut ServerLease) {
 fn ensure_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
+    }
+}
+
+/// A deadline past any real one (the timer of a session with no timeout configured).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Points the session's timer at `at`, re-registering it only when the deadline moved.
+fn arm(timer: &mut std::pin::Pin<Box<Sleep>>, at: Instant) {
+    if timer.deadline() != at {
+        timer.as_mut().reset(at);
     }
 }
 
