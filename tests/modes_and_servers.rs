@@ -415,3 +415,65 @@ async fn server_reset_query_always_cleans_between_transactions() {
     a.batch_execute("set work_mem = '7MB'").await.unwrap();
     assert_eq!(scalar(&b, "show work_mem").await, "7MB", "without it, transaction mode does not reset (as PgBouncer)");
 }
+
+/// `scalar`, bounded: the next client of a pool of one waits for the previous session's server.
+async fn scalar_within(c: &tokio_postgres::Client, sql: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(20), scalar(c, sql)).await.unwrap_or_else(|_| panic!("{sql}: no answer"))
+}
+
+/// Client A leaves session state on the pool's only server and disconnects; returns its backend pid.
+async fn leave_state_behind(px: &Proxy) -> String {
+    let a = px.client(USER, PW, "app").await;
+    let pid = scalar_within(&a, "select pg_backend_pid()").await;
+    a.batch_execute(
+        "set work_mem = '7MB'; set pgsluice.mark = 'from-a'; set timezone = 'Asia/Tokyo'; \
+         create temp table a_temp(x int)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(scalar_within(&a, "show work_mem").await, "7MB");
+    pid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_runs_the_configured_server_reset_query_and_none_when_it_is_empty() {
+    let pg = TestPg::start().await;
+    let server_timezone = scalar(&pg.admin_client().await, "show timezone").await;
+    assert_ne!(server_timezone, "Asia/Tokyo");
+
+    // A custom reset query runs instead of DISCARD ALL: its own mark is there, RESET ALL undid A's
+    // settings, and A's temp table (which DISCARD ALL would drop) is still on the server.
+    let custom = "RESET ALL; SELECT set_config('pgsluice.reset', 'ran', false)";
+    let px = Proxy::builder(&pg)
+        .pool_size(1)
+        .pool_mode("session")
+        .general("server_reset_query", &format!("{custom:?}"))
+        .start()
+        .await;
+    let pid = leave_state_behind(&px).await;
+    let b = px.client(USER, PW, "app").await;
+    assert_eq!(scalar_within(&b, "select pg_backend_pid()").await, pid, "B got A's server");
+    assert_eq!(scalar(&b, "select current_setting('pgsluice.reset', true)").await, "ran", "the custom reset ran");
+    assert_eq!(scalar(&b, "show work_mem").await, "4MB", "its RESET ALL undid A's SET");
+    assert_ne!(scalar(&b, "select current_setting('pgsluice.mark', true)").await, "from-a");
+    assert_eq!(scalar(&b, "show timezone").await, server_timezone);
+    assert_eq!(
+        scalar(&b, "select to_regclass('pg_temp.a_temp') is not null").await,
+        "t",
+        "only the configured query ran: no DISCARD ALL, so A's temp table survives"
+    );
+    drop(b);
+    drop(px);
+
+    // An empty server_reset_query resets nothing (PgBouncer's semantics): A's session settings leak to
+    // the next client; only the reported parameters pgsluice tracks per client are put back.
+    let px = Proxy::builder(&pg).pool_size(1).pool_mode("session").general("server_reset_query", "\"\"").start().await;
+    let pid = leave_state_behind(&px).await;
+    let b = px.client(USER, PW, "app").await;
+    assert_eq!(scalar_within(&b, "select pg_backend_pid()").await, pid, "B got A's server");
+    assert_eq!(scalar(&b, "show work_mem").await, "7MB", "no reset: A's work_mem leaks");
+    assert_eq!(scalar(&b, "select current_setting('pgsluice.mark', true)").await, "from-a");
+    assert_eq!(scalar(&b, "select to_regclass('pg_temp.a_temp') is not null").await, "t");
+    assert_eq!(scalar(&b, "select current_setting('pgsluice.reset', true)").await, "NULL", "nothing else ran");
+    assert_eq!(scalar(&b, "show timezone").await, server_timezone, "TimeZone is B's own, reported parameter");
+}

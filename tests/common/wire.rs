@@ -270,3 +270,79 @@ pub mod fe {
         msg(b'f', &b)
     }
 }
+
+/// What one simple Query answered: the first column of every DataRow (raw bytes, as sent in the
+/// client's encoding; `None` = NULL) and the first ErrorResponse, if any.
+#[derive(Debug, Default)]
+pub struct SimpleAnswer {
+    pub rows: Vec<Option<Vec<u8>>>,
+    pub error: Option<HashMap<char, String>>,
+}
+
+impl SimpleAnswer {
+    /// The rows as text (lossy), for readable assertions; NULL is "NULL".
+    pub fn text(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|r| r.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|| "NULL".into()))
+            .collect()
+    }
+
+    /// The SQLSTATE of the error, if the query failed.
+    pub fn code(&self) -> Option<&str> {
+        self.error.as_ref().and_then(|e| e.get(&'C')).map(String::as_str)
+    }
+}
+
+impl RawConn {
+    /// Logs in (trust) with extra startup parameters (e.g. `("options", "-c DateStyle=SQL")`,
+    /// `("client_encoding", "LATIN1")`); returns the connection and the BackendKeyData it was given.
+    pub async fn login_with_params(port: u16, user: &str, db: &str, extra: &[(&str, &str)]) -> (RawConn, u32, u32) {
+        let mut c = RawConn::connect(port).await;
+        c.send(&RawConn::startup_packet(user, db, extra)).await;
+        let mut key = None;
+        loop {
+            match c.read_message(Duration::from_secs(10)).await {
+                Some((b'K', body)) => {
+                    key = Some((
+                        u32::from_be_bytes(body[..4].try_into().unwrap()),
+                        u32::from_be_bytes(body[4..8].try_into().unwrap()),
+                    ))
+                }
+                Some((b'Z', _)) => break,
+                Some((b'E', body)) => panic!("login failed: {:?}", error_fields(&body)),
+                Some(_) => {}
+                None => panic!("EOF during login"),
+            }
+        }
+        let (pid, key) = key.expect("BackendKeyData");
+        (c, pid, key)
+    }
+
+    /// Reads one simple Query's answer through its ReadyForQuery (panics on EOF or after `within`).
+    pub async fn read_answer(&mut self, within: Duration) -> SimpleAnswer {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut answer = SimpleAnswer::default();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_message(left).await {
+                Some((b'Z', _)) => return answer,
+                Some((b'D', body)) => {
+                    let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
+                    answer.rows.push((len >= 0).then(|| body[6..6 + len as usize].to_vec()));
+                }
+                Some((b'E', body)) => {
+                    answer.error.get_or_insert_with(|| error_fields(&body));
+                }
+                Some(_) => {}
+                None => panic!("no ReadyForQuery within {within:?} (answer so far: {answer:?})"),
+            }
+        }
+    }
+
+    /// Sends a simple Query and reads its answer (see `read_answer`).
+    pub async fn simple(&mut self, sql: &str, within: Duration) -> SimpleAnswer {
+        self.send(&query_message(sql)).await;
+        self.read_answer(within).await
+    }
+}
