@@ -9,12 +9,22 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::server::{CancelInFlight, CancelsInFlight, ServerConn};
+
 /// Where a client's cancel request must go right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CancelTarget {
     pub addr: SocketAddr,
     pub pid: u32,
     pub key: u32,
+    /// The server's count of cancels in flight (see `CancelsInFlight`).
+    pub in_flight: Arc<CancelsInFlight>,
+}
+
+impl CancelTarget {
+    pub fn of(conn: &ServerConn) -> CancelTarget {
+        CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key, in_flight: conn.cancels.clone() }
+    }
 }
 
 /// One client's cancel key and its current server, if any.
@@ -31,8 +41,13 @@ impl CancelSlot {
             *t = target;
         }
     }
-    fn get(&self) -> Option<CancelTarget> {
-        self.target.lock().ok().and_then(|t| *t)
+    /// The current server, counted as having a cancel in flight. Under the same lock as `set`, so a
+    /// session that detaches (`set(None)`) and then finds no cancel in flight knows none can come.
+    fn begin_cancel(&self) -> Option<(CancelTarget, CancelInFlight)> {
+        let t = self.target.lock().ok()?;
+        let target = t.clone()?;
+        let in_flight = target.in_flight.start();
+        Some((target, in_flight))
     }
 }
 
@@ -79,11 +94,11 @@ impl CancelRegistry {
             tracing::info!(pid, "cancel request with a wrong key ignored");
             return false;
         }
-        let Some(target) = slot.get() else {
+        let Some((target, in_flight)) = slot.begin_cancel() else {
             tracing::debug!(pid, "cancel request for an idle client ignored");
             return false;
         };
-        send_cancel(target, wait).await
+        send_cancel(target, in_flight, wait).await
     }
 }
 
@@ -91,7 +106,8 @@ impl CancelRegistry {
 /// which it does once it has acted on the request (as libpq's PQcancel waits), bounded by `wait`
 /// (`cancel_wait_timeout`; zero = no bound). The client's own cancel connection is closed after this, so a
 /// client that waits for that EOF knows its cancel has been delivered.
-pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
+/// `in_flight` keeps the server out of the pool until then.
+pub async fn send_cancel(target: CancelTarget, in_flight: CancelInFlight, wait: Duration) -> bool {
     let send = async {
         let mut s = TcpStream::connect(target.addr).await?;
         let mut pkt = Vec::with_capacity(16);
@@ -105,6 +121,7 @@ pub async fn send_cancel(target: CancelTarget, wait: Duration) -> bool {
         Ok::<(), std::io::Error>(())
     };
     let result = if wait.is_zero() { Ok(send.await) } else { tokio::time::timeout(wait, send).await };
+    drop(in_flight);
     match result {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {

@@ -339,8 +339,6 @@ async fn many_cancels_for_a_finished_client_do_not_reach_the_next_client_on_its_
 /// None of them may cancel B's query (PgBouncer keeps such a server out of the pool until its in-flight
 /// cancels are done: SHOW POOLS' sv_being_canceled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgsluice bug: a server whose cancels are still in flight goes back to the pool at once, so A's late \
-            cancels (looked up while A's query ran) reach B's query on the same server and cancel it with 57014"]
 async fn cancels_in_flight_when_a_query_ends_do_not_reach_the_next_client() {
     use common::wire::{RawConn, query_message};
     let pg = TestPg::start().await;

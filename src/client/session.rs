@@ -195,7 +195,7 @@ impl Session {
         {
             conn.broken = true;
         }
-        lease.release();
+        give_back(lease, self.cancel_wait);
     }
 
     /// Reads into the client buffer; `Ok(false)` on EOF.
@@ -348,7 +348,7 @@ impl Session {
         if let Some(r) = &conn.registered {
             r.entry.set_link(client.id, conn.statements.len());
         }
-        self.cancel.set(Some(CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key }));
+        self.cancel.set(Some(CancelTarget::of(conn)));
         self.stmts.on_new_server();
         let now = Instant::now();
         self.state = State::Active(Active {
@@ -399,7 +399,7 @@ impl Session {
             self.login.registered.entry.set_state(ClientState::Idle, 0);
             let mut lease = active.lease;
             unlink(&mut lease);
-            lease.release();
+            give_back(lease, self.cancel_wait);
             self.stmts.drain_counts(&mut self.counted.totals);
             self.login.pool.stats.flush(&self.counted);
             self.counted = Collected::default();
@@ -481,6 +481,22 @@ fn ensure_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
+}
+
+/// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits
+/// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
+/// client's query; a cancel that never settles closes the server.
+fn give_back(lease: ServerLease, cancel_wait: Duration) {
+    let Some(in_flight) = lease.conn_ref().map(|c| c.cancels.clone()).filter(|c| c.busy()) else {
+        lease.release();
+        return;
+    };
+    let limit = if cancel_wait.is_zero() { Duration::from_secs(10) } else { cancel_wait };
+    tokio::spawn(async move {
+        if tokio::time::timeout(limit, in_flight.settled()).await.is_ok() {
+            lease.release();
+        } // else dropped: closed
+    });
 }
 
 /// A deadline past any real one (the timer of a session with no timeout configured).

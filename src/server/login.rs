@@ -40,6 +40,7 @@ pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> 
         replies: Default::default(),
         statements: Default::default(),
         registered: None,
+        cancels: Default::default(),
     };
     let mut out = BytesMut::new();
     let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];

@@ -61,11 +61,11 @@ impl Session {
                 }
                 active.cancel_sent = true;
                 active.request_started = Some(Instant::now());
-                let target = active.lease.conn_ref().map(|c| CancelTarget { addr: c.addr, pid: c.pid, key: c.key });
+                let target = active.lease.conn_ref().map(|c| (CancelTarget::of(c), c.cancels.start()));
                 tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
-                if let Some(t) = target {
+                if let Some((t, in_flight)) = target {
                     // Not awaited here: the session keeps forwarding the server's answer meanwhile.
-                    tokio::spawn(crate::cancel::send_cancel(t, self.cancel_wait));
+                    tokio::spawn(crate::cancel::send_cancel(t, in_flight, self.cancel_wait));
                 }
                 Ok(Flow::Continue)
             }
