@@ -449,9 +449,6 @@ async fn encoding_datestyle_intervalstyle_and_string_syntax_follow_each_client_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgsluice bug: login applies startup parameters and `options` -c settings in packet order, last one \
-            wins, so `options` given after client_encoding/DateStyle overrides them; PostgreSQL applies options \
-            first and explicit startup parameters over them (tokio-postgres: client_encoding=UTF8 then options)"]
 async fn a_startup_parameter_wins_over_the_same_setting_in_options_as_in_postgresql() {
     use common::wire::RawConn;
     let pg = TestPg::start().await;

@@ -238,14 +238,17 @@ pub async fn login(
         .ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
     let mut params = ClientParams::new(&general.track_extra_parameters);
     let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));
+    // As PostgreSQL: the `-c` settings in `options` first, then the startup parameters, which win.
     let mut settings: Vec<(String, String)> = Vec::new();
+    let mut explicit: Vec<(String, String)> = Vec::new();
     for (k, v) in startup.iter().filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_.")) {
         if k == "options" && !ignored(k) {
             settings.extend(parse_options(v).ok_or_else(|| ClientError::UnsupportedParameter(format!("options={v}")))?);
         } else {
-            settings.push((k.clone(), v.clone()));
+            explicit.push((k.clone(), v.clone()));
         }
     }
+    settings.extend(explicit);
     for (k, v) in &settings {
         if params.canonical(k).is_some() {
             params.set(k, v);
