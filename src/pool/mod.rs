@@ -49,17 +49,18 @@ pub enum PoolError<E: std::error::Error + 'static> {
 /// A checked-out connection. `release` returns it if it is clean; dropping it closes the connection,
 /// so a panic, a vanished client or an early `?` can never put a dirty server back.
 pub struct Lease<C: Connect> {
-    conn: Option<C::Conn>,
+    /// Boxed: a connection is large and moves through the pool several times per transaction.
+    conn: Option<Box<C::Conn>>,
     created: Instant,
     pool: Arc<Pool<C>>,
 }
 
 impl<C: Connect> Lease<C> {
     pub fn conn(&mut self) -> Option<&mut C::Conn> {
-        self.conn.as_mut()
+        self.conn.as_deref_mut()
     }
     pub fn conn_ref(&self) -> Option<&C::Conn> {
-        self.conn.as_ref()
+        self.conn.as_deref()
     }
     pub fn pool(&self) -> &Arc<Pool<C>> {
         &self.pool

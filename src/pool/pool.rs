@@ -75,7 +75,7 @@ pub struct PoolCounts {
 
 pub struct Pool<C: Connect> {
     connector: C,
-    inner: Mutex<Inner<C::Conn, C::Error>>,
+    inner: Mutex<Inner<Box<C::Conn>, C::Error>>,
     db_limit: Arc<SharedLimit>,
     user_limit: Arc<SharedLimit>,
     /// Called (outside the lock) when waiters starve on a shared budget: closes an idle connection
@@ -117,7 +117,7 @@ impl<C: Connect> Pool<C> {
         pool
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<C::Conn, C::Error>> {
+    fn lock(&self) -> MutexGuard<'_, Inner<Box<C::Conn>, C::Error>> {
         // A poisoned lock only means another task panicked mid-update; the counts stay usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -253,7 +253,7 @@ impl<C: Connect> Pool<C> {
         g.open <= g.limits.pool_size + g.limits.reserve_pool_size && !g.closed
     }
 
-    fn next_step(&self) -> Step<C::Conn, C::Error> {
+    fn next_step(&self) -> Step<Box<C::Conn>, C::Error> {
         let mut g = self.lock();
         if g.closed {
             return Step::Fail(PoolError::Closed);
@@ -283,7 +283,7 @@ impl<C: Connect> Pool<C> {
     /// closed, its slot still claimed (the caller opens a replacement in it or frees it). The connection
     /// is held by a Lease throughout, so an acquire abandoned mid-check (the client left) closes it and
     /// frees its slot.
-    async fn validate(self: &Arc<Self>, conn: C::Conn, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
+    async fn validate(self: &Arc<Self>, conn: Box<C::Conn>, created: Instant, idle_since: Instant) -> Option<Lease<C>> {
         let limits = self.limits();
         let mut lease = Lease { conn: Some(conn), created, pool: self.clone() };
         let conn = lease.conn()?;
@@ -299,7 +299,7 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Takes one connection slot under the lock, if pool size, reserve and shared budgets allow.
-    fn try_claim(&self, g: &mut Inner<C::Conn, C::Error>, reserve: bool) -> Claim {
+    fn try_claim(&self, g: &mut Inner<Box<C::Conn>, C::Error>, reserve: bool) -> Claim {
         let cap = g.limits.pool_size + if reserve { g.limits.reserve_pool_size } else { 0 };
         if g.open >= cap {
             return Claim::PoolFull;
@@ -333,7 +333,7 @@ impl<C: Connect> Pool<C> {
             Ok(Ok(conn)) => {
                 std::mem::forget(slot); // the lease owns the slot now
                 self.lock().last_login_error = None;
-                Ok(Lease { conn: Some(conn), created: Instant::now(), pool: self.clone() })
+                Ok(Lease { conn: Some(Box::new(conn)), created: Instant::now(), pool: self.clone() })
             }
             Ok(Err(e)) => {
                 self.lock().last_login_error = Some((Instant::now(), e.clone()));
@@ -345,11 +345,11 @@ impl<C: Connect> Pool<C> {
 
     async fn wait(
         self: &Arc<Self>,
-        rx: oneshot::Receiver<Grant<C::Conn>>,
+        rx: oneshot::Receiver<Grant<Box<C::Conn>>>,
         id: u64,
         started: Instant,
         deadline: Option<Instant>,
-    ) -> Result<Grant<C::Conn>, PoolError<C::Error>> {
+    ) -> Result<Grant<Box<C::Conn>>, PoolError<C::Error>> {
         let mut guard = WaiterGuard { pool: self.clone(), id, rx: Some(rx) };
         let reserve = self.limits();
         let reserve_at = (reserve.reserve_pool_size > 0).then(|| started + reserve.reserve_pool_timeout);
@@ -387,7 +387,7 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Offers free slots to waiters in FIFO order, the reserve to those who waited long enough.
-    fn hand_out_slots(&self, g: &mut Inner<C::Conn, C::Error>) {
+    fn hand_out_slots(&self, g: &mut Inner<Box<C::Conn>, C::Error>) {
         if g.paused {
             return;
         }
@@ -414,7 +414,7 @@ impl<C: Connect> Pool<C> {
         }
     }
 
-    fn unclaim(&self, g: &mut Inner<C::Conn, C::Error>) {
+    fn unclaim(&self, g: &mut Inner<Box<C::Conn>, C::Error>) {
         if g.open > g.limits.pool_size && g.reserve_open > 0 {
             g.reserve_open -= 1;
         }
@@ -425,7 +425,7 @@ impl<C: Connect> Pool<C> {
 
     /// Returns a clean connection: to the first waiter, else to the idle list (or closes it when the
     /// pool is over size, past its lifetime, or closed).
-    pub(super) fn check_in(&self, conn: C::Conn, created: Instant) {
+    pub(super) fn check_in(&self, conn: Box<C::Conn>, created: Instant) {
         let mut g = self.lock();
         let expired = !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
         let stale = g.reconnect_at.is_some_and(|r| created < r);
@@ -449,13 +449,13 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Closes a connection and gives its slot to the next waiter.
-    pub(super) fn close(&self, conn: C::Conn) {
+    pub(super) fn close(&self, conn: Box<C::Conn>) {
         drop(conn);
         self.free_slot();
     }
 
     /// `close` for a connection whose creation time is known (it may be one RECONNECT marked).
-    pub(super) fn close_at(&self, conn: C::Conn, created: Instant) {
+    pub(super) fn close_at(&self, conn: Box<C::Conn>, created: Instant) {
         self.forget_created(created);
         self.close(conn);
     }
@@ -476,10 +476,10 @@ impl<C: Connect> Pool<C> {
 
     /// Janitor work: idle timeout and lifetime, then top up to min_pool_size.
     fn maintain(self: &Arc<Self>) {
-        let expired: Vec<IdleConn<C::Conn>> = {
+        let expired: Vec<IdleConn<Box<C::Conn>>> = {
             let mut g = self.lock();
             let l = g.limits.clone();
-            let keep = |c: &IdleConn<C::Conn>| {
+            let keep = |c: &IdleConn<Box<C::Conn>>| {
                 (l.server_idle_timeout.is_zero() || c.idle_since.elapsed() < l.server_idle_timeout)
                     && (l.server_lifetime.is_zero() || c.created.elapsed() < l.server_lifetime)
             };
@@ -517,7 +517,7 @@ impl<C: Connect> Pool<C> {
 struct WaiterGuard<C: Connect> {
     pool: Arc<Pool<C>>,
     id: u64,
-    rx: Option<oneshot::Receiver<Grant<C::Conn>>>,
+    rx: Option<oneshot::Receiver<Grant<Box<C::Conn>>>>,
 }
 
 impl<C: Connect> Drop for WaiterGuard<C> {
