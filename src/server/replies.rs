@@ -165,6 +165,9 @@ pub struct ReplyQueue {
 impl Outcome {
     /// Adds `other`'s effects after this one's.
     pub fn merge(&mut self, other: Outcome) {
+        if other.undo.is_empty() && other.drifted.is_empty() && !other.statements_dropped {
+            return; // nearly every reply
+        }
         self.undo.extend(other.undo);
         self.drifted.extend(other.drifted);
         self.statements_dropped |= other.statements_dropped;
