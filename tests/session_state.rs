@@ -467,3 +467,67 @@ async fn a_startup_parameter_wins_over_the_same_setting_in_options_as_in_postgre
     let (mut c, _, _) = RawConn::login_with_params(px.port(), "trust_user", "app", &startup).await;
     assert_ok(&c.simple(probe, Duration::from_secs(10)).await, &["UTF8", "ISO, MDY"], "through pgsluice");
 }
+
+/// A server whose cancel request PostgreSQL has not acted on yet (its postmaster is frozen) is held out of
+/// the pool and shown as sv_being_canceled; the next client waits for it rather than run where the late
+/// cancel would land, and is served, not canceled, once the cancel is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_cancel_in_flight_is_held_back_and_shown_as_being_canceled() {
+    use common::wire::{RawConn, cancel_request, query_message};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .pool_size(1)
+        .general("cancel_wait_timeout", "20")
+        .general("admin_users", "[\"trust_user\"]")
+        .start()
+        .await;
+    let console = px.client("trust_user", "", "pgbouncer").await;
+    let pools = || async {
+        let msgs = console.simple_query("show pools").await.unwrap();
+        msgs.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("app") => Some(
+                    ["sv_active", "sv_being_canceled", "sv_idle"].map(|c| r.get(c).unwrap_or_default().to_string()),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let admin = pg.admin_client().await;
+    let (mut a, pid, key) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    a.send(&query_message("select pg_sleep(1)")).await;
+    common::wait_for(Duration::from_secs(5), "A's query running", || async {
+        running(&admin, "select pg_sleep(1)").await.len() == 1
+    })
+    .await;
+    // The cancel reaches a frozen postmaster: accepted by the kernel, never acted on for now.
+    pg.signal_postmaster("STOP");
+    let mut cancel = RawConn::connect(px.port()).await;
+    cancel.send(&cancel_request(pid, key)).await;
+    // A's query ends by itself meanwhile; its server must not go back to the pool yet.
+    a.read_until_ready().await;
+    common::wait_for(Duration::from_secs(5), "the server shown as being canceled", || async {
+        pools().await == ["0", "1", "0"]
+    })
+    .await;
+    let mut b = RawConn::connect(px.port()).await;
+    b.send(&RawConn::startup_packet("trust_user", "app", &[])).await;
+    b.read_until_ready().await;
+    b.send(&query_message("select pg_sleep(0.5)")).await;
+    assert!(b.read_message(Duration::from_millis(500)).await.is_none(), "B waits while the cancel is in flight");
+    pg.signal_postmaster("CONT");
+    // The postmaster acts on the cancel (A's backend is idle: nothing to cancel) and B is served.
+    let mut tags = Vec::new();
+    loop {
+        let (tag, body) = b.read_message(Duration::from_secs(10)).await.expect("B's reply");
+        assert_ne!(tag, b'E', "B must not be canceled: {:?}", common::wire::error_fields(&body));
+        tags.push(tag);
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(tags, b"TDCZ");
+    assert!(cancel.wait_closed(Duration::from_secs(5)).await.is_some(), "the cancel connection is done");
+    common::wait_for(Duration::from_secs(5), "nothing being canceled", || async { pools().await[1] == "0" }).await;
+}

@@ -205,7 +205,8 @@ fn pools(shared: &Arc<Shared>) -> Table {
         let server_user = &entry.pool.connector().user;
         let (used, tested) = states.get(&(key.db.clone(), server_user.clone())).copied().unwrap_or_default();
         let sv_idle = c.idle.saturating_sub(used);
-        let sv_active = c.open.saturating_sub(c.idle + c.connecting + tested);
+        let being_canceled = entry.stats.being_canceled.load(Ordering::Relaxed) as usize;
+        let sv_active = c.open.saturating_sub(c.idle + c.connecting + tested + being_canceled);
         table.rows.push(vec![
             t(key.db.clone()),
             t(key.user.clone()),
@@ -215,7 +216,7 @@ fn pools(shared: &Arc<Shared>) -> Table {
             i(0),
             i(sv_active),
             i(0),
-            i(0),
+            i(being_canceled),
             i(sv_idle),
             i(used),
             i(tested),

@@ -195,7 +195,7 @@ impl Session {
         {
             conn.broken = true;
         }
-        give_back(lease, self.cancel_wait);
+        give_back(lease, self.cancel_wait, &self.login.pool.stats);
     }
 
     /// Reads into the client buffer; `Ok(false)` on EOF.
@@ -399,7 +399,7 @@ impl Session {
             self.login.registered.entry.set_state(ClientState::Idle, 0);
             let mut lease = active.lease;
             unlink(&mut lease);
-            give_back(lease, self.cancel_wait);
+            give_back(lease, self.cancel_wait, &self.login.pool.stats);
             self.stmts.drain_counts(&mut self.counted.totals);
             self.login.pool.stats.flush(&self.counted);
             self.counted = Collected::default();
@@ -486,16 +486,21 @@ fn ensure_room(buf: &mut BytesMut) {
 /// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits
 /// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
 /// client's query; a cancel that never settles closes the server.
-fn give_back(lease: ServerLease, cancel_wait: Duration) {
+fn give_back(lease: ServerLease, cancel_wait: Duration, stats: &Arc<crate::stats::PoolStats>) {
     let Some(in_flight) = lease.conn_ref().map(|c| c.cancels.clone()).filter(|c| c.busy()) else {
         lease.release();
         return;
     };
     let limit = if cancel_wait.is_zero() { Duration::from_secs(10) } else { cancel_wait };
+    let stats = stats.clone();
+    stats.being_canceled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(async move {
         if tokio::time::timeout(limit, in_flight.settled()).await.is_ok() {
             lease.release();
-        } // else dropped: closed
+        } else {
+            drop(lease); // closed
+        }
+        stats.being_canceled.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     });
 }
 

@@ -213,6 +213,8 @@ pub struct PoolStats {
     pub clients: AtomicU64,
     /// Waits for a server that ended with query_wait_timeout.
     pub acquire_timeouts: AtomicU64,
+    /// Servers held out of the pool until the cancel requests sent to them are done (sv_being_canceled).
+    pub being_canceled: AtomicU64,
     pub acquire_wait: Histo,
     pub xact: Histo,
     pub query: Histo,
@@ -240,6 +242,7 @@ impl Default for PoolStats {
             logins: z(),
             clients: z(),
             acquire_timeouts: z(),
+            being_canceled: z(),
             acquire_wait: Histo::default(),
             xact: Histo::default(),
             query: Histo::default(),
