@@ -71,25 +71,7 @@ impl RawConn {
 
     /// Logs in (trust) and returns the connection with the BackendKeyData it was given.
     pub async fn login_with_key(port: u16, user: &str, db: &str) -> (RawConn, u32, u32) {
-        let mut c = RawConn::connect(port).await;
-        c.send(&RawConn::startup_packet(user, db, &[])).await;
-        let mut key = None;
-        loop {
-            match c.read_message(Duration::from_secs(10)).await {
-                Some((b'K', body)) => {
-                    key = Some((
-                        u32::from_be_bytes(body[..4].try_into().unwrap()),
-                        u32::from_be_bytes(body[4..8].try_into().unwrap()),
-                    ))
-                }
-                Some((b'Z', _)) => break,
-                Some((b'E', body)) => panic!("login failed: {:?}", error_fields(&body)),
-                Some(_) => {}
-                None => panic!("EOF during login"),
-            }
-        }
-        let (pid, key) = key.expect("BackendKeyData");
-        (c, pid, key)
+        RawConn::login_with_params(port, user, db, &[]).await
     }
 
     /// Waits for the peer to close the connection; `None` if it is still open after `within`.
