@@ -878,3 +878,30 @@ async fn kill_holds_new_clients_of_the_database_until_resume() {
     let c = px.client(ADMIN.0, ADMIN.1, "other").await;
     assert_eq!(common::scalar(&c, "select 4").await, "4");
 }
+
+/// The extended protocol on the console: one ErrorResponse for the batch, the rest skipped to its Sync,
+/// as PostgreSQL answers a failed batch; the console stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_on_the_console_gets_one_error_per_batch() {
+    use common::wire::{RawConn, fe};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").general("admin_users", "[\"trust_user\"]").start().await;
+    let (mut c, _, _) = RawConn::login_with_key(px.port(), "trust_user", "pgbouncer").await;
+    let batch =
+        [fe::parse("", "show pools"), fe::bind("", "", &[]), fe::describe(b'P', ""), fe::execute("", 0), fe::sync()];
+    c.send(&batch.concat()).await;
+    let mut tags = Vec::new();
+    loop {
+        let (tag, body) = c.read_message(Duration::from_secs(5)).await.expect("a reply");
+        if tag == b'E' {
+            assert_eq!(common::wire::error_fields(&body).get(&'C').map(String::as_str), Some("0A000"));
+        }
+        tags.push(tag);
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(tags, b"EZ");
+    c.send(&fe::query("show version")).await;
+    c.read_until_ready().await;
+}

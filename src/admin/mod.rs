@@ -116,6 +116,8 @@ impl AdminCommand {
 /// Serves console commands until the user leaves.
 pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut, role: Role) {
     let mut out = BytesMut::new();
+    // After an extended-protocol message is refused, the rest of its batch is skipped up to Sync.
+    let mut skipping = false;
     loop {
         let (tag, body, n) = match whole_message(&buf, MAX_COMMAND) {
             Ok(Some((tag, body, n))) => (tag, body.to_vec(), n),
@@ -139,11 +141,15 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
                 execute(shared, role, &AdminCommand::parse(&sql), &mut out).await;
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
-            b'S' => messages::ready_for_query(&mut out, TxStatus::Idle),
+            b'S' => {
+                skipping = false;
+                messages::ready_for_query(&mut out, TxStatus::Idle);
+            }
             b'H' => {}
             _ => {
-                // Extended-protocol messages: refused, then skipped through their Sync like PostgreSQL does.
-                if tag == b'P' || tag == b'B' {
+                // Extended-protocol messages: one error, then skipped through their Sync like PostgreSQL does.
+                if !skipping {
+                    skipping = true;
                     let msg = "the admin console supports only the simple query protocol";
                     PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg).encode(&mut out);
                 }
