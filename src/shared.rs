@@ -262,19 +262,10 @@ impl Shared {
     /// Makes `new` the running config (RELOAD, SET): see `reload`.
     pub fn apply(&self, mut new: Config, auth: AuthFile) -> ReloadReport {
         let old = self.config();
-        let mut report = ReloadReport::default();
         // Settings read only at startup keep their running values (so SHOW CONFIG shows what is in
         // effect); the change is reported as needing a restart.
-        let (o, n) = (&old.general, &mut new.general);
-        macro_rules! restart_only {
-            ($($field:ident),*) => {$(
-                if o.$field != n.$field {
-                    report.needs_restart.push(stringify!($field));
-                    n.$field = o.$field.clone();
-                }
-            )*};
-        }
-        restart_only!(listen_addr, listen_port, workers, metrics_addr, so_reuseport);
+        let mut report =
+            ReloadReport { needs_restart: old.general.keep_restart_only(&mut new.general), ..Default::default() };
         let new = Arc::new(new);
         if let Ok(mut c) = self.config.write() {
             *c = new.clone();

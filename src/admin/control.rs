@@ -6,9 +6,6 @@ use std::sync::Arc;
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
-/// Settings that only take effect at startup.
-pub const NEEDS_RESTART: &[&str] = &["listen_addr", "listen_port", "workers", "so_reuseport", "metrics_addr"];
-
 /// Polls `done` every 20 ms (the console command blocks, as PgBouncer's does).
 async fn wait_until(done: impl Fn() -> bool) {
     while !done() {
@@ -122,7 +119,7 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
                 .split_once('=')
                 .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
                 .ok_or_else(|| PgError::error(SqlState::SYNTAX_ERROR, "usage: SET key = value"))?;
-            if NEEDS_RESTART.contains(&key.as_str()) {
+            if crate::config::RESTART_ONLY.contains(&key.as_str()) {
                 let msg = format!("{key} cannot be changed while running");
                 return Err(PgError::error(SqlState::CANT_CHANGE_RUNTIME_PARAM, msg));
             }

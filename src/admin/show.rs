@@ -367,7 +367,7 @@ fn config(shared: &Arc<Shared>) -> Table {
     let current = as_table(&shared.config().general);
     let defaults = as_table(&crate::config::General::default());
     for (key, value) in &current {
-        let changeable = if super::control::NEEDS_RESTART.contains(&key.as_str()) { "no" } else { "yes" };
+        let changeable = if crate::config::RESTART_ONLY.contains(&key.as_str()) { "no" } else { "yes" };
         table.rows.push(vec![
             t(key.clone()),
             t(toml_text(Some(value))),

@@ -211,6 +211,29 @@ pub struct General {
     pub max_prepared_statements: usize,
 }
 
+/// The settings read only at startup (PgBouncer's "can be changed only at boot time"), listed once: the
+/// name list for SHOW CONFIG and SET, and the comparison RELOAD makes.
+macro_rules! restart_only {
+    ($($field:ident),*) => {
+        pub const RESTART_ONLY: &[&str] = &[$(stringify!($field)),*];
+
+        impl General {
+            /// Puts back into `new` the running values of the startup-only settings it changes, and names them.
+            pub fn keep_restart_only(&self, new: &mut General) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $(
+                    if self.$field != new.$field {
+                        changed.push(stringify!($field));
+                        new.$field = self.$field.clone();
+                    }
+                )*
+                changed
+            }
+        }
+    };
+}
+restart_only!(listen_addr, listen_port, workers, so_reuseport, metrics_addr);
+
 impl General {
     /// Every `[pgsluice]` key, in declaration order.
     pub fn keys() -> &'static [&'static str] {

@@ -30,8 +30,7 @@ pub(super) fn clients(shared: &Arc<Shared>) -> Table {
     let mut columns = connection_columns();
     columns.extend([("xact_us", INT8), ("idle_in_xact_us", INT8)]);
     let mut table = Table::new(&columns);
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let now = crate::stats::registry::now_us();
     // Each client's linked server: the one whose link names it.
     let linked: std::collections::HashMap<u64, u64> =
         shared.server_registry.list().iter().filter(|s| s.link() != 0).map(|s| (s.link(), s.id)).collect();
