@@ -300,7 +300,6 @@ impl Statements {
     /// client's own there first, or closes the stranger's so the server answers 26000 as PostgreSQL would.
     fn put_unnamed(&mut self, conn: &mut ServerConn, out: &mut BytesMut) {
         self.unnamed_here = true;
-        conn.tracker.on_client(b'P');
         if self.unnamed == Unnamed::Known {
             put_message(out, b'P', |b| {
                 b.put_u8(0);
