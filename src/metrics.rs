@@ -159,7 +159,7 @@ pub fn gather(shared: &Arc<Shared>) -> Vec<MetricFamily> {
                 "Times a server was assigned to a client.",
                 t.server_assignment_count,
             ),
-            ("pgsluice_client_logins_total", "Successful client logins.", s.logins.load(Ordering::Relaxed)),
+            ("pgsluice_client_logins_total", "Successful client logins.", s.client_login_count.load(Ordering::Relaxed)),
             (
                 "pgsluice_acquire_timeouts_total",
                 "Waits for a server ended by query_wait_timeout.",

@@ -142,7 +142,7 @@ impl Session {
     pub async fn run(mut self) {
         let stats_pool = self.login.pool.clone();
         stats_pool.stats.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats_pool.stats.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats_pool.stats.client_login_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = loop {
             let step = match self.state {
                 State::Idle { .. } => self.on_idle().await,

@@ -208,7 +208,7 @@ pub struct PoolStats {
     server_parse_count: AtomicU64,
     bind_count: AtomicU64,
     /// Successful client logins (PgBouncer's client_login_count).
-    pub logins: AtomicU64,
+    pub client_login_count: AtomicU64,
     /// Clients logged in to this pool.
     pub clients: AtomicU64,
     /// Waits for a server that ended with query_wait_timeout.
@@ -226,59 +226,32 @@ pub struct PoolStats {
 
 impl Default for PoolStats {
     fn default() -> Self {
-        let z = || AtomicU64::new(0);
-        PoolStats {
-            server_assignment_count: z(),
-            xact_count: z(),
-            query_count: z(),
-            received: z(),
-            sent: z(),
-            xact_time: z(),
-            query_time: z(),
-            wait_time: z(),
-            client_parse_count: z(),
-            server_parse_count: z(),
-            bind_count: z(),
-            logins: z(),
-            clients: z(),
-            acquire_timeouts: z(),
-            being_canceled: z(),
-            acquire_wait: Histo::default(),
-            xact: Histo::default(),
-            query: Histo::default(),
-            errors: Mutex::default(),
-            period: Mutex::default(),
+        macro_rules! zero {
+            ($($f:ident),*) => {
+                PoolStats {
+                    $( $f: AtomicU64::new(0), )*
+                    clients: AtomicU64::new(0),
+                    acquire_timeouts: AtomicU64::new(0),
+                    being_canceled: AtomicU64::new(0),
+                    acquire_wait: Histo::default(),
+                    xact: Histo::default(),
+                    query: Histo::default(),
+                    errors: Mutex::default(),
+                    period: Mutex::default(),
+                }
+            };
         }
+        each_counter!(zero)
     }
 }
 
 impl PoolStats {
-    fn counter(&self, field: usize) -> Option<&AtomicU64> {
-        [
-            &self.server_assignment_count,
-            &self.xact_count,
-            &self.query_count,
-            &self.received,
-            &self.sent,
-            &self.xact_time,
-            &self.query_time,
-            &self.wait_time,
-            &self.client_parse_count,
-            &self.server_parse_count,
-            &self.bind_count,
-            &self.logins,
-        ]
-        .get(field)
-        .copied()
-    }
-
     /// Adds what a session counted (once per transaction or server assignment).
     pub fn add(&self, t: &Totals) {
-        for (i, v) in t.values().into_iter().enumerate() {
-            if let (Some(a), true) = (self.counter(i), v != 0) {
-                a.fetch_add(v, Ordering::Relaxed);
-            }
+        macro_rules! add {
+            ($($f:ident),*) => { $( if t.$f != 0 { self.$f.fetch_add(t.$f, Ordering::Relaxed); } )* };
         }
+        each_counter!(add);
     }
 
     /// Adds a session's counters and histograms.
@@ -306,21 +279,12 @@ impl PoolStats {
     }
 
     pub fn totals(&self) -> Totals {
-        let load = |i| self.counter(i).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0);
-        Totals {
-            server_assignment_count: load(0),
-            xact_count: load(1),
-            query_count: load(2),
-            received: load(3),
-            sent: load(4),
-            xact_time: load(5),
-            query_time: load(6),
-            wait_time: load(7),
-            client_parse_count: load(8),
-            server_parse_count: load(9),
-            bind_count: load(10),
-            client_login_count: load(11),
+        let mut t = Totals::default();
+        macro_rules! load {
+            ($($f:ident),*) => { $( t.$f = self.$f.load(Ordering::Relaxed); )* };
         }
+        each_counter!(load);
+        t
     }
 
     /// The counters now and at the end of the period before last: what averages are computed between.
@@ -397,7 +361,7 @@ mod tests {
         let s = book.get("app", "u");
         s.add(&Totals { xact_count: 3, query_count: 6, xact_time: 300, query_time: 120, ..Totals::default() });
         s.add(&Totals { xact_count: 1, query_count: 2, xact_time: 100, query_time: 40, ..Totals::default() });
-        s.logins.fetch_add(2, Ordering::Relaxed);
+        s.client_login_count.fetch_add(2, Ordering::Relaxed);
         let t = s.totals();
         assert_eq!((t.xact_count, t.query_count, t.xact_time, t.client_login_count), (4, 8, 400, 2));
         assert!(Arc::ptr_eq(&s, &book.get("app", "u")), "one set of counters per (database, user)");
