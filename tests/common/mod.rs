@@ -1,6 +1,7 @@
 //! Integration-test harness: a real PostgreSQL per test and the real pgsluice binary in front of it.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod pg;
 pub mod proxy;
 pub mod wire;
