@@ -14,8 +14,25 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
-use crate::server::ServerConn;
+use crate::server::replies::ReplyQueue;
 use crate::server::replies::{BoundStatement, Drift, Entry, Outcome, PlanChanged, Prepared, Request, Undo};
+use crate::server::statements::StatementCache;
+use crate::server::{ServerConn, Tracker};
+
+/// The parts of a server connection that rewriting reads and changes: what the server owes (tracker,
+/// reply queue) and the statements it holds. Borrowed from a `ServerConn`, or owned elsewhere (the fuzz
+/// targets drive the rewriting without a socket).
+pub struct ServerSide<'a> {
+    pub tracker: &'a mut Tracker,
+    pub replies: &'a mut ReplyQueue,
+    pub statements: &'a mut StatementCache,
+}
+
+impl<'a> ServerSide<'a> {
+    pub fn of(conn: &'a mut ServerConn) -> Self {
+        ServerSide { tracker: &mut conn.tracker, replies: &mut conn.replies, statements: &mut conn.statements }
+    }
+}
 
 const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
@@ -175,6 +192,11 @@ impl Statements {
     /// Handles one client message bound for `conn`; replacement bytes are appended to `out`. `body` is
     /// the whole body when held; `prefix` its start for a wanted message too big to hold.
     pub fn on_message(&mut self, msg: &Header<'_>, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+        self.rewrite(msg, &mut ServerSide::of(conn), out)
+    }
+
+    /// `on_message` on the parts of a server connection it uses.
+    pub fn rewrite(&mut self, msg: &Header<'_>, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
         let (tag, body, prefix) = (msg.tag, msg.body, msg.prefix);
         if let Some(p) = prefix {
             let unnamed_parse = tag == b'P' && p.first() == Some(&0);
@@ -200,7 +222,7 @@ impl Statements {
             b'B' | b'E' | b'D' | b'C' | b'F' => self.batch_started = true,
             _ => {}
         }
-        if tag == b'S' && conn.tracker.in_copy_in() {
+        if tag == b'S' && server.tracker.in_copy_in() {
             return Edit::Keep; // the server ignores it: no reply owed
         }
         if self.skipping {
@@ -236,8 +258,8 @@ impl Statements {
         };
         if unnamed_use && !self.unnamed_here {
             let start = out.len();
-            self.put_unnamed(conn, out);
-            conn.replies.push(Entry::pass(request));
+            self.put_unnamed(server, out);
+            server.replies.push(Entry::pass(request));
             return match body {
                 Some(b) => {
                     put_message(out, tag, |m| m.put_slice(b));
@@ -247,23 +269,29 @@ impl Statements {
             };
         }
         let edit = match (tag, body) {
-            (b'P', Some(b)) => self.on_parse(b, conn, out),
-            (b'B', Some(b)) => self.on_bind(b, !batch_was_started, conn, out),
-            (b'B', None) => prefix.and_then(|p| self.on_big_bind(p, msg.len, conn, out)),
-            (b'D', Some(b)) if request == Request::DescribeStatement => self.on_describe(b, conn, out),
-            (b'C', Some([b'S', name @ ..])) => self.on_close(name, conn, out),
-            (b'Q', Some(b)) => self.on_query(b, conn, out),
+            (b'P', Some(b)) => self.on_parse(b, server, out),
+            (b'B', Some(b)) => self.on_bind(b, !batch_was_started, server, out),
+            (b'B', None) => prefix.and_then(|p| self.on_big_bind(p, msg.len, server, out)),
+            (b'D', Some(b)) if request == Request::DescribeStatement => self.on_describe(b, server, out),
+            (b'C', Some([b'S', name @ ..])) => self.on_close(name, server, out),
+            (b'Q', Some(b)) => self.on_query(b, server, out),
             _ => None,
         };
         edit.unwrap_or_else(|| {
-            conn.replies.push(Entry::pass(request));
+            server.replies.push(Entry::pass(request));
             Edit::Keep
         })
     }
 
     /// A Bind too big to hold: only its header and names are rewritten, the parameters stream through.
     /// `len` is the message's length field.
-    fn on_big_bind(&mut self, prefix: &[u8], len: usize, conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    fn on_big_bind(
+        &mut self,
+        prefix: &[u8],
+        len: usize,
+        server: &mut ServerSide<'_>,
+        out: &mut BytesMut,
+    ) -> Option<Edit> {
         let (portal, after_portal) = cstr(prefix)?;
         let (name, _) = cstr(after_portal)?;
         let stmt = self.by_name.get(name)?.clone();
@@ -272,14 +300,14 @@ impl Statements {
         }
         let new_len = u32::try_from(len - name.len() + stmt.server_name.len()).ok()?;
         let start = out.len();
-        self.ensure(&stmt, conn, out);
+        self.ensure(&stmt, server, out);
         out.put_u8(b'B');
         out.put_u32(new_len);
         messages::put_cstr(out, portal);
         messages::put_cstr(out, &stmt.server_name);
         self.counts.bind += 1;
         let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable: false });
-        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
+        server.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
         let head = 5 + portal.len() + 1 + name.len() + 1;
         Some(Edit::ReplaceHead { drop: head, with: start..out.len() })
     }
@@ -298,41 +326,41 @@ impl Statements {
 
     /// The client uses its unnamed statement on a server that may hold somebody else's: prepares the
     /// client's own there first, or closes the stranger's so the server answers 26000 as PostgreSQL would.
-    fn put_unnamed(&mut self, conn: &mut ServerConn, out: &mut BytesMut) {
+    fn put_unnamed(&mut self, server: &mut ServerSide<'_>, out: &mut BytesMut) {
         self.unnamed_here = true;
         if self.unnamed == Unnamed::Known {
             put_message(out, b'P', |b| {
                 b.put_u8(0);
                 b.put_slice(&self.unnamed_rest);
             });
-            conn.replies.push(Entry::swallowed(Request::Parse, Some(Undo::Unnamed)));
+            server.replies.push(Entry::swallowed(Request::Parse, Some(Undo::Unnamed)));
         } else {
             put_message(out, b'C', |b| b.put_slice(b"S\0"));
-            conn.replies.push(Entry::swallowed(Request::Close, Some(Undo::Unnamed)));
+            server.replies.push(Entry::swallowed(Request::Close, Some(Undo::Unnamed)));
         }
     }
 
     /// Answers with pgsluice's own error and makes the server fail the batch too (a Parse that cannot
     /// succeed), so an implicit transaction is rolled back and a block fails, as PostgreSQL would have.
-    fn raise(&mut self, err: PgError, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
+    fn raise(&mut self, err: PgError, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
         let start = out.len();
-        conn.replies.push(synth(|b| err.encode(b)));
+        server.replies.push(synth(|b| err.encode(b)));
         put_message(out, b'P', |b| {
             messages::put_cstr(b, b"pgsluice_abort");
             messages::put_cstr(b, b"pgsluice: abort this batch");
             b.put_u16(0);
         });
-        conn.replies.push(Entry::swallowed(Request::Abort, None));
+        server.replies.push(Entry::swallowed(Request::Abort, None));
         self.skipping = true;
         Edit::Replace(start..out.len())
     }
 
-    /// Makes sure `stmt` exists on `conn`, writing a Parse (whose reply is swallowed) if needed.
-    fn ensure(&mut self, stmt: &Statement, conn: &mut ServerConn, out: &mut BytesMut) {
-        if conn.statements.contains(&stmt.server_name) {
+    /// Makes sure `stmt` exists on `server`, writing a Parse (whose reply is swallowed) if needed.
+    fn ensure(&mut self, stmt: &Statement, server: &mut ServerSide<'_>, out: &mut BytesMut) {
+        if server.statements.contains(&stmt.server_name) {
             return;
         }
-        self.write_parse(stmt, None, true, conn, out);
+        self.write_parse(stmt, None, true, server, out);
     }
 
     fn write_parse(
@@ -340,16 +368,16 @@ impl Statements {
         stmt: &Statement,
         client_name: Option<Bytes>,
         swallow: bool,
-        conn: &mut ServerConn,
+        server: &mut ServerSide<'_>,
         out: &mut BytesMut,
     ) {
-        conn.statements.insert(stmt.server_name.clone());
-        while let Some(evicted) = conn.statements.pop_over(self.max) {
+        server.statements.insert(stmt.server_name.clone());
+        while let Some(evicted) = server.statements.pop_over(self.max) {
             put_message(out, b'C', |b| {
                 b.put_u8(b'S');
                 messages::put_cstr(b, &evicted);
             });
-            conn.replies.push(Entry::swallowed(Request::Close, Some(Undo::Evicted(evicted))));
+            server.replies.push(Entry::swallowed(Request::Close, Some(Undo::Evicted(evicted))));
         }
         put_message(out, b'P', |b| {
             messages::put_cstr(b, &stmt.server_name);
@@ -357,7 +385,7 @@ impl Statements {
         });
         self.counts.server_parse += 1;
         let parse = Prepared { server_name: stmt.server_name.clone(), client_name };
-        conn.replies.push(Entry::Pending {
+        server.replies.push(Entry::Pending {
             request: Request::Parse,
             swallow,
             undo: Some(Undo::Parse(parse)),
@@ -365,14 +393,14 @@ impl Statements {
         });
     }
 
-    fn on_parse(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    fn on_parse(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
         let (name, rest) = cstr(body)?;
         if name.is_empty() {
             return None;
         }
         if self.by_name.contains_key(name) {
             let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
-            return Some(self.raise(PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg), conn, out));
+            return Some(self.raise(PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg), server, out));
         }
         let start = out.len();
         self.counts.client_parse += 1;
@@ -380,26 +408,26 @@ impl Statements {
         let stmt = Arc::new(Statement { server_name, rest: Bytes::copy_from_slice(rest) });
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt.clone());
-        if conn.statements.contains(&stmt.server_name) {
-            conn.replies.push(Entry::synth(Bytes::from_static(PARSE_COMPLETE), Some(Undo::ClientParse(name))));
+        if server.statements.contains(&stmt.server_name) {
+            server.replies.push(Entry::synth(Bytes::from_static(PARSE_COMPLETE), Some(Undo::ClientParse(name))));
         } else {
-            self.write_parse(&stmt, Some(name), false, conn, out);
+            self.write_parse(&stmt, Some(name), false, server, out);
         }
         Some(Edit::Replace(start..out.len()))
     }
 
     /// `first`: the first Bind of its batch, which can be replayed if its cached plan went stale.
-    fn on_bind(&mut self, body: &[u8], first: bool, conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    fn on_bind(&mut self, body: &[u8], first: bool, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
         let (portal, after_portal) = cstr(body)?;
         let (name, rest) = cstr(after_portal)?;
         let stmt = self.by_name.get(name)?.clone();
         if self.stale.contains(&stmt.server_name) {
             let msg = "cached plan must not change result type";
-            return Some(self.raise(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg), conn, out));
+            return Some(self.raise(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg), server, out));
         }
         let start = out.len();
-        let cached = conn.statements.contains(&stmt.server_name);
-        self.ensure(&stmt, conn, out);
+        let cached = server.statements.contains(&stmt.server_name);
+        self.ensure(&stmt, server, out);
         put_message(out, b'B', |b| {
             messages::put_cstr(b, portal);
             messages::put_cstr(b, &stmt.server_name);
@@ -416,24 +444,24 @@ impl Statements {
         }
         self.counts.bind += 1;
         let bind = Some(BoundStatement { server_name: stmt.server_name.clone(), replayable });
-        conn.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
+        server.replies.push(Entry::Pending { request: Request::Bind, swallow: false, undo: None, bind });
         Some(Edit::Replace(start..out.len()))
     }
 
-    fn on_describe(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    fn on_describe(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
         let (name, _) = cstr(body.get(1..)?)?;
         let stmt = self.by_name.get(name)?.clone();
         let start = out.len();
-        self.ensure(&stmt, conn, out);
+        self.ensure(&stmt, server, out);
         put_message(out, b'D', |b| {
             b.put_u8(b'S');
             messages::put_cstr(b, &stmt.server_name);
         });
-        conn.replies.push(Entry::pass(Request::DescribeStatement));
+        server.replies.push(Entry::pass(Request::DescribeStatement));
         Some(Edit::Replace(start..out.len()))
     }
 
-    fn on_close(&mut self, name: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    fn on_close(&mut self, name: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
         let (name, _) = cstr(name)?;
         if name.is_empty() {
             return None;
@@ -444,12 +472,12 @@ impl Statements {
             server_name: s.server_name.clone(),
             rest: s.rest.clone(),
         });
-        conn.replies.push(Entry::synth(Bytes::from_static(CLOSE_COMPLETE), undo));
+        server.replies.push(Entry::synth(Bytes::from_static(CLOSE_COMPLETE), undo));
         Some(Edit::Replace(out.len()..out.len()))
     }
 
     /// DEALLOCATE and DISCARD ALL sent as SQL act on the client's names.
-    fn on_query(&mut self, body: &[u8], conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+    fn on_query(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
         // Most queries are neither: decide on the first bytes without allocating.
         let head = body.trim_ascii_start();
         let starts = |w: &[u8]| head.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w));
@@ -470,7 +498,7 @@ impl Statements {
         // Answered here, as the statement is the client's; an empty query goes to the server in its place
         // so the ReadyForQuery carries the server's real transaction status, and an error fails the block.
         let found = self.by_name.remove(target.as_bytes()).is_some();
-        conn.replies.push(synth(|b| {
+        server.replies.push(synth(|b| {
             if found {
                 put_message(b, b'C', |m| messages::put_cstr(m, b"DEALLOCATE"));
             } else {
@@ -481,27 +509,32 @@ impl Statements {
         let start = out.len();
         let shadow: &[u8] = if found { b";" } else { b"pgsluice: fail this query" };
         put_message(out, b'Q', |b| messages::put_cstr(b, shadow));
-        conn.replies.push(Entry::swallowed(Request::Shadow, None));
+        server.replies.push(Entry::swallowed(Request::Shadow, None));
         Some(Edit::Replace(start..out.len()))
     }
 
     /// Applies what the server's replies showed: requests it never ran are taken back, newest first, and
     /// the cache of its statements is corrected where it drifted.
     pub fn apply(&mut self, outcome: &mut Outcome, conn: &mut ServerConn) {
+        self.apply_to(outcome, &mut ServerSide::of(conn));
+    }
+
+    /// `apply` on the parts of a server connection it uses.
+    pub fn apply_to(&mut self, outcome: &mut Outcome, server: &mut ServerSide<'_>) {
         if outcome.statements_dropped {
             self.by_name.clear();
-            conn.statements.clear();
+            server.statements.clear();
         }
         for drift in outcome.drifted.drain(..) {
             match drift {
-                Drift::Present(name) => conn.statements.insert(name),
-                Drift::Missing(name) => conn.statements.remove(&name),
+                Drift::Present(name) => server.statements.insert(name),
+                Drift::Missing(name) => server.statements.remove(&name),
             }
         }
         while let Some(undo) = outcome.undo.pop() {
             match undo {
                 Undo::Parse(p) => {
-                    conn.statements.remove(&p.server_name);
+                    server.statements.remove(&p.server_name);
                     if let Some(name) = &p.client_name {
                         self.by_name.remove(name);
                     }
@@ -509,7 +542,7 @@ impl Statements {
                 Undo::ClientParse(name) => {
                     self.by_name.remove(&name);
                 }
-                Undo::Evicted(name) => conn.statements.insert(name),
+                Undo::Evicted(name) => server.statements.insert(name),
                 Undo::ClientClose { name, server_name, rest } => {
                     self.by_name.insert(name, Arc::new(Statement { server_name, rest }));
                 }
@@ -536,33 +569,38 @@ impl Statements {
     /// Replays the captured batch after a stale-plan error: closes the stale statement on the server and
     /// sends the client's messages again (the Bind re-prepares it). The bytes for the server go to `out`.
     pub fn retry(&mut self, server_name: &[u8], conn: &mut ServerConn, out: &mut BytesMut) {
+        self.retry_on(server_name, &mut ServerSide::of(conn), out);
+    }
+
+    /// `retry` on the parts of a server connection it uses.
+    pub fn retry_on(&mut self, server_name: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) {
         if self.capture_state != Capture::Complete {
             return;
         }
         self.capture_state = Capture::None;
         // Statements parsed from now on get new names; this one is re-prepared under its own.
         self.epoch.fetch_add(1, Ordering::Relaxed);
-        conn.statements.remove(server_name);
+        server.statements.remove(server_name);
         put_message(out, b'C', |b| {
             b.put_u8(b'S');
             messages::put_cstr(b, server_name);
         });
-        conn.replies.push(Entry::swallowed(Request::Close, None));
-        conn.tracker.on_client(b'C');
+        server.replies.push(Entry::swallowed(Request::Close, None));
+        server.tracker.on_client(b'C');
         let capture = std::mem::take(&mut self.capture);
         self.replaying = true;
         let mut rest = &capture[..];
         while let Some((tag, body, next)) = split_message(rest) {
             rest = next;
             let msg = Header { tag, len: body.len() + 4, offset: 0, body: Some(body), prefix: None };
-            match self.on_message(&msg, conn, out) {
+            match self.rewrite(&msg, server, out) {
                 Edit::Keep => {
-                    conn.tracker.on_client(tag);
+                    server.tracker.on_client(tag);
                     put_message(out, tag, |b| b.put_slice(body));
                 }
                 Edit::Replace(r) if r.is_empty() => {}
                 // Captured messages are whole, so nothing else is returned for them.
-                Edit::Replace(_) | Edit::ReplaceHead { .. } | Edit::HoldWhole => conn.tracker.on_client(tag),
+                Edit::Replace(_) | Edit::ReplaceHead { .. } | Edit::HoldWhole => server.tracker.on_client(tag),
             }
         }
         self.replaying = false;
