@@ -281,3 +281,59 @@ async fn a_database_entry_password_given_as_an_md5_hash_logs_in() {
     let c = px.client("scram_user", "scram_pw", "as_md5").await;
     assert_eq!(common::scalar(&c, "select current_user").await, "md5_user");
 }
+
+/// A fake PostgreSQL that answers every login with SCRAM and a server-first-message asking for
+/// `iterations`, then holds the connection open (so a proxy that obeyed would wait on it).
+async fn greedy_scram_server(iterations: u64) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reply = |code: u32, data: &[u8]| {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&((8 + data.len()) as u32).to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        m.extend_from_slice(data);
+        m
+    };
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).await?;
+                let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                s.read_exact(&mut startup).await?;
+                s.write_all(&reply(10, b"SCRAM-SHA-256\0\0")).await?;
+                let mut head = [0u8; 5];
+                s.read_exact(&mut head).await?;
+                let mut body =
+                    vec![0u8; (u32::from_be_bytes(head[1..].try_into().unwrap()) as usize).saturating_sub(4)];
+                s.read_exact(&mut body).await?;
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let nonce = text.rsplit_once("r=").map(|(_, n)| n.to_string()).unwrap_or_default();
+                let first = format!("r={nonce}greedy,s=c2FsdHNhbHRzYWx0c2FsdA==,i={iterations}");
+                s.write_all(&reply(11, first.as_bytes())).await?;
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asking_for_too_many_scram_iterations_is_refused_with_08006() {
+    let pg = TestPg::start().await;
+    let greedy = greedy_scram_server(1_000_000).await;
+    // scram_user logs in to the server with the plain-text password of the default auth file.
+    let px = Proxy::builder(&pg).database("greedy", &format!("port = {greedy}, dbname = \"app\"")).start().await;
+    let started = std::time::Instant::now();
+    let e = px.try_client("scram_user", "scram_pw", "greedy").await.expect_err("the server is refused");
+    assert_eq!(code(&e), Some(SqlState::CONNECTION_FAILURE), "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(message.contains("1000000") && message.contains("100000)"), "names the count and the cap: {message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused before any work: {:?}", started.elapsed());
+    // The real server still works for the same user (with PostgreSQL's 4096 iterations).
+    let c = px.client("scram_user", "scram_pw", "app").await;
+    assert_eq!(common::scalar(&c, "select current_user").await, "scram_user");
+}

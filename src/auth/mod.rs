@@ -1,6 +1,8 @@
 //! Verifying clients against the auth file (the proxy as server): which method to ask for, md5 and
-//! cleartext checks, and the SCRAM-SHA-256 exchanges. Pure: no I/O. Imports: config.
+//! cleartext checks, and the SCRAM-SHA-256 exchanges. No I/O; the one async part is PBKDF2, which runs
+//! on tokio's blocking threads (`keys`). Imports: config.
 
+pub mod keys;
 pub mod md5;
 pub mod scram;
 
@@ -15,6 +17,12 @@ pub enum AuthError {
     Malformed(&'static str),
     #[error("unsupported SASL mechanism")]
     UnsupportedMechanism,
+    /// A server-first-message asking for more PBKDF2 work than pgsluice does for one login.
+    #[error("the server asks for {count} SCRAM iterations, more than pgsluice allows ({cap})")]
+    TooManyIterations { count: u64, cap: u32 },
+    /// The blocking threads that derive keys are gone (the runtime is shutting down).
+    #[error("key derivation is unavailable (shutting down)")]
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,19 +46,20 @@ pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
     }
 }
 
-/// Checks a cleartext password against any kind of secret.
-pub fn verify_plain(secret: Option<&Secret>, user: &str, password: &[u8]) -> bool {
+/// Checks a cleartext password against any kind of secret (a SCRAM verifier's keys are derived off
+/// the async threads).
+pub async fn verify_plain(secret: Option<&Secret>, user: &str, password: &[u8]) -> Result<bool, AuthError> {
     match secret {
-        Some(Secret::Plain(p)) => ct_eq(p.as_bytes(), password),
+        Some(Secret::Plain(p)) => Ok(ct_eq(p.as_bytes(), password)),
         Some(Secret::Md5(h)) => {
             let pw = String::from_utf8_lossy(password);
-            ct_eq(h.as_bytes(), md5::md5_hex_secret(&pw, user).as_bytes())
+            Ok(ct_eq(h.as_bytes(), md5::md5_hex_secret(&pw, user).as_bytes()))
         }
         Some(Secret::Scram(s)) => {
-            let keys = scram::Keys::derive(password, &s.salt, s.iterations);
-            ct_eq(&keys.stored_key, &s.stored_key) && ct_eq(&keys.server_key, &s.server_key)
+            let keys = keys::derive_off_thread(password, &s.salt, s.iterations).await?;
+            Ok(ct_eq(&keys.stored_key, &s.stored_key) && ct_eq(&keys.server_key, &s.server_key))
         }
-        None => false,
+        None => Ok(false),
     }
 }
 

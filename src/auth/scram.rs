@@ -3,49 +3,22 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
 
+pub use super::keys::Keys;
+use super::keys::{derive_off_thread, hmac, sha256};
 use super::{AuthError, ct_eq};
 use crate::config::auth_file::{ScramSecret, Secret};
 
 const MAX_MESSAGE: usize = 2048;
 const MAX_NONCE: usize = 256;
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC accepts keys of any length; the error branch cannot happen, but never panic.
-    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
-        return [0; 32];
-    };
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
+/// The most PBKDF2 iterations a server may ask pgsluice for. PostgreSQL's default is 4096 (its
+/// `scram_iterations`); a server asking for more than this is refused rather than obeyed, since each
+/// login would cost this much CPU.
+pub const MAX_SERVER_ITERATIONS: u32 = 100_000;
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-/// The derived keys of a password.
-pub struct Keys {
-    pub stored_key: [u8; 32],
-    pub server_key: [u8; 32],
-}
-
-impl Keys {
-    /// Hi() (PBKDF2-HMAC-SHA-256) then ClientKey/StoredKey/ServerKey.
-    pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> Keys {
-        let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
-        let mut salted = u;
-        for _ in 1..iterations {
-            u = hmac(password, &[&u]);
-            salted.iter_mut().zip(u.iter()).for_each(|(s, x)| *s ^= x);
-        }
-        let client_key = hmac(&salted, &[b"Client Key"]);
-        Keys { stored_key: sha256(&client_key), server_key: hmac(&salted, &[b"Server Key"]) }
-    }
-}
+/// The longest salt (decoded) a server may send. PostgreSQL's salts are 16 bytes.
+pub const MAX_SALT: usize = 64;
 
 fn random_nonce() -> String {
     STANDARD.encode(rand::random::<[u8; 18]>())
@@ -108,21 +81,22 @@ impl ScramVerifiers {
     }
 
     /// The verifier `user` is checked against: the auth file's SCRAM secret, or one derived from a
-    /// plain-text password with `user`'s salt. `None` for unknown users and md5 secrets.
-    pub fn verifier(&self, user: &str, secret: Option<&Secret>) -> Option<ScramSecret> {
+    /// plain-text password with `user`'s salt (off the async threads, once per password). `None` for
+    /// unknown users and md5 secrets.
+    pub async fn verifier(&self, user: &str, secret: Option<&Secret>) -> Result<Option<ScramSecret>, AuthError> {
         let password = match secret {
-            Some(Secret::Scram(s)) => return Some(s.clone()),
+            Some(Secret::Scram(s)) => return Ok(Some(s.clone())),
             Some(Secret::Plain(p)) => p,
-            _ => return None,
+            _ => return Ok(None),
         };
         let lock = || self.derived.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((pw, v)) = lock().get(user)
             && pw == password
         {
-            return Some(v.clone());
+            return Ok(Some(v.clone()));
         }
         let salt = self.salt(user);
-        let k = Keys::derive(password.as_bytes(), &salt, ITERATIONS);
+        let k = derive_off_thread(password.as_bytes(), &salt, ITERATIONS).await?;
         let v = ScramSecret {
             iterations: ITERATIONS,
             salt: salt.to_vec(),
@@ -134,7 +108,7 @@ impl ScramVerifiers {
             cache.clear();
         }
         cache.insert(user.to_string(), (password.clone(), v.clone()));
-        Some(v)
+        Ok(Some(v))
     }
 }
 
@@ -151,8 +125,12 @@ impl ScramServer {
 
     /// An exchange for `user`. Unknown users get a mock verifier with `user`'s own salt, so two attempts
     /// show the same salt and iteration count, as for a real user; the exchange then fails at the proof.
-    pub fn new(verifiers: &ScramVerifiers, user: &str, secret: Option<&Secret>) -> ScramServer {
-        let derived = verifiers.verifier(user, secret);
+    pub async fn new(
+        verifiers: &ScramVerifiers,
+        user: &str,
+        secret: Option<&Secret>,
+    ) -> Result<ScramServer, AuthError> {
+        let derived = verifiers.verifier(user, secret).await?;
         let genuine = derived.is_some();
         let secret = derived.unwrap_or_else(|| ScramSecret {
             iterations: ITERATIONS,
@@ -160,7 +138,7 @@ impl ScramServer {
             stored_key: rand::random(),
             server_key: rand::random(),
         });
-        ScramServer { secret, genuine, state: ScramExchange::AwaitFirst }
+        Ok(ScramServer { secret, genuine, state: ScramExchange::AwaitFirst })
     }
 
     pub fn handle_client_first(&mut self, client_first: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -270,33 +248,19 @@ impl ScramClient {
         format!("n,,n=,r={}", self.nonce).into_bytes()
     }
 
-    pub fn handle_server_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
+    /// Answers the server-first-message with our proof. With a password this derives the keys (off
+    /// the async threads) with the server's salt and iteration count, both bounded first.
+    pub async fn handle_server_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
         let msg = text(msg)?;
-        let mut parts = msg.split(',');
-        let nonce = attr(parts.next(), 'r')?;
-        let salt = STANDARD.decode(attr(parts.next(), 's')?).map_err(|_| AuthError::Malformed("bad salt"))?;
-        let iterations: u32 =
-            attr(parts.next(), 'i')?.parse().map_err(|_| AuthError::Malformed("bad iteration count"))?;
-        if !nonce.starts_with(&self.nonce) || !valid_nonce(nonce) || iterations == 0 || iterations > 10_000_000 {
-            return Err(AuthError::Malformed("bad server-first-message"));
-        }
+        let first = ServerFirst::parse(msg, &self.nonce)?;
         let (client_key, server_key) = match &self.creds {
             ClientCreds::Keys { client_key, server_key } => (*client_key, *server_key),
             ClientCreds::Password(pw) => {
-                let k = Keys::derive(pw.as_bytes(), &salt, iterations);
-                let mut salted_client = [0u8; 32];
-                // Recompute ClientKey (Keys keeps only its hash).
-                let mut u = hmac(pw.as_bytes(), &[&salt, &1u32.to_be_bytes()]);
-                let mut salted = u;
-                for _ in 1..iterations {
-                    u = hmac(pw.as_bytes(), &[&u]);
-                    salted.iter_mut().zip(u.iter()).for_each(|(s, x)| *s ^= x);
-                }
-                salted_client.copy_from_slice(&hmac(&salted, &[b"Client Key"]));
-                (salted_client, k.server_key)
+                let k = derive_off_thread(pw.as_bytes(), &first.salt, first.iterations).await?;
+                (k.client_key, k.server_key)
             }
         };
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={}", first.nonce);
         let auth_message = format!("n=,r={},{msg},{without_proof}", self.nonce);
         let signature = hmac(&sha256(&client_key), &[auth_message.as_bytes()]);
         let mut proof = client_key;
@@ -315,6 +279,43 @@ impl ScramClient {
             Some(expected) if ct_eq(&expected, &sig) => Ok(()),
             _ => Err(AuthError::Failed),
         }
+    }
+}
+
+/// A server-first-message (`r=nonce,s=salt,i=iterations`), checked before any work is done for it:
+/// the nonce extends ours and is at most `MAX_NONCE` printable characters, the salt is 1 to `MAX_SALT`
+/// bytes, and the iteration count is 1 to `MAX_SERVER_ITERATIONS`.
+struct ServerFirst<'a> {
+    nonce: &'a str,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl<'a> ServerFirst<'a> {
+    fn parse(msg: &'a str, our_nonce: &str) -> Result<ServerFirst<'a>, AuthError> {
+        let mut parts = msg.split(',');
+        let nonce = attr(parts.next(), 'r')?;
+        if !valid_nonce(nonce) {
+            return Err(AuthError::Malformed("server nonce empty, not printable or too long"));
+        }
+        if !nonce.starts_with(our_nonce) || nonce.len() == our_nonce.len() {
+            return Err(AuthError::Malformed("server nonce does not extend ours"));
+        }
+        let salt = attr(parts.next(), 's')?;
+        if salt.len() > MAX_SALT.div_ceil(3) * 4 {
+            return Err(AuthError::Malformed("server salt too long"));
+        }
+        let salt = STANDARD.decode(salt).map_err(|_| AuthError::Malformed("bad salt"))?;
+        if salt.is_empty() || salt.len() > MAX_SALT {
+            return Err(AuthError::Malformed("server salt empty or too long"));
+        }
+        let count: u64 = attr(parts.next(), 'i')?.parse().map_err(|_| AuthError::Malformed("bad iteration count"))?;
+        let iterations = match u32::try_from(count) {
+            Ok(0) => return Err(AuthError::Malformed("bad iteration count")),
+            Ok(n) if n <= MAX_SERVER_ITERATIONS => n,
+            _ => return Err(AuthError::TooManyIterations { count, cap: MAX_SERVER_ITERATIONS }),
+        };
+        Ok(ServerFirst { nonce, salt, iterations })
     }
 }
 

@@ -127,7 +127,8 @@ async fn authenticate(
             sock.write_all(&out).await?;
             let body = read_password(sock, buf).await?;
             let pw = messages::password_body(&body)?;
-            auth::verify_plain(secret.as_ref(), user, pw).then_some(None).ok_or_else(failed)
+            let ok = auth::verify_plain(secret.as_ref(), user, pw).await.map_err(|e| scram_error(e, user))?;
+            ok.then_some(None).ok_or_else(failed)
         }
         Method::Md5 => {
             let salt = auth::md5::new_salt();
@@ -149,7 +150,9 @@ async fn scram_exchange(
     user: &str,
 ) -> Result<Option<[u8; 32]>, ClientError> {
     let failed = || ClientError::AuthFailed(user.to_string());
-    let mut scram = ScramServer::new(&shared.scram, user, secret);
+    // A plain-text secret's keys are derived (once, then kept) off the async threads; the wait for a
+    // permit is bounded by client_login_timeout around the whole login.
+    let mut scram = ScramServer::new(&shared.scram, user, secret).await.map_err(|e| scram_error(e, user))?;
     let mut out = BytesMut::new();
     messages::auth_sasl(&mut out, ScramServer::MECHANISM);
     sock.write_all(&out).await?;
@@ -177,6 +180,7 @@ async fn scram_exchange(
 fn scram_error(e: auth::AuthError, user: &str) -> ClientError {
     match e {
         auth::AuthError::Failed => ClientError::AuthFailed(user.to_string()),
+        auth::AuthError::Unavailable => ClientError::ShuttingDown,
         _ => ProtocolError::Malformed("malformed SCRAM message").into(),
     }
 }

@@ -134,7 +134,9 @@ async fn authenticate(conn: &mut ServerConn, user: &str, creds: &Credentials) ->
             }
             11 => {
                 let client = scram.as_mut().ok_or_else(|| ServerError::Protocol("unexpected SASL continue".into()))?;
-                let reply = client.handle_server_first(rest).map_err(|e| ServerError::Protocol(e.to_string()))?;
+                // Deriving from a password runs on a blocking thread; the wait for it is bounded by
+                // server_connect_timeout around the whole connect.
+                let reply = client.handle_server_first(rest).await.map_err(|e| ServerError::Protocol(e.to_string()))?;
                 frontend::sasl_response(&reply, &mut out)?;
             }
             12 => {
