@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod fault;
 pub mod pg;
 pub mod proxy;
 pub mod wire;

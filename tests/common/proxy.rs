@@ -15,6 +15,7 @@ pub struct ProxyBuilder {
     users: Vec<(String, String)>,
     userlist: Vec<(String, String)>,
     fallback: bool,
+    nofile: Option<u32>,
 }
 
 impl ProxyBuilder {
@@ -61,6 +62,11 @@ impl ProxyBuilder {
         self.fallback = false;
         self
     }
+    /// Starts pgsluice with this RLIMIT_NOFILE (soft and hard), set by a shell that then execs it.
+    pub fn nofile_limit(mut self, n: u32) -> Self {
+        self.nofile = Some(n);
+        self
+    }
 
     fn config_text(&self, port: u16, userlist: &std::path::Path) -> String {
         let mut s = format!(
@@ -101,7 +107,16 @@ impl ProxyBuilder {
         for _ in 0..5 {
             let port = free_port();
             std::fs::write(&config, self.config_text(port, &userlist)).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
+            let mut cmd = match self.nofile {
+                Some(n) => {
+                    let mut c = Command::new("sh");
+                    c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]);
+                    c.arg(env!("CARGO_BIN_EXE_pgsluice"));
+                    c
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_pgsluice")),
+            };
+            let mut child = cmd
                 .arg(&config)
                 .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()))
                 .stdin(Stdio::null())
@@ -148,6 +163,7 @@ impl Proxy {
                 ("trust_user".into(), "".into()),
             ],
             fallback: true,
+            nofile: None,
         }
     }
 
