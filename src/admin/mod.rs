@@ -146,6 +146,12 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             b'H' => {}
+            tag if !messages::is_frontend_type(tag) => {
+                let err = PgError::from(crate::protocol::ProtocolError::InvalidFrontendType(tag));
+                err.encode(&mut out);
+                let _ = sock.write_all(&out).await;
+                return;
+            }
             _ => {
                 // Extended-protocol messages: one error, then skipped through their Sync like PostgreSQL does.
                 if !skipping {

@@ -34,6 +34,9 @@ pub enum ClientError {
     Server(ServerError),
     #[error("server connection failed: {0}")]
     ServerLost(String),
+    /// The server broke the protocol: its connection is closed, the client told why.
+    #[error("server connection closed: {0}")]
+    ServerProtocol(ProtocolError),
     #[error("pool for {0} is closed")]
     PoolClosed(String),
     #[error("client_idle_timeout")]
@@ -77,6 +80,7 @@ impl ClientError {
                 PgError::forwarded(Severity::Fatal, code, message.clone())
             }
             E::Server(_) | E::ServerLost(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
+            E::ServerProtocol(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
             E::PoolClosed(_) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
             E::ClientIdleTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
             E::IdleTransactionTimeout => PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),

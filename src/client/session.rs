@@ -186,6 +186,7 @@ impl Session {
         self.cancel.set(None);
         self.count_transaction(active.tx_started);
         let mut lease = active.lease;
+        close_if_mid_message(&mut lease, &self.client_scanner, &active.scanner);
         unlink(&mut lease);
         let reset = self.settings.server_reset_query.trim().to_string();
         if let Some(conn) = lease.conn()
@@ -225,6 +226,9 @@ impl Session {
         };
         if tag == b'X' {
             return Ok(Flow::Done);
+        }
+        if !messages::is_frontend_type(tag) {
+            return Err(ClientError::Protocol(crate::protocol::ProtocolError::InvalidFrontendType(tag)));
         }
         match self.acquire().await? {
             Acquired::Lease(lease) => self.attach(lease).await?,
@@ -302,11 +306,16 @@ impl Session {
         let simple = matches!(crate::protocol::frame::read_header(&self.cbuf), Some((b'Q' | b'F', _)));
         loop {
             let mut done = false;
+            let mut invalid = None;
             let n = self.client_scanner.scan(
                 &self.cbuf,
                 |_| false,
                 |h| match (done, simple, h.tag) {
                     (true, _, _) => Scan::StopBefore,
+                    (_, _, tag) if !messages::is_frontend_type(tag) => {
+                        invalid = Some(tag);
+                        Scan::StopBefore
+                    }
                     (false, true, _) | (false, false, b'S') => {
                         done = true;
                         Scan::StopAfter
@@ -315,6 +324,9 @@ impl Session {
                 },
             )?;
             self.cbuf.advance(n);
+            if let Some(tag) = invalid {
+                return Err(ClientError::Protocol(crate::protocol::ProtocolError::InvalidFrontendType(tag)));
+            }
             if done && !self.client_scanner.mid_message() {
                 break;
             }
@@ -398,6 +410,7 @@ impl Session {
             self.count_transaction(active.tx_started);
             self.login.registered.entry.set_state(ClientState::Idle, 0);
             let mut lease = active.lease;
+            close_if_mid_message(&mut lease, &self.client_scanner, &active.scanner);
             unlink(&mut lease);
             give_back(lease, self.cancel_wait, &self.login.pool.stats);
             self.stmts.drain_counts(&mut self.counted.totals);
@@ -463,6 +476,17 @@ impl Session {
             }
         }
         self.detach();
+    }
+}
+
+/// A server may change hands only at a whole-message boundary on both sides: with a client message
+/// partly forwarded (PostgreSQL would read the next client's bytes as its rest) or a server message partly
+/// passed on, it is closed instead.
+fn close_if_mid_message(lease: &mut ServerLease, client: &FrameScanner, server: &FrameScanner) {
+    if (client.mid_message() || server.mid_message())
+        && let Some(conn) = lease.conn()
+    {
+        conn.broken = true;
     }
 }
 

@@ -114,6 +114,11 @@ pub enum ProtocolError {
     DataAfterSslRequest,
     #[error("message too large for this context ({0} bytes)")]
     TooLarge(usize),
+    /// PostgreSQL's own wording (postgres.c), with the type as a decimal number.
+    #[error("invalid frontend message type {0}")]
+    InvalidFrontendType(u8),
+    #[error("server sent an invalid message type 0x{0:02x}")]
+    InvalidBackendType(u8),
 }
 
 impl From<ProtocolError> for PgError {

@@ -32,6 +32,35 @@ impl TxStatus {
     }
 }
 
+/// The message types a frontend may send once logged in (PasswordMessage `p` only while authenticating).
+/// Anything else is a protocol violation that pgsluice answers itself, before any server sees it.
+#[inline]
+pub fn is_frontend_type(tag: u8) -> bool {
+    FRONTEND_TYPES.get(usize::from(tag)).copied().unwrap_or(false)
+}
+
+/// The message types a backend may send once the login is over. Authentication (`R`), BackendKeyData
+/// (`K`), NegotiateProtocolVersion (`v`) and CopyBothResponse (`W`, replication only) are not among them.
+#[inline]
+pub fn is_backend_type(tag: u8) -> bool {
+    BACKEND_TYPES.get(usize::from(tag)).copied().unwrap_or(false)
+}
+
+const FRONTEND_TYPES: [bool; 256] = type_table(b"QPBEDCSHFdcfX");
+const BACKEND_TYPES: [bool; 256] = type_table(b"123ACDEGHINSTVZcdnst");
+
+/// Evaluated at compile time only (an index out of range would fail the build, not a connection).
+#[allow(clippy::indexing_slicing)]
+const fn type_table(tags: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < tags.len() {
+        table[tags[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 /// Writes a tagged message whose body is produced by `body`, patching in the length.
 pub fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(tag);
@@ -180,6 +209,14 @@ pub fn parameter_status_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_type_tables_match_the_protocol() {
+        let frontend: Vec<u8> = (0..=255u8).filter(|t| is_frontend_type(*t)).collect();
+        assert_eq!(frontend, b"BCDEFHPQSXcdf");
+        let backend: Vec<u8> = (0..=255u8).filter(|t| is_backend_type(*t)).collect();
+        assert_eq!(backend, b"123ACDEGHINSTVZcdnst");
+    }
 
     #[test]
     fn writers_patch_lengths() {

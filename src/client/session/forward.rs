@@ -11,9 +11,9 @@ use crate::client::ClientError;
 use crate::client::prepared::{Edit, Statements};
 use crate::config::PoolMode;
 use crate::pool::Poolable;
-use crate::protocol::Scan;
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::{ProtocolError, Scan};
 use crate::server::ServerConn;
 use crate::server::replies::{Outcome, Verdict};
 
@@ -29,6 +29,7 @@ impl Session {
         };
         let was_busy = conn.tracker.busy();
         let mut terminate = false;
+        let mut invalid = None;
         let (stmts, extra, edits) = (&mut self.stmts, &mut self.extra, &mut self.edits);
         let tx_query = &mut self.tx_query;
         let keep_query =
@@ -42,6 +43,10 @@ impl Session {
             |h: Header<'_>| {
                 if h.tag == b'X' {
                     terminate = true;
+                    return Scan::StopBefore;
+                }
+                if !messages::is_frontend_type(h.tag) {
+                    invalid = Some(h.tag); // answered by pgsluice; the server never sees it
                     return Scan::StopBefore;
                 }
                 if keep_query && (tx_query.is_empty() || is_transaction_control(tx_query)) {
@@ -97,9 +102,14 @@ impl Session {
             if !self.wbuf.is_empty() {
                 self.sock.write_all(&self.wbuf).await?;
             }
-            if conn.is_reusable() && self.settings.pool_mode != PoolMode::Session {
-                self.release_server().await;
-            }
+        }
+        if let Some(tag) = invalid {
+            return Err(ClientError::Protocol(ProtocolError::InvalidFrontendType(tag)));
+        }
+        // A server left clean by an earlier reply (ReadyForQuery while this client was mid-message, e.g. a
+        // COPY the server failed) goes back once the client's message is whole.
+        if conn.is_reusable() && self.settings.pool_mode != PoolMode::Session && !self.client_scanner.mid_message() {
+            self.release_server().await;
         }
         if terminate {
             let _ = self.cbuf.split_to(5);
@@ -131,6 +141,7 @@ impl Session {
         let stmts = &self.stmts;
         let ServerConn { tracker, rbuf, replies, .. } = &mut *conn;
         let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut invalid = None;
         let n = active.scanner.scan(
             rbuf,
             // Replies that may be swallowed or followed by pgsluice's own are held whole.
@@ -142,6 +153,10 @@ impl Session {
                     || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
             },
             |h: Header<'_>| {
+                if !messages::is_backend_type(h.tag) {
+                    invalid = Some(h.tag);
+                    return Scan::StopBefore;
+                }
                 let mut plan_changed = None;
                 if rewrite {
                     let mut emit = |b| edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Owned(b) });
@@ -209,7 +224,7 @@ impl Session {
             Ok(n) => n,
             Err(e) => {
                 conn.broken = true;
-                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
+                return Err(ClientError::ServerProtocol(e));
             }
         };
         self.stmts.apply(&mut effects, conn);
@@ -241,6 +256,10 @@ impl Session {
             }
             conn.rbuf.advance(n);
         }
+        if let Some(tag) = invalid {
+            conn.broken = true;
+            return Err(ClientError::ServerProtocol(ProtocolError::InvalidBackendType(tag)));
+        }
         if let Some(name) = retry {
             tracing::info!(db = %self.login.db, user = %self.login.user, "cached plan went stale: re-preparing and retrying");
             self.extra.clear();
@@ -269,7 +288,9 @@ impl Session {
             conn.broken = true;
             return Err(ClientError::StatementModeTransaction);
         }
-        if release {
+        // The server is clean, but it goes back only at a client message boundary: PostgreSQL is still
+        // reading the rest of a message the client is halfway through sending.
+        if release && !self.client_scanner.mid_message() {
             self.release_server().await;
         }
         Ok(Flow::Continue)
