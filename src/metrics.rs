@@ -1,6 +1,8 @@
 //! The HTTP endpoint (`metrics_addr`): `/metrics` in Prometheus text format, built at scrape time from
 //! the stats model and the pools' counts; `/healthz` (the process answers) and `/readyz` (listening, not
-//! shutting down, every configured database reachable; JSON with per-pool utilization). Served with hyper.
+//! shutting down, every configured database reachable; JSON with per-pool utilization). Served with hyper,
+//! at most `MAX_CONNECTIONS` connections at once, each closed if its request headers take longer than
+//! `HEADER_READ_TIMEOUT`.
 //! Imports: stats, shared, config.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,16 +17,25 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 
 use crate::shared::Shared;
 use crate::stats::HistoSnapshot;
 
+/// How long a peer may take to send a request's headers, counted from when pgsluice starts waiting
+/// for them (accept, or the end of the previous response on a kept-alive connection): a slow or
+/// silent peer is closed after this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Metrics connections served at once; a connection over this is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Serves the endpoint on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -34,17 +45,32 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max = MAX_CONNECTIONS, "metrics connection over the cap, closed");
+            drop(stream);
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                let down = *shared.run_state.borrow() != crate::supervisor::RunState::Running;
-                async move { Ok::<_, Infallible>(route(req, &shared, down).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            serve_connection(stream, shared).await;
+            drop(slot);
         });
     }
+}
+
+/// One HTTP/1 connection, with the header read timeout.
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        let down = *shared.run_state.borrow() != crate::supervisor::RunState::Running;
+        async move { Ok::<_, Infallible>(route(req, &shared, down).await) }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, service)
+        .await;
 }
 
 async fn route(req: Request<Incoming>, shared: &Arc<Shared>, shutting_down: bool) -> Response<Full<Bytes>> {

@@ -1,6 +1,7 @@
 //! The HTTP endpoint: /metrics parses as Prometheus text and moves with a known workload (counters and
 //! histogram counts), /healthz answers, /readyz reports pool utilization and goes not-ready while the
-//! database is down.
+//! database is down. The endpoint cuts off a peer that is slow to send its request headers, and closes
+//! connections over its cap at once.
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::time::Duration;
 
 use common::pg::free_port;
 use common::{Proxy, TestPg, scalar};
+use pgsluice::metrics::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// A plain HTTP/1.1 GET: (status, body).
 async fn get(port: u16, path: &str) -> (u16, String) {
@@ -165,4 +169,89 @@ async fn acquire_timeouts_count_query_wait_timeouts() {
     a.batch_execute("commit").await.unwrap();
     assert_eq!(scalar(&b, "select 2").await, "2");
     assert_eq!(timeouts().await, Some(2.0), "a wait that got a server is no timeout");
+}
+
+/// A GET that tolerates a refused or cut connection: the status, or `None`.
+async fn try_get(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&raw).split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether the peer closes `s` (EOF or reset) within `within`; whatever it sends first is skipped.
+/// `Duration::ZERO` asks whether it is closed already.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_elapsed) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn metrics_proxy(pg: &TestPg) -> (Proxy, u16) {
+    let mport = free_port();
+    let px = Proxy::builder(pg).general("metrics_addr", &format!("\"127.0.0.1:{mport}\"")).start().await;
+    common::wait_for(Duration::from_secs(10), "the metrics endpoint answers", || async {
+        try_get(mport, "/healthz").await == Some(200)
+    })
+    .await;
+    (px, mport)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_slow_to_send_its_request_headers_is_cut_off() {
+    let pg = TestPg::start().await;
+    let (_px, mport) = metrics_proxy(&pg).await;
+    let mut half = TcpStream::connect(("127.0.0.1", mport)).await.unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", mport)).await.unwrap();
+    let started = Instant::now();
+    let deadline = HEADER_READ_TIMEOUT + Duration::from_secs(5);
+    assert!(closed_within(&mut half, deadline).await, "half a request header still open after {deadline:?}");
+    let left = deadline.saturating_sub(started.elapsed());
+    assert!(closed_within(&mut silent, left).await, "a silent connection still open after {deadline:?}");
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT.saturating_sub(Duration::from_secs(1)),
+        "closed after {:?}, before the header read timeout",
+        started.elapsed()
+    );
+    // A whole request is answered as before.
+    assert_eq!(try_get(mport, "/metrics").await, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_connections_over_the_cap_are_closed_at_once() {
+    let pg = TestPg::start().await;
+    let (_px, mport) = metrics_proxy(&pg).await;
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        held.push(TcpStream::connect(("127.0.0.1", mport)).await.unwrap());
+    }
+    // Accepted in order: the cap's worth are served, the next one is closed without waiting for the
+    // header read timeout.
+    let mut over = TcpStream::connect(("127.0.0.1", mport)).await.unwrap();
+    assert!(closed_within(&mut over, Duration::from_secs(1)).await, "a connection over the cap is kept open");
+    assert_eq!(try_get(mport, "/metrics").await, None, "no answer while the cap's worth are held");
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            !closed_within(s, Duration::ZERO).await,
+            "held connection {i} was closed (cap below {MAX_CONNECTIONS})"
+        );
+    }
+    assert!(started.elapsed() < HEADER_READ_TIMEOUT, "too slow to tell the cap from the header timeout");
+    // Closing them frees their slots (sooner than the header read timeout would).
+    drop(held);
+    common::wait_for(Duration::from_secs(3), "/metrics answered once the held connections are closed", || async {
+        try_get(mport, "/metrics").await == Some(200)
+    })
+    .await;
+    assert!(started.elapsed() < HEADER_READ_TIMEOUT, "slots freed only by the header read timeout");
 }
