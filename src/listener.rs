@@ -20,9 +20,10 @@ impl Drop for ClientSlot {
 fn spawn_client(shared: &Arc<Shared>, sock: tokio::net::TcpStream, peer: std::net::SocketAddr) {
     shared.clients.fetch_add(1, Ordering::Relaxed);
     let slot = ClientSlot(shared.clone());
+    let pending = shared.pending_logins.admit(shared.config().general.max_pending_logins);
     let shared = shared.clone();
     tokio::spawn(async move {
-        crate::client::serve(shared, sock, peer).await;
+        crate::client::serve(shared, sock, peer, pending).await;
         drop(slot);
     });
 }

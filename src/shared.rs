@@ -62,6 +62,63 @@ pub struct ReloadReport {
     pub rebuilt: usize,
 }
 
+/// Connections still logging in, oldest first. When there are too many, the oldest is told to go: a flood
+/// of sockets that never finish logging in (slowloris) then only ever displaces its own kind.
+#[derive(Debug, Default)]
+pub struct PendingLogins {
+    queue: Mutex<std::collections::BTreeMap<u64, tokio_util::sync::CancellationToken>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// One connection's place among the pending logins; leaves the queue when dropped.
+#[derive(Debug)]
+pub struct PendingLogin {
+    id: u64,
+    evicted: tokio_util::sync::CancellationToken,
+    queue: Arc<PendingLogins>,
+}
+
+impl PendingLogins {
+    /// Queues a new connection, dropping the oldest pending ones beyond `max` (0 = no limit).
+    pub fn admit(self: &Arc<Self>, max: usize) -> PendingLogin {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = tokio_util::sync::CancellationToken::new();
+        if let Ok(mut q) = self.queue.lock() {
+            while max > 0 && q.len() >= max {
+                match q.pop_first() {
+                    Some((_, oldest)) => oldest.cancel(),
+                    None => break,
+                }
+            }
+            q.insert(id, evicted.clone());
+        }
+        PendingLogin { id, evicted, queue: self.clone() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PendingLogin {
+    /// Completes when a newer connection took this one's place.
+    pub async fn evicted(&self) {
+        self.evicted.cancelled().await
+    }
+}
+
+impl Drop for PendingLogin {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.queue.lock() {
+            q.remove(&self.id);
+        }
+    }
+}
+
 /// Counts clients per database or user name, for the client caps.
 #[derive(Default)]
 pub struct ClientCounts {
@@ -106,6 +163,8 @@ pub struct Shared {
     /// Server credentials per server-side user, shared by that user's pools (SCRAM keys learned later).
     credentials: Mutex<HashMap<String, Arc<Mutex<Credentials>>>>,
     pub clients: AtomicUsize,
+    /// Connections accepted and not yet logged in (bounded by max_pending_logins).
+    pub pending_logins: Arc<PendingLogins>,
     pub db_clients: Arc<ClientCounts>,
     pub user_clients: Arc<ClientCounts>,
     pub cancel: Arc<CancelRegistry>,
@@ -134,6 +193,7 @@ impl Shared {
             user_limits: Mutex::default(),
             credentials: Mutex::default(),
             clients: AtomicUsize::new(0),
+            pending_logins: Arc::default(),
             db_clients: Arc::default(),
             user_clients: Arc::default(),
             cancel: Arc::default(),
@@ -162,6 +222,11 @@ impl Shared {
 
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Clients past login (what max_client_conn bounds).
+    pub fn logged_in_count(&self) -> usize {
+        self.client_count().saturating_sub(self.pending_logins.len())
     }
 
     fn limit(map: &Mutex<HashMap<String, Arc<SharedLimit>>>, name: &str, max: usize) -> Arc<SharedLimit> {

@@ -147,3 +147,44 @@ async fn ssl_and_gssenc_requests_are_declined_and_login_continues() {
         c.read_until_ready().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unfinished_logins_neither_counts_against_max_client_conn_nor_locks_real_clients_out() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).max_client_conn(10).general("max_pending_logins", "20").start().await;
+    // 60 sockets that never finish their StartupMessage (a slowloris), far more than max_client_conn.
+    let half = RawConn::startup_packet("scram_user", "app", &[]);
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        let mut c = RawConn::connect(px.port()).await;
+        c.send(&half[..5]).await;
+        flood.push(c);
+    }
+    // Real clients still log in, up to max_client_conn.
+    let mut real = Vec::new();
+    for _ in 0..10 {
+        real.push(px.client("scram_user", "scram_pw", "app").await);
+    }
+    assert_eq!(common::scalar(&real[9], "select 'in'").await, "in");
+    // ...and max_client_conn still holds for logged-in clients.
+    let over = px.try_client("scram_user", "scram_pw", "app").await.err().expect("11th client refused");
+    assert_eq!(over.as_db_error().map(|e| e.code().code().to_string()).as_deref(), Some("53300"));
+    // The oldest pending logins were dropped to make room (53300 naming the budget), the newest kept.
+    let oldest = flood.first_mut().unwrap();
+    assert_eq!(error_code_then_eof(oldest, Duration::from_secs(5)).await.as_deref(), Some("53300"));
+    let newest = flood.last_mut().unwrap();
+    assert_eq!(newest.wait_closed(Duration::from_millis(300)).await, None, "the newest is still pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_parameter_given_twice_is_refused_so_the_console_exemption_cannot_be_borrowed() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").max_client_conn(1).start().await;
+    let _first = px.client("trust_user", "", "app").await;
+    // database=pgbouncer (exempt from max_client_conn) followed by database=app.
+    let mut c = RawConn::connect(px.port()).await;
+    c.send(&RawConn::startup_packet("trust_user", "pgbouncer", &[("database", "app")])).await;
+    assert_eq!(error_code_then_eof(&mut c, Duration::from_secs(5)).await.as_deref(), Some("08P01"));
+    let over = px.try_client("trust_user", "", "app").await.err().expect("second client refused");
+    assert_eq!(over.as_db_error().map(|e| e.code().code().to_string()).as_deref(), Some("53300"));
+}

@@ -308,7 +308,8 @@ async fn welcome_params(pool: &PoolEntry, db: &str) -> Result<Vec<(String, Strin
 pub async fn send_error(sock: &mut TcpStream, err: &PgError) {
     let mut out = BytesMut::new();
     err.encode(&mut out);
-    let _ = sock.write_all(&out).await;
+    // Bounded: a peer that does not read cannot hold its task here.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.write_all(&out)).await;
 }
 
 /// The `options` startup parameter, when it holds only `-c name=value` / `--name=value` settings

@@ -17,10 +17,10 @@ pub use error::ClientError;
 use login::{Login, Opening};
 use session::Session;
 
-use crate::shared::Shared;
+use crate::shared::{PendingLogin, Shared};
 
 /// Serves one accepted client connection to the end. Never panics on client input.
-pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, pending: PendingLogin) {
     let _ = sock.set_nodelay(true);
     let config = shared.config();
     let general = &config.general;
@@ -33,11 +33,18 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
         };
         // The admin console stays reachable when the proxy is full.
         let admin = params.iter().any(|(k, v)| k == "database" && crate::admin::is_admin_db(v));
-        if !admin && general.max_client_conn != 0 && shared.client_count() > general.max_client_conn {
+        // Counted among the logged-in clients: those still logging in have their own budget.
+        if !admin && general.max_client_conn != 0 && shared.logged_in_count() >= general.max_client_conn {
             return Err(ClientError::TooManyClients("max_client_conn"));
         }
         let key = (registration.slot.pid, registration.slot.key);
         login::login(&mut sock, &mut buf, &shared, peer, minor, params, key).await.map(Some)
+    };
+    let login = async {
+        tokio::select! {
+            r = login => r,
+            _ = pending.evicted() => Err(ClientError::TooManyClients("max_pending_logins")),
+        }
     };
     let timeout = general.client_login_timeout;
     let result = if timeout.is_zero() {
@@ -45,6 +52,7 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr) {
     } else {
         tokio::time::timeout(timeout, login).await.unwrap_or(Err(ClientError::LoginTimeout))
     };
+    drop(pending);
     let logged_in = match result {
         Ok(Some(l)) => l,
         Ok(None) => return,

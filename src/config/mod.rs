@@ -99,6 +99,10 @@ pub struct General {
     pub pool_mode: PoolMode,
     /// Most client connections at once (53300 beyond). Default 100.
     pub max_client_conn: usize,
+    /// Most connections still logging in (pgsluice only): beyond it the oldest is dropped, so a flood of
+    /// sockets that never finish logging in cannot lock real clients out; not counted in max_client_conn.
+    /// 0 = unlimited. Default 1000.
+    pub max_pending_logins: usize,
     /// Server connections per (database, user) pool. Default 20.
     pub default_pool_size: usize,
     /// Server connections kept open per pool even when idle. Default 0.
@@ -249,6 +253,7 @@ impl Default for General {
             listen_port: 6432,
             pool_mode: PoolMode::Transaction,
             max_client_conn: 100,
+            max_pending_logins: 1000,
             default_pool_size: 20,
             min_pool_size: 0,
             reserve_pool_size: 0,

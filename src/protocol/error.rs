@@ -117,6 +117,8 @@ pub enum ProtocolError {
     /// PostgreSQL's own wording (postgres.c), with the type as a decimal number.
     #[error("invalid frontend message type {0}")]
     InvalidFrontendType(u8),
+    #[error("duplicate startup parameter \"{0}\"")]
+    DuplicateStartupParameter(String),
     #[error("server sent an invalid message type 0x{0:02x}")]
     InvalidBackendType(u8),
 }

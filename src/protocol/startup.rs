@@ -83,6 +83,11 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, ProtocolError>
             return Ok(params);
         }
         let value = take_cstr(&mut body)?;
+        // One value per name: a second `database` could otherwise pass the console's exemption from
+        // max_client_conn and then log in elsewhere. GUC names are case-insensitive.
+        if params.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) {
+            return Err(ProtocolError::DuplicateStartupParameter(name));
+        }
         params.push((name, value));
     }
 }
@@ -104,6 +109,16 @@ mod tests {
         v.extend_from_slice(&code.to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused() {
+        for body in
+            [&b"user\0a\0database\0pgbouncer\0database\0app\0\0"[..], b"user\0a\0DateStyle\0ISO\0datestyle\0SQL\0\0"]
+        {
+            let wire = packet(196_608, body);
+            assert!(matches!(StartupPacket::parse(&wire), Err(ProtocolError::DuplicateStartupParameter(_))));
+        }
     }
 
     #[test]
