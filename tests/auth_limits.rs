@@ -337,3 +337,71 @@ async fn a_server_asking_for_too_many_scram_iterations_is_refused_with_08006() {
     let c = px.client("scram_user", "scram_pw", "app").await;
     assert_eq!(common::scalar(&c, "select current_user").await, "scram_user");
 }
+
+/// A SCRAM verifier for `password` with `iterations`, as an auth file holds it.
+fn scram_verifier(password: &str, iterations: u32) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt = *b"pgsluice-test-salt";
+    let k = pgsluice::auth::keys::Keys::derive(password.as_bytes(), &salt, iterations);
+    let (salt, stored, server) = (b64.encode(salt), b64.encode(k.stored_key), b64.encode(k.server_key));
+    format!("SCRAM-SHA-256${iterations}:{salt}${stored}:{server}")
+}
+
+/// auth_type = plain against a SCRAM verifier costs a full PBKDF2 per login. A burst of such logins
+/// (here about 1.5 s of CPU each) must not stall the async threads: another client's queries stay
+/// fast meanwhile. Derived inline, the two worker threads would each be busy for whole derivations,
+/// and the other client's query would wait for one to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expensive_logins_in_flight_leave_other_clients_queries_fast() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let pg = TestPg::start().await;
+    // Calibrate on this machine, as loaded as it is now: iterations for about 1.5 s.
+    let probe = 50_000u32;
+    let t = Instant::now();
+    pgsluice::auth::keys::Keys::derive(b"pw", b"salt", probe);
+    let per_iteration = t.elapsed().as_nanos().max(1) / u128::from(probe);
+    let iterations = u32::try_from((1_500_000_000 / per_iteration).clamp(probe.into(), 20_000_000)).unwrap();
+    let t = Instant::now();
+    let verifier = scram_verifier("heavy_pw", iterations);
+    let derive_time = t.elapsed();
+    let px = Proxy::builder(&pg)
+        .auth_type("plain")
+        .userlist(&[("heavy_user", &verifier), ("md5_user", "md5_pw")])
+        .database("heavy", "dbname = \"app\", user = \"scram_user\", password = \"scram_pw\"")
+        .start()
+        .await;
+    let other = px.client("md5_user", "md5_pw", "app").await;
+    assert_eq!(common::scalar(&other, "select 1").await, "1");
+    let done = AtomicBool::new(false);
+    let logins = async {
+        let started = Instant::now();
+        let burst = (0..6).map(|_| px.try_client("heavy_user", "heavy_pw", "heavy"));
+        let results = futures_util::future::join_all(burst).await;
+        done.store(true, Ordering::SeqCst);
+        (results, started.elapsed())
+    };
+    let queries = async {
+        let (mut worst, mut n) = (Duration::ZERO, 0);
+        while !done.load(Ordering::SeqCst) {
+            let t = Instant::now();
+            other.simple_query("select 1").await.unwrap();
+            worst = worst.max(t.elapsed());
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (worst, n)
+    };
+    let ((results, burst_time), (worst, n)) = tokio::join!(logins, queries);
+    for r in results {
+        let c = r.unwrap_or_else(|e| panic!("a plain login against the verifier: {e}\n{}", px.log_contents()));
+        assert_eq!(common::scalar(&c, "select current_user").await, "scram_user");
+    }
+    assert!(burst_time >= derive_time, "the logins were not in flight long: {burst_time:?} < {derive_time:?}");
+    assert!(n >= 5, "only {n} queries ran during the {burst_time:?} burst");
+    assert!(
+        worst < derive_time / 2,
+        "a query took {worst:?} while logins derived keys ({derive_time:?} each, {iterations} iterations)"
+    );
+}
