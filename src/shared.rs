@@ -33,6 +33,17 @@ pub struct PoolEntry {
     pub stats: Arc<crate::stats::PoolStats>,
     /// Set when RELOAD rebuilt this pool (its server changed): the pool that replaces it.
     pub successor: std::sync::OnceLock<Arc<PoolEntry>>,
+    /// Made from the `"*"` entry: dropped after autodb_idle_timeout unused.
+    pub auto: bool,
+}
+
+/// Why there is no pool for a (database, user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPool {
+    /// Neither an entry of its own nor a `"*"` fallback.
+    NoDatabase,
+    /// autodb_max_pools pools made from `"*"` exist already.
+    TooManyAutoPools,
 }
 
 impl PoolEntry {
@@ -149,6 +160,9 @@ impl Drop for ClientCountGuard {
         let mut c = self.counts.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = c.get_mut(&self.name) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.name); // names come from clients: keep only those in use
+            }
         }
     }
 }
@@ -258,13 +272,17 @@ impl Shared {
     }
 
     /// The pool for (db, user), created on first use. `None` when the database is not configured.
-    pub fn pool(&self, db: &str, user: &str) -> Option<Arc<PoolEntry>> {
+    pub fn pool(&self, db: &str, user: &str) -> Result<Arc<PoolEntry>, NoPool> {
         let key = PoolKey { db: db.to_string(), user: user.to_string() };
-        if let Some(e) = self.pools.lock().ok()?.get(&key) {
-            return Some(e.clone());
+        if let Some(e) = self.pools.lock().map_err(|_| NoPool::NoDatabase)?.get(&key) {
+            return Ok(e.clone());
         }
         let config = self.config();
-        let settings = config.pool_settings(db, user)?;
+        let settings = config.pool_settings(db, user).ok_or(NoPool::NoDatabase)?;
+        let auto = config.is_auto_database(db);
+        if auto && self.auto_pool_count() >= config.general.autodb_max_pools {
+            return Err(NoPool::TooManyAutoPools);
+        }
         let server_user = settings.server.user.clone().unwrap_or_else(|| user.to_string());
         let connector = ServerConnector {
             target: settings.server.clone(),
@@ -294,9 +312,67 @@ impl Shared {
             plan_epoch: Arc::new(std::sync::atomic::AtomicU64::new(rand::random())),
             stats: self.stats.get(db, user),
             successor: Default::default(),
+            auto,
         });
-        let mut pools = self.pools.lock().ok()?;
-        Some(pools.entry(key).or_insert(entry).clone())
+        let mut pools = self.pools.lock().map_err(|_| NoPool::NoDatabase)?;
+        Ok(pools.entry(key).or_insert(entry).clone())
+    }
+
+    fn auto_pool_count(&self) -> usize {
+        self.pools.lock().map(|p| p.values().filter(|e| e.auto).count()).unwrap_or(0)
+    }
+
+    /// Drops the pools made from `"*"` that nobody has used for autodb_idle_timeout, with their counters
+    /// and limits. `seen` is the caller's memory between calls: per pool, when it was last seen in use and
+    /// its login count then (a client that came and went between two calls counts as use).
+    pub fn reap_auto_pools(&self, seen: &mut HashMap<PoolKey, (std::time::Instant, u64)>) -> usize {
+        let timeout = self.config().general.autodb_idle_timeout;
+        let now = std::time::Instant::now();
+        let mut reaped = Vec::new();
+        if let Ok(mut pools) = self.pools.lock() {
+            seen.retain(|k, _| pools.contains_key(k));
+            pools.retain(|key, entry| {
+                if !entry.auto {
+                    return true;
+                }
+                let logins = entry.stats.client_login_count.load(Ordering::Relaxed);
+                // Only the map holds it: no client, session or console view has it.
+                let in_use = Arc::strong_count(entry) > 1;
+                let last = seen.entry(key.clone()).or_insert((now, logins));
+                if in_use || last.1 != logins {
+                    *last = (now, logins);
+                    return true;
+                }
+                if timeout.is_zero() || now.duration_since(last.0) < timeout {
+                    return true;
+                }
+                reaped.push((key.clone(), entry.clone()));
+                false
+            });
+        }
+        for (key, entry) in &reaped {
+            seen.remove(key);
+            entry.pool.shut();
+            self.stats.remove(&key.db, &key.user);
+            self.forget_limits_of(&key.db, &entry.pool.connector().user);
+            tracing::info!(db = %key.db, user = %key.user, "auto-created pool dropped after autodb_idle_timeout");
+        }
+        reaped.len()
+    }
+
+    /// Forgets the per-database and per-user limits no pool uses any more.
+    fn forget_limits_of(&self, db: &str, server_user: &str) {
+        let pools = self.all_pools();
+        if !pools.iter().any(|(k, _)| k.db == db)
+            && let Ok(mut m) = self.db_limits.lock()
+        {
+            m.remove(db);
+        }
+        if !pools.iter().any(|(_, e)| e.pool.connector().user == server_user)
+            && let Ok(mut m) = self.user_limits.lock()
+        {
+            m.remove(server_user);
+        }
     }
 
     /// Closes one idle server of another pool sharing `key`'s database or server-user budget.
@@ -355,7 +431,7 @@ impl Shared {
                         pools.remove(&key);
                     }
                     // Its clients move to the new pool at their next transaction.
-                    if let Some(next) = self.pool(&key.db, &key.user) {
+                    if let Ok(next) = self.pool(&key.db, &key.user) {
                         let _ = entry.successor.set(next);
                     }
                     entry.pool.shut();

@@ -71,6 +71,7 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     let reuse_port = config.general.so_reuseport;
     let shared = Shared::new(config, auth);
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
+    tokio::spawn(reap_auto_pools(Arc::downgrade(&shared)));
     let (stop_accepting, accepting) = watch::channel(false);
     // The metrics endpoint outlives the drain (it reports not-ready meanwhile).
     let (stop_metrics, metrics_stopped) = watch::channel(false);
@@ -207,6 +208,22 @@ async fn roll_stats_periods(shared: Weak<Shared>) {
         tokio::time::sleep(period).await;
         let Some(s) = shared.upgrade() else { return };
         s.stats.roll_period();
+    }
+}
+
+/// Drops auto-created pools nobody used for autodb_idle_timeout, looking a few times per timeout.
+async fn reap_auto_pools(shared: Weak<Shared>) {
+    let mut seen = std::collections::HashMap::new();
+    loop {
+        let every = match shared.upgrade() {
+            Some(s) => {
+                (s.config().general.autodb_idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+            }
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(s) = shared.upgrade() else { return };
+        s.reap_auto_pools(&mut seen);
     }
 }
 

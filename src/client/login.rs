@@ -227,7 +227,10 @@ pub async fn login(
     } else {
         user
     };
-    let pool = shared.pool(&db, &user).ok_or_else(|| ClientError::NoDatabase(db.clone()))?;
+    let pool = shared.pool(&db, &user).map_err(|e| match e {
+        crate::shared::NoPool::NoDatabase => ClientError::NoDatabase(db.clone()),
+        crate::shared::NoPool::TooManyAutoPools => ClientError::TooManyClients("autodb_max_pools"),
+    })?;
     if shared.is_disabled(&db) {
         return Err(ClientError::DatabaseDisabled(db));
     }

@@ -103,6 +103,12 @@ pub struct General {
     /// sockets that never finish logging in cannot lock real clients out; not counted in max_client_conn.
     /// 0 = unlimited. Default 1000.
     pub max_pending_logins: usize,
+    /// Seconds after which a pool made from the "*" entry that nobody used is dropped, with its
+    /// counters; 0 = never. Default 3600.
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
+    pub autodb_idle_timeout: Duration,
+    /// Most pools made from the "*" entry at once (53300 beyond; pgsluice only). Default 1000.
+    pub autodb_max_pools: usize,
     /// Server connections per (database, user) pool. Default 20.
     pub default_pool_size: usize,
     /// Server connections kept open per pool even when idle. Default 0.
@@ -254,6 +260,8 @@ impl Default for General {
             pool_mode: PoolMode::Transaction,
             max_client_conn: 100,
             max_pending_logins: 1000,
+            autodb_idle_timeout: s(3600),
+            autodb_max_pools: 1000,
             default_pool_size: 20,
             min_pool_size: 0,
             reserve_pool_size: 0,

@@ -34,6 +34,7 @@ const GENERAL: &[(&str, Kind)] = &[
     ("transaction_timeout", Kind::Num),
     ("client_idle_timeout", Kind::Num),
     ("client_login_timeout", Kind::Num),
+    ("autodb_idle_timeout", Kind::Num),
     ("cancel_wait_timeout", Kind::Num),
     ("auth_type", Kind::Str),
     ("auth_file", Kind::Str),

@@ -52,6 +52,11 @@ pub struct PoolSettings {
 }
 
 impl Config {
+    /// True when `db` has no entry of its own and is served by the `"*"` fallback.
+    pub fn is_auto_database(&self, db: &str) -> bool {
+        !self.databases.contains_key(db) && self.databases.contains_key("*")
+    }
+
     /// Settings for the pool of (`db`, `user`); `None` when `db` is not configured and there is no `"*"`.
     pub fn pool_settings(&self, db: &str, user: &str) -> Option<PoolSettings> {
         let (entry, dbname) = match self.databases.get(db) {

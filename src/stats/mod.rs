@@ -327,6 +327,12 @@ impl StatsBook {
         m.entry((db.to_string(), user.to_string())).or_default().clone()
     }
 
+    /// Forgets the counters of (db, user) (its auto-created pool was dropped).
+    pub fn remove(&self, db: &str, user: &str) {
+        let mut m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&(db.to_string(), user.to_string()));
+    }
+
     /// Every (database, user) with counters, sorted.
     pub fn all(&self) -> Vec<((String, String), Arc<PoolStats>)> {
         let m = self.pools.lock().unwrap_or_else(|e| e.into_inner());
