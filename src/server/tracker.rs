@@ -1,7 +1,31 @@
 //! What a server connection owes: the transaction status from the last ReadyForQuery and the replies
 //! still outstanding. Pure and synchronous; it decides whether a server is provably clean.
 
+use std::collections::VecDeque;
+
 use crate::protocol::messages::TxStatus;
+
+/// A client message still unanswered, as far as COPY FROM STDIN cares: the ones a ReadyForQuery answers,
+/// the Executes that may turn out to be a COPY, and anything else (which would end a COPY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Query,
+    Sync,
+    FunctionCall,
+    Execute,
+    Other,
+}
+
+impl Sent {
+    fn is_answered_by_ready(self) -> bool {
+        matches!(self, Sent::Query | Sent::Sync | Sent::FunctionCall)
+    }
+
+    /// A statement that may be the COPY a CopyInResponse is for.
+    fn may_copy(self) -> bool {
+        matches!(self, Sent::Query | Sent::Execute)
+    }
+}
 
 /// Reply bookkeeping for one server connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,14 +37,15 @@ pub struct Tracker {
     unsynced: bool,
     /// The server is in COPY FROM STDIN mode: it ignores Sync and Flush until CopyDone or CopyFail.
     copy_in: bool,
-    /// Syncs sent since the last Execute or Query: if that statement turns out to be a COPY FROM STDIN,
-    /// the server ignores them.
-    syncs_since_execute: u32,
+    /// What was sent since the last ReadyForQuery arrived, in order (runs of `Other` as one): when a
+    /// CopyInResponse comes, which Syncs the server will ignore depends on which statement is the COPY.
+    /// As long as `outstanding` plus the Executes and the gaps between them.
+    sent: VecDeque<Sent>,
 }
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker { status: TxStatus::Idle, outstanding: 0, unsynced: false, copy_in: false, syncs_since_execute: 0 }
+        Tracker { status: TxStatus::Idle, outstanding: 0, unsynced: false, copy_in: false, sent: VecDeque::new() }
     }
 }
 
@@ -30,34 +55,70 @@ impl Tracker {
     pub fn on_client(&mut self, tag: u8) {
         match tag {
             b'S' | b'H' if self.copy_in => {} // ignored by the server during COPY FROM STDIN
-            b'Q' | b'F' => {
-                self.outstanding += 1;
-                self.syncs_since_execute = 0;
-            }
+            b'Q' => self.sent_answered(Sent::Query),
+            b'F' => self.sent_answered(Sent::FunctionCall),
             b'S' => {
-                self.outstanding += 1;
+                self.sent_answered(Sent::Sync);
                 self.unsynced = false;
-                self.syncs_since_execute += 1;
             }
             b'E' => {
                 self.unsynced = true;
-                self.syncs_since_execute = 0;
+                self.sent.push_back(Sent::Execute);
             }
-            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
-            b'c' | b'f' => self.copy_in = false,
-            _ => {}
+            b'H' => self.unsynced = true,
+            b'd' => {} // CopyData: the server stays in COPY
+            _ => {
+                if matches!(tag, b'P' | b'B' | b'D' | b'C') {
+                    self.unsynced = true;
+                }
+                if matches!(tag, b'c' | b'f') {
+                    self.copy_in = false;
+                }
+                // Anything else ends a COPY (CopyDone, CopyFail, or an error for a message out of place).
+                if !self.sent.is_empty() && self.sent.back() != Some(&Sent::Other) {
+                    self.sent.push_back(Sent::Other);
+                }
+            }
         }
     }
 
-    /// Records a CopyInResponse: Syncs already sent after the COPY's Execute will be ignored, as will
-    /// any sent before the client's CopyDone or CopyFail.
+    fn sent_answered(&mut self, what: Sent) {
+        self.outstanding += 1;
+        self.sent.push_back(what);
+    }
+
+    /// Records a CopyInResponse. The COPY is a statement sent before the first message still owed a
+    /// ReadyForQuery (those before it were answered already), and the server ignores the Syncs sent right
+    /// after it, up to the client's CopyDone or CopyFail (or any other message). When more than one
+    /// statement could be the COPY and they disagree on that, none is taken as ignored and the tracker stays
+    /// out of COPY mode: it may then expect a ReadyForQuery that never comes (the server stays with its
+    /// client), never the other way round.
     pub fn on_copy_in(&mut self) {
-        self.copy_in = true;
-        self.outstanding = self.outstanding.saturating_sub(self.syncs_since_execute);
-        if self.syncs_since_execute > 0 {
+        let first_answered = self.sent.iter().position(|s| s.is_answered_by_ready()).unwrap_or(self.sent.len());
+        let last_candidate = first_answered.min(self.sent.len().saturating_sub(1));
+        let mut verdicts = (0..=last_candidate)
+            .filter(|&i| self.sent.get(i).is_some_and(|s| s.may_copy()))
+            .map(|i| (i, self.syncs_right_after(i)));
+        let Some((at, (ignored, copy_goes_on))) = verdicts.next() else {
+            self.copy_in = false; // no statement of ours could be a COPY: expect every reply
+            return;
+        };
+        if verdicts.any(|(_, v)| v != (ignored, copy_goes_on)) {
+            self.copy_in = false;
+            return;
+        }
+        self.sent.drain(at + 1..at + 1 + ignored as usize);
+        self.outstanding = self.outstanding.saturating_sub(ignored);
+        self.copy_in = copy_goes_on;
+        if ignored > 0 && !self.sent.iter().skip(at + 1).any(|s| *s == Sent::Sync) {
             self.unsynced = true; // the client owes the Sync that ends the COPY
         }
-        self.syncs_since_execute = 0;
+    }
+
+    /// The Syncs sent right after `sent[at]`, and whether nothing else was sent after them.
+    fn syncs_right_after(&self, at: usize) -> (u32, bool) {
+        let run = self.sent.iter().skip(at + 1).take_while(|s| **s == Sent::Sync).count();
+        (run as u32, at + 1 + run == self.sent.len())
     }
 
     /// Records an ErrorResponse: a COPY FROM STDIN it ends is over, and the server no longer ignores
@@ -70,12 +131,20 @@ impl Tracker {
         self.copy_in
     }
 
-    /// Records a ReadyForQuery from the server.
+    /// Records a ReadyForQuery from the server: it answers the oldest Query, Sync or FunctionCall.
     #[inline]
     pub fn on_ready(&mut self, status: TxStatus) {
         self.status = status;
         self.copy_in = false; // whatever the COPY was, it is over
         self.outstanding = self.outstanding.saturating_sub(1);
+        while let Some(s) = self.sent.pop_front() {
+            if s.is_answered_by_ready() {
+                break;
+            }
+        }
+        if self.sent.front() == Some(&Sent::Other) {
+            self.sent.pop_front(); // ends nothing that is still unanswered
+        }
     }
 
     pub fn status(&self) -> TxStatus {
@@ -101,6 +170,10 @@ impl Tracker {
         self.outstanding > 0 || self.unsynced
     }
 }
+
+#[cfg(test)]
+#[path = "tracker_props.rs"]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -166,6 +239,54 @@ mod tests {
             t.on_client(tag);
         }
         assert_eq!(t.outstanding(), 1, "the server sends one ReadyForQuery");
+        t.on_ready(TxStatus::Idle);
+        assert!(t.is_clean());
+    }
+
+    #[test]
+    fn a_copy_in_response_belongs_to_the_oldest_unanswered_statement() {
+        // Found by the property test: the COPY is the first Execute, ended by CopyDone before the second
+        // Execute and its Sync. The server ignores no Sync, so three Syncs get three ReadyForQuery.
+        let mut t = Tracker::default();
+        for tag in [b'E', b'd', b'c', b'E', b'S'] {
+            t.on_client(tag);
+        }
+        t.on_copy_in();
+        t.on_client(b'S');
+        t.on_ready(TxStatus::Idle);
+        t.on_client(b'S');
+        t.on_ready(TxStatus::Idle);
+        assert!(!t.is_clean(), "a ReadyForQuery is still owed");
+        t.on_ready(TxStatus::Idle);
+        assert!(t.is_clean());
+    }
+
+    #[test]
+    fn a_copy_done_sent_before_the_copy_in_response_ends_the_copy() {
+        // An eager client: Bind, Execute, Sync, CopyData, CopyDone, Sync before CopyInResponse arrives.
+        // The first Sync is ignored, the second answered; Syncs after the CopyDone count.
+        let mut t = Tracker::default();
+        for tag in [b'B', b'E', b'S', b'd', b'c', b'S'] {
+            t.on_client(tag);
+        }
+        t.on_copy_in();
+        assert!(!t.in_copy_in(), "the client has ended it");
+        t.on_client(b'S');
+        t.on_ready(TxStatus::Idle);
+        assert!(!t.is_clean(), "the last Sync is still owed its ReadyForQuery");
+        t.on_ready(TxStatus::Idle);
+        assert!(t.is_clean());
+    }
+
+    #[test]
+    fn an_ignored_sync_with_none_after_the_copy_leaves_the_pipeline_open() {
+        let mut t = Tracker::default();
+        for tag in [b'B', b'E', b'S', b'd', b'c'] {
+            t.on_client(tag);
+        }
+        t.on_copy_in();
+        assert!(!t.is_clean(), "the only Sync was ignored: the client owes one");
+        t.on_client(b'S');
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
     }
