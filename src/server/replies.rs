@@ -160,6 +160,12 @@ pub struct ReplyQueue {
     /// Entries that are not plain pass-through (Synth, or swallowed).
     special: usize,
     held_error: Option<PlanChanged>,
+    /// The server failed a request whose batch's Sync has not been sent yet: it skips every request
+    /// until that Sync, so those sent meanwhile are not queued (no reply comes, a synthesized one must
+    /// not be sent) and what they recorded is taken back (`skipped`).
+    skipping: bool,
+    /// What the requests sent while `skipping` recorded, handed back with the next reply's outcome.
+    skipped: Vec<Undo>,
 }
 
 impl Outcome {
@@ -185,6 +191,13 @@ impl ReplyQueue {
     }
 
     pub fn push(&mut self, entry: Entry) {
+        if self.skipping {
+            if !matches!(entry, Entry::Pending { request: Request::Sync, .. }) {
+                self.skipped.extend(entry.take_undo());
+                return;
+            }
+            self.skipping = false;
+        }
         if entry.is_special() {
             self.special += 1;
         }
@@ -212,7 +225,7 @@ impl ReplyQueue {
     /// due after it are collected by the caller's next `take_due`.
     /// `body` is the message body when the caller holds it whole (ErrorResponse must be held).
     pub fn on_server(&mut self, tag: u8, body: Option<&[u8]>, out: &mut impl FnMut(Bytes)) -> (Verdict, Outcome) {
-        let mut outcome = Outcome::default();
+        let mut outcome = Outcome { undo: std::mem::take(&mut self.skipped), ..Outcome::default() };
         if matches!(tag, b'N' | b'A' | b'S') {
             return (Verdict::Pass, outcome); // asynchronous: belongs to no request
         }
@@ -267,7 +280,8 @@ impl ReplyQueue {
         (verdict, outcome)
     }
 
-    /// Drops what the server will skip after an error: everything before the next Sync.
+    /// Drops what the server will skip after an error: everything before the next Sync, and what is
+    /// sent until then if that Sync is still to come.
     fn abort_until_sync(&mut self, skipped: &mut Vec<Undo>) {
         while let Some(e) = self.entries.front() {
             if matches!(e, Entry::Pending { request: Request::Sync, .. }) {
@@ -277,6 +291,7 @@ impl ReplyQueue {
                 skipped.push(undo);
             }
         }
+        self.skipping = true;
     }
 
     /// A CopyInResponse: the server ignores the Syncs sent since the COPY's Execute.
@@ -306,6 +321,10 @@ fn is_plan_change_error(body: &[u8]) -> bool {
     }
     code_ok && message_ok
 }
+
+#[cfg(test)]
+#[path = "replies_props.rs"]
+mod props;
 
 #[cfg(test)]
 mod tests {
