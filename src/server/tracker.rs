@@ -39,13 +39,26 @@ pub struct Tracker {
     copy_in: bool,
     /// What was sent since the last ReadyForQuery arrived, in order (runs of `Other` as one): when a
     /// CopyInResponse comes, which Syncs the server will ignore depends on which statement is the COPY.
-    /// As long as `outstanding` plus the Executes and the gaps between them.
+    /// At most `MAX_SENT` long; past that (a client pipelining without waiting for replies) it is
+    /// dropped and `lost_track` set until every ReadyForQuery is in.
     sent: VecDeque<Sent>,
+    /// `sent` overflowed: a CopyInResponse is then taken as ignoring no Sync (every reply is expected).
+    lost_track: bool,
 }
+
+/// How many unanswered messages `Tracker::sent` keeps (a byte each).
+const MAX_SENT: usize = 4096;
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker { status: TxStatus::Idle, outstanding: 0, unsynced: false, copy_in: false, sent: VecDeque::new() }
+        Tracker {
+            status: TxStatus::Idle,
+            outstanding: 0,
+            unsynced: false,
+            copy_in: false,
+            sent: VecDeque::new(),
+            lost_track: false,
+        }
     }
 }
 
@@ -63,7 +76,7 @@ impl Tracker {
             }
             b'E' => {
                 self.unsynced = true;
-                self.sent.push_back(Sent::Execute);
+                self.record(Sent::Execute);
             }
             b'H' => self.unsynced = true,
             b'd' => {} // CopyData: the server stays in COPY
@@ -76,7 +89,7 @@ impl Tracker {
                 }
                 // Anything else ends a COPY (CopyDone, CopyFail, or an error for a message out of place).
                 if !self.sent.is_empty() && self.sent.back() != Some(&Sent::Other) {
-                    self.sent.push_back(Sent::Other);
+                    self.record(Sent::Other);
                 }
             }
         }
@@ -84,6 +97,18 @@ impl Tracker {
 
     fn sent_answered(&mut self, what: Sent) {
         self.outstanding += 1;
+        self.record(what);
+    }
+
+    fn record(&mut self, what: Sent) {
+        if self.lost_track {
+            return;
+        }
+        if self.sent.len() >= MAX_SENT {
+            self.sent = VecDeque::new();
+            self.lost_track = true;
+            return;
+        }
         self.sent.push_back(what);
     }
 
@@ -94,6 +119,10 @@ impl Tracker {
     /// out of COPY mode: it may then expect a ReadyForQuery that never comes (the server stays with its
     /// client), never the other way round.
     pub fn on_copy_in(&mut self) {
+        if self.lost_track {
+            self.copy_in = false;
+            return;
+        }
         let first_answered = self.sent.iter().position(|s| s.is_answered_by_ready()).unwrap_or(self.sent.len());
         let last_candidate = first_answered.min(self.sent.len().saturating_sub(1));
         let mut verdicts = (0..=last_candidate)
@@ -144,6 +173,9 @@ impl Tracker {
         }
         if self.sent.front() == Some(&Sent::Other) {
             self.sent.pop_front(); // ends nothing that is still unanswered
+        }
+        if self.outstanding == 0 && self.lost_track {
+            self.lost_track = false; // what is still unanswered is at most Executes: taken as no COPY
         }
     }
 
@@ -289,5 +321,20 @@ mod tests {
         t.on_client(b'S');
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
+    }
+
+    #[test]
+    fn a_pipeline_that_never_waits_is_tracked_in_bounded_memory() {
+        let mut t = Tracker::default();
+        for _ in 0..3 * MAX_SENT {
+            t.on_client(b'B');
+            t.on_client(b'E');
+        }
+        t.on_client(b'S');
+        assert!(t.sent.len() <= MAX_SENT);
+        t.on_copy_in(); // which Execute is the COPY is no longer known: no Sync is taken as ignored
+        assert_eq!((t.outstanding(), t.in_copy_in()), (1, false));
+        t.on_ready(TxStatus::Idle);
+        assert!(t.is_clean() && !t.lost_track);
     }
 }
