@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         let n = chunks.next_len(from.len());
         let (chunk, rest) = from.split_at(n);
         *from = rest;
-        if to_server { session.from_client(chunk) } else { session.from_server(chunk) }
+        if to_server { session.client_sends(chunk) } else { session.server_sends(chunk) }
     }
     assert!(session.client_forwarded <= session.client_in);
     assert!(session.server_forwarded <= session.server_in);

@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = wire;
     while !rest.is_empty() && session.closed.is_none() {
         let n = chunks.next_len(rest.len());
-        session.from_client(&rest[..n]);
+        session.client_sends(&rest[..n]);
         rest = &rest[n..];
     }
     assert!(session.client_forwarded <= session.client_in);

@@ -61,7 +61,7 @@ impl Chunks {
 
     pub fn next_len(&mut self, left: usize) -> usize {
         let r = self.next_u32();
-        if r % 16 == 0 { left } else { (1 + (r >> 4) as usize % 64).min(left) }
+        if r.is_multiple_of(16) { left } else { (1 + (r >> 4) as usize % 64).min(left) }
     }
 }
 
@@ -110,7 +110,7 @@ impl Session {
     }
 
     /// Client bytes arrive; forwards what `forward_client` would.
-    pub fn from_client(&mut self, chunk: &[u8]) {
+    pub fn client_sends(&mut self, chunk: &[u8]) {
         if self.closed.is_some() {
             return;
         }
@@ -193,7 +193,7 @@ impl Session {
     }
 
     /// Server bytes arrive; forwards what `forward_server` would.
-    pub fn from_server(&mut self, chunk: &[u8]) {
+    pub fn server_sends(&mut self, chunk: &[u8]) {
         if self.closed.is_some() {
             return;
         }
