@@ -19,6 +19,11 @@ pub trait Connect: Send + Sync + 'static {
     type Conn: Poolable;
     type Error: std::error::Error + Clone + Send + Sync + 'static;
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// Whether this failure holds off new connects for `server_login_retry` (clients fail fast with it
+    /// meanwhile). Yes unless the failure was local and says nothing about the server.
+    fn holds_off(&self, _e: &Self::Error) -> bool {
+        true
+    }
 }
 
 /// A pooled connection.

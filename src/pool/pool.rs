@@ -336,7 +336,9 @@ impl<C: Connect> Pool<C> {
                 Ok(Lease { conn: Some(Box::new(conn)), created: Instant::now(), pool: self.clone() })
             }
             Ok(Err(e)) => {
-                self.lock().last_login_error = Some((Instant::now(), e.clone()));
+                if self.connector.holds_off(&e) {
+                    self.lock().last_login_error = Some((Instant::now(), e.clone()));
+                }
                 Err(PoolError::Connect(e))
             }
             Err(_elapsed) => Err(PoolError::ConnectTimeout(connect_timeout)),

@@ -17,9 +17,7 @@ use crate::protocol::messages::{self, TxStatus};
 /// Connects and logs in. The returned connection is idle (ReadyForQuery 'I' seen).
 pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> Result<ServerConn, ServerError> {
     let addr_text = format!("{}:{}", target.host, target.port);
-    let stream = TcpStream::connect(&addr_text)
-        .await
-        .map_err(|e| ServerError::Connect { addr: addr_text.clone(), reason: e.to_string() })?;
+    let stream = TcpStream::connect(&addr_text).await.map_err(|e| ServerError::connect_failed(&addr_text, &e))?;
     stream.set_nodelay(true)?;
     let addr = stream.peer_addr()?;
     let now = Instant::now();

@@ -32,6 +32,10 @@ const MAX_INTERNAL_MESSAGE: usize = 1 << 20;
 pub enum ServerError {
     #[error("could not connect to server {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// No socket could be made here (out of file descriptors or memory): nothing the server did, so it
+    /// does not hold off the next attempt (`server_login_retry`).
+    #[error("could not connect to server {addr}: {reason}")]
+    LocalResources { addr: String, reason: String },
     /// The server sent an ErrorResponse; passed to the client as the server's own error.
     #[error("{message}")]
     Refused { severity: String, code: String, message: String },
@@ -45,6 +49,18 @@ pub enum ServerError {
     UnsupportedAuth(String),
     #[error("no password available to log in to the server as {0}")]
     NoPassword(String),
+}
+
+impl ServerError {
+    /// The error of a failed connect: `LocalResources` for ENOMEM, ENFILE, EMFILE and ENOBUFS (Linux's
+    /// numbers: 12, 23, 24, 105), `Connect` otherwise.
+    fn connect_failed(addr: &str, e: &std::io::Error) -> ServerError {
+        let (addr, reason) = (addr.to_string(), e.to_string());
+        match e.raw_os_error() {
+            Some(12 | 23 | 24 | 105) => ServerError::LocalResources { addr, reason },
+            _ => ServerError::Connect { addr, reason },
+        }
+    }
 }
 
 impl From<std::io::Error> for ServerError {
@@ -296,6 +312,10 @@ pub struct ServerConnector {
 impl Connect for ServerConnector {
     type Conn = ServerConn;
     type Error = ServerError;
+
+    fn holds_off(&self, e: &ServerError) -> bool {
+        !matches!(e, ServerError::LocalResources { .. })
+    }
 
     async fn connect(&self) -> Result<ServerConn, ServerError> {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
