@@ -77,8 +77,11 @@ pub struct ReloadReport {
 /// of sockets that never finish logging in (slowloris) then only ever displaces its own kind.
 #[derive(Debug, Default)]
 pub struct PendingLogins {
+    /// Those not yet told to go, oldest first.
     queue: Mutex<std::collections::BTreeMap<u64, tokio_util::sync::CancellationToken>>,
     next: std::sync::atomic::AtomicU64,
+    /// All connections not logged in yet, those told to go but not gone included.
+    count: AtomicUsize,
 }
 
 /// One connection's place among the pending logins; leaves the queue when dropped.
@@ -93,6 +96,7 @@ impl PendingLogins {
     /// Queues a new connection, dropping the oldest pending ones beyond `max` (0 = no limit).
     pub fn admit(self: &Arc<Self>, max: usize) -> PendingLogin {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
         let evicted = tokio_util::sync::CancellationToken::new();
         if let Ok(mut q) = self.queue.lock() {
             while max > 0 && q.len() >= max {
@@ -107,7 +111,7 @@ impl PendingLogins {
     }
 
     pub fn len(&self) -> usize {
-        self.queue.lock().map(|q| q.len()).unwrap_or(0)
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,6 +131,7 @@ impl Drop for PendingLogin {
         if let Ok(mut q) = self.queue.queue.lock() {
             q.remove(&self.id);
         }
+        self.queue.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -65,7 +65,7 @@ async fn auto_created_pools_are_capped_by_autodb_max_pools() {
     let px = Proxy::builder(&pg).auth_type("trust").general("autodb_max_pools", "2").start().await;
     let _a = px.client("trust_user", "", "auto_a").await;
     let _b = px.client("trust_user", "", "auto_b").await;
-    let refused = px.try_client("trust_user", "", "auto_c").await.err().expect("a third auto pool is refused");
+    let refused = px.try_client("trust_user", "", "auto_c").await.expect_err("a third auto pool is refused");
     assert_eq!(code(&refused).as_deref(), Some("53300"));
     let message = refused.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
     assert!(message.contains("autodb_max_pools"), "{message}");

@@ -167,7 +167,7 @@ async fn a_flood_of_unfinished_logins_neither_counts_against_max_client_conn_nor
     }
     assert_eq!(common::scalar(&real[9], "select 'in'").await, "in");
     // ...and max_client_conn still holds for logged-in clients.
-    let over = px.try_client("scram_user", "scram_pw", "app").await.err().expect("11th client refused");
+    let over = px.try_client("scram_user", "scram_pw", "app").await.expect_err("11th client refused");
     assert_eq!(over.as_db_error().map(|e| e.code().code().to_string()).as_deref(), Some("53300"));
     // The oldest pending logins were dropped to make room (53300 naming the budget), the newest kept.
     let oldest = flood.first_mut().unwrap();
@@ -185,6 +185,6 @@ async fn a_startup_parameter_given_twice_is_refused_so_the_console_exemption_can
     let mut c = RawConn::connect(px.port()).await;
     c.send(&RawConn::startup_packet("trust_user", "pgbouncer", &[("database", "app")])).await;
     assert_eq!(error_code_then_eof(&mut c, Duration::from_secs(5)).await.as_deref(), Some("08P01"));
-    let over = px.try_client("trust_user", "", "app").await.err().expect("second client refused");
+    let over = px.try_client("trust_user", "", "app").await.expect_err("second client refused");
     assert_eq!(over.as_db_error().map(|e| e.code().code().to_string()).as_deref(), Some("53300"));
 }

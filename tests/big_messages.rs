@@ -8,22 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::wire::{RawConn, fe};
-use common::{Proxy, TestPg, scalar};
+use common::{Proxy, TestPg, peak_rss_mib, scalar};
 use futures_util::{SinkExt, StreamExt};
 
 const USER: &str = "scram_user";
 const PW: &str = "scram_pw";
-
-/// Peak resident memory of a process, in MiB (VmHWM).
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb / 1024
-}
 
 /// Proxy memory may grow by read buffers and bookkeeping, never by a whole big message.
 const MAX_PROXY_MIB: u64 = 64;

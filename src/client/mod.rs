@@ -52,7 +52,6 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, p
     } else {
         tokio::time::timeout(timeout, login).await.unwrap_or(Err(ClientError::LoginTimeout))
     };
-    drop(pending);
     let logged_in = match result {
         Ok(Some(l)) => l,
         Ok(None) => return,
@@ -69,6 +68,7 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, p
             return;
         }
     };
+    drop(pending); // counted among the logged-in clients from here on
     let logged_in = match logged_in {
         Login::Pooled(l) => l,
         Login::Admin { user, role } => {

@@ -72,9 +72,65 @@ enum Unnamed {
     TooBig,
 }
 
+/// The client's named statements, with the bytes they hold (names and Parse bodies), which
+/// max_client_prepared_bytes bounds.
+#[derive(Debug, Default)]
+struct Names {
+    map: HashMap<Bytes, Arc<Statement>>,
+    bytes: usize,
+}
+
+impl Names {
+    fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.map.get(name)
+    }
+    fn contains_key(&self, name: &[u8]) -> bool {
+        self.map.contains_key(name)
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+    fn insert(&mut self, name: Bytes, stmt: Arc<Statement>) {
+        self.bytes += name.len() + stmt.rest.len();
+        if let Some(old) = self.map.insert(name.clone(), stmt) {
+            self.bytes = self.bytes.saturating_sub(name.len() + old.rest.len());
+        }
+    }
+    fn remove_entry(&mut self, name: &[u8]) -> Option<(Bytes, Arc<Statement>)> {
+        let (name, stmt) = self.map.remove_entry(name)?;
+        self.bytes = self.bytes.saturating_sub(name.len() + stmt.rest.len());
+        Some((name, stmt))
+    }
+    fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.remove_entry(name).map(|(_, s)| s)
+    }
+    fn clear(&mut self) {
+        self.map = HashMap::new(); // gives the memory back, however many names there were
+        self.bytes = 0;
+    }
+}
+
+/// Limits on what one client may make pgsluice hold (see `Statements::set_limits`).
+#[derive(Debug, Clone, Copy)]
+pub struct HeldLimits {
+    /// Largest named Parse held for preparing again on other servers (max_held_message_size).
+    pub message: usize,
+    /// Most named statements per client (max_client_prepared_statements).
+    pub statements: usize,
+    /// Most bytes of names and statement texts per client (max_client_prepared_bytes).
+    pub bytes: usize,
+}
+
+impl Default for HeldLimits {
+    fn default() -> Self {
+        HeldLimits { message: 4 << 20, statements: 10_000, bytes: 64 << 20 }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Statements {
-    by_name: HashMap<Bytes, Arc<Statement>>,
+    by_name: Names,
+    limits: HeldLimits,
     unnamed: Unnamed,
     /// Reused for every unnamed Parse (no allocation per message once grown).
     unnamed_rest: BytesMut,
@@ -162,6 +218,10 @@ impl Statements {
         self.max > 0
     }
 
+    pub fn set_limits(&mut self, limits: HeldLimits) {
+        self.limits = limits;
+    }
+
     /// Moves the prepared-statement counts into `totals`.
     pub fn drain_counts(&mut self, totals: &mut crate::stats::Totals) {
         let c = std::mem::take(&mut self.counts);
@@ -198,11 +258,20 @@ impl Statements {
     /// `on_message` on the parts of a server connection it uses.
     pub fn rewrite(&mut self, msg: &Header<'_>, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
         let (tag, body, prefix) = (msg.tag, msg.body, msg.prefix);
-        if let Some(p) = prefix {
-            let unnamed_parse = tag == b'P' && p.first() == Some(&0);
-            if (self.skipping && tag != b'S') || (tag == b'P' && !unnamed_parse) {
-                return Edit::HoldWhole;
+        if let Some(p) = prefix
+            && tag == b'P'
+            && p.first() != Some(&0)
+            && !self.skipping
+        {
+            // A named Parse is held whole, to be prepared again on other servers: up to a bound.
+            if msg.len > self.limits.message {
+                let msg = format!(
+                    "prepared statement too large to pool ({} bytes; max_held_message_size is {})",
+                    msg.len, self.limits.message
+                );
+                return self.raise(PgError::error(SqlState::PROGRAM_LIMIT_EXCEEDED, msg), server, out);
             }
+            return Edit::HoldWhole;
         }
         if self.capture_state == Capture::Open {
             match body {
@@ -228,8 +297,8 @@ impl Statements {
         if self.skipping {
             if tag == b'S' {
                 self.skipping = false;
-            } else if body.is_some() {
-                return Edit::Replace(out.len()..out.len());
+            } else {
+                return Edit::Replace(out.len()..out.len()); // (one seen by its prefix is dropped as it streams)
             }
         }
         let request = match tag {
@@ -402,6 +471,9 @@ impl Statements {
             let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
             return Some(self.raise(PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg), server, out));
         }
+        if let Some(msg) = self.over_limits(name.len() + rest.len()) {
+            return Some(self.raise(PgError::error(SqlState::PROGRAM_LIMIT_EXCEEDED, msg), server, out));
+        }
         let start = out.len();
         self.counts.client_parse += 1;
         let server_name = server_name_for(rest, self.epoch.load(Ordering::Relaxed));
@@ -414,6 +486,18 @@ impl Statements {
             self.write_parse(&stmt, Some(name), false, server, out);
         }
         Some(Edit::Replace(start..out.len()))
+    }
+
+    /// Why one more statement of `size` bytes would pass the client's limits, if it would.
+    fn over_limits(&self, size: usize) -> Option<String> {
+        let l = self.limits;
+        if self.by_name.len() >= l.statements {
+            return Some(format!("too many prepared statements ({}; max_client_prepared_statements)", l.statements));
+        }
+        if self.by_name.bytes + size > l.bytes {
+            return Some(format!("prepared statements too large ({} bytes; max_client_prepared_bytes)", l.bytes));
+        }
+        None
     }
 
     /// `first`: the first Bind of its batch, which can be replayed if its cached plan went stale.

@@ -17,7 +17,7 @@ use super::ClientError;
 mod forward;
 mod timers;
 use super::login::LoggedIn;
-use super::prepared::Statements;
+use super::prepared::{HeldLimits, Statements};
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
@@ -67,6 +67,13 @@ pub struct Session {
     sock: TcpStream,
     cbuf: BytesMut,
     client_scanner: FrameScanner,
+    /// Bytes of a client message being dropped as they arrive (one too big to hold that pgsluice
+    /// refused or skipped): they never reach a server.
+    discarding: usize,
+    /// Client bytes for the server that its socket did not take at once: written by the session loop
+    /// while it goes on reading the server, so a client pipelining more than the socket buffers hold
+    /// cannot deadlock pgsluice and PostgreSQL writing to each other.
+    to_server: BytesMut,
     state: State,
     login: LoggedIn,
     settings: Arc<PoolSettings>,
@@ -115,12 +122,19 @@ impl Session {
         let settings = login.pool.settings();
         let rewrite = settings.pool_mode != PoolMode::Session;
         let max = if rewrite { settings.max_prepared_statements } else { 0 };
-        let stmts = Statements::new(max, login.pool.plan_epoch.clone());
+        let mut stmts = Statements::new(max, login.pool.plan_epoch.clone());
+        stmts.set_limits(HeldLimits {
+            message: settings.max_held_message_size,
+            statements: settings.max_client_prepared_statements,
+            bytes: settings.max_client_prepared_bytes,
+        });
         let kill = login.registered.entry.kill.clone();
         Session {
             sock,
             cbuf,
             client_scanner: FrameScanner::new(settings.max_packet_size),
+            discarding: 0,
+            to_server: BytesMut::new(),
             state: State::Idle { since: Instant::now() },
             login,
             settings,
@@ -186,7 +200,7 @@ impl Session {
         self.cancel.set(None);
         self.count_transaction(active.tx_started);
         let mut lease = active.lease;
-        close_if_mid_message(&mut lease, &self.client_scanner, &active.scanner);
+        close_if_mid_message(&mut lease, self.client_mid_message(), &active.scanner);
         unlink(&mut lease);
         let reset = self.settings.server_reset_query.trim().to_string();
         if let Some(conn) = lease.conn()
@@ -197,6 +211,11 @@ impl Session {
             conn.broken = true;
         }
         give_back(lease, self.cancel_wait, &self.login.pool.stats);
+    }
+
+    /// The client is halfway through a message: partly forwarded, or partly dropped.
+    fn client_mid_message(&self) -> bool {
+        self.client_scanner.mid_message() || self.discarding > 0 || !self.to_server.is_empty()
     }
 
     /// Reads into the client buffer; `Ok(false)` on EOF.
@@ -410,7 +429,7 @@ impl Session {
             self.count_transaction(active.tx_started);
             self.login.registered.entry.set_state(ClientState::Idle, 0);
             let mut lease = active.lease;
-            close_if_mid_message(&mut lease, &self.client_scanner, &active.scanner);
+            close_if_mid_message(&mut lease, self.client_mid_message(), &active.scanner);
             unlink(&mut lease);
             give_back(lease, self.cancel_wait, &self.login.pool.stats);
             self.stmts.drain_counts(&mut self.counted.totals);
@@ -432,22 +451,38 @@ impl Session {
         if let Some((at, _)) = deadline {
             arm(&mut self.timer, at);
         }
-        // A message held whole (see `Scan::HoldWhole`) may need more than the usual bound.
+        // A message held whole (see `Scan::HoldWhole`) may need more than the usual bound; while the
+        // server has not taken what it was sent, the client is not read (backpressure).
         let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
+        let client_readable = self.cbuf.len() < read_limit && self.to_server.len() < MAX_TO_SERVER;
+        let (mut server_rd, mut server_wr) = conn.stream.split();
         tokio::select! {
-            r = self.sock.read_buf(&mut self.cbuf), if self.cbuf.len() < read_limit => {
+            r = self.sock.read_buf(&mut self.cbuf), if client_readable => {
                 if r? == 0 {
                     return Ok(Flow::Done);
                 }
                 self.forward_client().await
             }
-            r = conn.stream.read_buf(&mut conn.rbuf) => {
+            r = server_rd.read_buf(&mut conn.rbuf) => {
                 match r {
                     Ok(0) | Err(_) => {
                         conn.broken = true;
                         Err(ClientError::ServerLost("server closed the connection unexpectedly".into()))
                     }
                     Ok(_) => self.forward_server().await,
+                }
+            }
+            r = server_wr.write_buf(&mut self.to_server), if !self.to_server.is_empty() => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        conn.broken = true;
+                        Err(ClientError::ServerLost("could not send to the server".into()))
+                    }
+                    Ok(_) if self.to_server.is_empty() => {
+                        shrink(&mut self.to_server);
+                        self.forward_client().await // what waited behind it, and maybe the release
+                    }
+                    Ok(_) => Ok(Flow::Continue),
                 }
             }
             _ = &mut self.killed => {
@@ -482,8 +517,8 @@ impl Session {
 /// A server may change hands only at a whole-message boundary on both sides: with a client message
 /// partly forwarded (PostgreSQL would read the next client's bytes as its rest) or a server message partly
 /// passed on, it is closed instead.
-fn close_if_mid_message(lease: &mut ServerLease, client: &FrameScanner, server: &FrameScanner) {
-    if (client.mid_message() || server.mid_message())
+fn close_if_mid_message(lease: &mut ServerLease, client_mid_message: bool, server: &FrameScanner) {
+    if (client_mid_message || server.mid_message())
         && let Some(conn) = lease.conn()
     {
         conn.broken = true;
@@ -500,11 +535,45 @@ fn unlink(lease: &mut ServerLease) {
 }
 
 /// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read
-/// has been forwarded, so this does not allocate in steady state.
+/// has been forwarded, so this does not allocate in steady state. A buffer that grew for one large
+/// message is given back once it is mostly empty.
 fn ensure_room(buf: &mut BytesMut) {
+    shrink(buf);
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
+}
+
+/// Buffers above this capacity are reallocated small once what they hold fits in a read chunk.
+const SHRINK_ABOVE: usize = 256 * 1024;
+
+fn shrink(buf: &mut BytesMut) {
+    if buf.capacity() > SHRINK_ABOVE && buf.len() <= READ_CHUNK {
+        let mut small = BytesMut::with_capacity(READ_CHUNK.max(buf.len()));
+        small.extend_from_slice(buf);
+        *buf = small;
+    }
+}
+
+/// Client bytes waiting for the server beyond which the client is no longer read.
+const MAX_TO_SERVER: usize = 256 * 1024;
+
+/// Sends client bytes to the server without waiting: what its socket does not take now is queued in
+/// `to_server`, behind anything already there (see `Session::to_server`).
+fn send_to_server(conn: &mut ServerConn, to_server: &mut BytesMut, bytes: &[u8]) -> Result<(), ClientError> {
+    let mut sent = 0;
+    if to_server.is_empty() {
+        match conn.stream.try_write(bytes) {
+            Ok(n) => sent = n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                conn.broken = true;
+                return Err(ClientError::ServerLost(e.to_string()));
+            }
+        }
+    }
+    to_server.extend_from_slice(bytes.get(sent..).unwrap_or_default());
+    Ok(())
 }
 
 /// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits

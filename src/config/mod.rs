@@ -213,12 +213,21 @@ pub struct General {
     pub application_name_add_host: bool,
     /// Worker threads; 0 = one per core. pgsluice only. Default 0. Needs restart.
     pub workers: usize,
-    /// Largest message from a client (FATAL 08P01) or a server (08006), bytes; also bounds what pgsluice
-    /// holds whole (a named Parse). PgBouncer: `max_packet_size`. Default 1073741823 (PostgreSQL's 1 GiB).
+    /// Largest message from a client (FATAL 08P01) or a server (08006), bytes. PgBouncer:
+    /// `max_packet_size`. Default 1073741823 (PostgreSQL's 1 GiB).
     pub max_packet_size: usize,
     /// Named prepared statements kept per server connection in transaction/statement mode; 0 = off
     /// (names then reach the server unchanged). Default 200.
     pub max_prepared_statements: usize,
+    /// Largest named Parse pgsluice holds whole to prepare again on other servers, bytes; a bigger one is
+    /// refused with 54000 (and streamed away, never buffered). pgsluice only. Default 4194304 (4 MiB).
+    pub max_held_message_size: usize,
+    /// Most named prepared statements one client may have at once (54000 beyond). pgsluice only.
+    /// Default 10000.
+    pub max_client_prepared_statements: usize,
+    /// Most bytes of statement names and texts one client may have pgsluice hold (54000 beyond).
+    /// pgsluice only. Default 67108864 (64 MiB).
+    pub max_client_prepared_bytes: usize,
 }
 
 /// The settings read only at startup (PgBouncer's "can be changed only at boot time"), listed once: the
@@ -304,6 +313,9 @@ impl Default for General {
             workers: 0,
             max_packet_size: crate::protocol::frame::MAX_MESSAGE_LEN,
             max_prepared_statements: 200,
+            max_held_message_size: 4 << 20,
+            max_client_prepared_statements: 10_000,
+            max_client_prepared_bytes: 64 << 20,
         }
     }
 }

@@ -45,8 +45,12 @@ pub struct PoolSettings {
     pub server_reset_query_always: bool,
     /// Prepared statements per server; 0 = off. Session mode never rewrites (the server is the client's).
     pub max_prepared_statements: usize,
-    /// Largest message from a client or a server; also bounds what pgsluice holds whole (a named Parse).
+    /// Largest message from a client or a server.
     pub max_packet_size: usize,
+    /// What one client may make pgsluice hold: a named Parse, its statements (count and bytes).
+    pub max_held_message_size: usize,
+    pub max_client_prepared_statements: usize,
+    pub max_client_prepared_bytes: usize,
     /// Log the errors pgsluice itself sends to clients (PgBouncer: `log_pooler_errors`).
     pub log_pooler_errors: bool,
 }
@@ -101,6 +105,9 @@ impl Config {
             server_reset_query_always: g.server_reset_query_always,
             max_prepared_statements: g.max_prepared_statements,
             max_packet_size: g.max_packet_size,
+            max_held_message_size: g.max_held_message_size.min(g.max_packet_size),
+            max_client_prepared_statements: g.max_client_prepared_statements,
+            max_client_prepared_bytes: g.max_client_prepared_bytes,
             log_pooler_errors: g.log_pooler_errors,
         })
     }

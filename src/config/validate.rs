@@ -31,6 +31,9 @@ impl Config {
         if !(1024..=crate::protocol::frame::MAX_MESSAGE_LEN).contains(&g.max_packet_size) {
             return Err(self.invalid("pgsluice.max_packet_size", "must be between 1024 and 1073741823"));
         }
+        if g.max_held_message_size < 1024 {
+            return Err(self.invalid("pgsluice.max_held_message_size", "must be at least 1024"));
+        }
         if g.workers > 1024 {
             return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
         }

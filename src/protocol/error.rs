@@ -32,6 +32,7 @@ impl SqlState {
     pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

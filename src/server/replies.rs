@@ -154,6 +154,9 @@ pub enum Drift {
     Missing(Bytes),
 }
 
+/// An empty queue whose storage grew past this many entries gives it back.
+const SHRINK_ABOVE: usize = 1024;
+
 #[derive(Debug, Default)]
 pub struct ReplyQueue {
     entries: VecDeque<Entry>,
@@ -209,7 +212,15 @@ impl ReplyQueue {
         if e.is_special() {
             self.special -= 1;
         }
+        if self.entries.is_empty() && self.entries.capacity() > SHRINK_ABOVE {
+            self.entries = VecDeque::new(); // a burst of pipelined requests leaves no lasting memory
+        }
         Some(e)
+    }
+
+    /// Requests whose replies are still owed (what a pipelining client has in flight).
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Synthesized replies now due (nothing owed by the server before them), appended to `out`.

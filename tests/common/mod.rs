@@ -21,3 +21,14 @@ pub async fn scalar(c: &tokio_postgres::Client, sql: &str) -> String {
         })
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
+
+/// Peak resident memory of a process, in MiB (VmHWM).
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb / 1024
+}

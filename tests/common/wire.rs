@@ -52,21 +52,13 @@ impl RawConn {
 
     /// Next message, or `None` on EOF, error, or when nothing complete arrives within `within`.
     pub async fn read_message(&mut self, within: Duration) -> Option<(u8, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
-                if self.buf.len() > len {
-                    let msg: Vec<u8> = self.buf.drain(..1 + len).collect();
-                    return Some((msg[0], msg[5..].to_vec()));
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            match tokio::time::timeout_at(deadline, self.sock.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
+        read_message_from(&mut self.sock, &mut self.buf, within).await
+    }
+
+    /// The two directions apart, for a test that reads while it writes.
+    pub fn split(self) -> (RawReader, RawWriter) {
+        let (rd, wr) = self.sock.into_split();
+        (RawReader { sock: rd, buf: self.buf }, RawWriter { sock: wr })
     }
 
     /// Logs in (trust) and returns the connection with the BackendKeyData it was given.
@@ -114,6 +106,51 @@ impl RawConn {
                 Some(_) => {}
                 None => panic!("EOF before ReadyForQuery"),
             }
+        }
+    }
+}
+
+/// The reading half of a split `RawConn`.
+pub struct RawReader {
+    sock: tokio::net::tcp::OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+impl RawReader {
+    pub async fn read_message(&mut self, within: Duration) -> Option<(u8, Vec<u8>)> {
+        read_message_from(&mut self.sock, &mut self.buf, within).await
+    }
+}
+
+/// The writing half of a split `RawConn`.
+pub struct RawWriter {
+    sock: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawWriter {
+    pub async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.sock.write_all(bytes).await;
+    }
+}
+
+async fn read_message_from<R: tokio::io::AsyncRead + Unpin>(
+    sock: &mut R,
+    buf: &mut Vec<u8>,
+    within: Duration,
+) -> Option<(u8, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if buf.len() >= 5 {
+            let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() > len {
+                let msg: Vec<u8> = buf.drain(..1 + len).collect();
+                return Some((msg[0], msg[5..].to_vec()));
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
         }
     }
 }

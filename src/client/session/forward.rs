@@ -19,10 +19,28 @@ use crate::server::replies::{Outcome, Verdict};
 
 impl Session {
     /// Forwards every complete (or streaming) client message to the server, tracking what it owes and
-    /// rewriting prepared statements.
+    /// rewriting prepared statements; drops what was refused as it arrives.
     pub(super) async fn forward_client(&mut self) -> Result<Flow, ClientError> {
+        loop {
+            let drop = self.discarding.min(self.cbuf.len());
+            self.cbuf.advance(drop);
+            self.discarding -= drop;
+            if self.discarding > 0 {
+                return Ok(Flow::Continue); // the rest of it is still to come
+            }
+            let (flow, discard) = self.forward_client_chunk().await?;
+            if discard == 0 || !matches!(flow, Flow::Continue) {
+                return Ok(flow);
+            }
+            self.discarding = discard;
+        }
+    }
+
+    /// One pass of `forward_client`; also returns the size of a message to drop that begins where the pass
+    /// stopped (0 = none).
+    async fn forward_client_chunk(&mut self) -> Result<(Flow, usize), ClientError> {
         let State::Active(active) = &mut self.state else {
-            return Ok(Flow::Continue);
+            return Ok((Flow::Continue, 0));
         };
         let Some(conn) = active.lease.conn() else {
             return Err(ClientError::ServerLost("empty lease".into()));
@@ -30,6 +48,7 @@ impl Session {
         let was_busy = conn.tracker.busy();
         let mut terminate = false;
         let mut invalid = None;
+        let mut discard = 0;
         let (stmts, extra, edits) = (&mut self.stmts, &mut self.extra, &mut self.edits);
         let tx_query = &mut self.tx_query;
         let keep_query =
@@ -44,6 +63,9 @@ impl Session {
                 if h.tag == b'X' {
                     terminate = true;
                     return Scan::StopBefore;
+                }
+                if conn.replies.len() >= MAX_QUEUED_REPLIES {
+                    return Scan::StopBefore; // the rest waits until the server has answered more
                 }
                 if !messages::is_frontend_type(h.tag) {
                     invalid = Some(h.tag); // answered by pgsluice; the server never sees it
@@ -68,13 +90,19 @@ impl Session {
                         if !r.is_empty() {
                             conn.tracker.on_client(h.tag);
                         }
+                        if h.body.is_none() {
+                            // Seen by its prefix only: dropped as it streams in, never buffered whole.
+                            edits.push(Splice { at: h.offset, drop: 0, insert: Insert::Extra(r) });
+                            discard = 1 + h.len;
+                            return Scan::StopBefore;
+                        }
                         edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(r) });
                     }
                 }
                 Scan::Continue
             },
         )?;
-        if n > 0 {
+        if n > 0 || !self.edits.is_empty() {
             let now = Instant::now();
             self.counted.totals.received += n as u64;
             self.login.registered.entry.requested();
@@ -86,12 +114,7 @@ impl Session {
                 }
             }
             let out = splice(&self.cbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
-            if !out.is_empty() {
-                conn.stream.write_all(out).await.map_err(|e| {
-                    conn.broken = true;
-                    ClientError::ServerLost(e.to_string())
-                })?;
-            }
+            super::send_to_server(conn, &mut self.to_server, out)?;
             self.cbuf.advance(n);
         }
         if rewrite {
@@ -108,14 +131,15 @@ impl Session {
         }
         // A server left clean by an earlier reply (ReadyForQuery while this client was mid-message, e.g. a
         // COPY the server failed) goes back once the client's message is whole.
-        if conn.is_reusable() && self.settings.pool_mode != PoolMode::Session && !self.client_scanner.mid_message() {
+        let mid_message = self.client_scanner.mid_message() || discard > 0 || !self.to_server.is_empty();
+        if conn.is_reusable() && self.settings.pool_mode != PoolMode::Session && !mid_message {
             self.release_server().await;
         }
         if terminate {
             let _ = self.cbuf.split_to(5);
-            return Ok(Flow::Done);
+            return Ok((Flow::Done, 0));
         }
-        Ok(Flow::Continue)
+        Ok((Flow::Continue, discard))
     }
 
     /// Forwards server bytes to the client; releases the server at a clean ReadyForQuery.
@@ -224,7 +248,8 @@ impl Session {
             Ok(n) => n,
             Err(e) => {
                 conn.broken = true;
-                return Err(ClientError::ServerProtocol(e));
+                // As PostgreSQL's own clients see an oversized message: the connection is lost.
+                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
             }
         };
         self.stmts.apply(&mut effects, conn);
@@ -264,10 +289,7 @@ impl Session {
             tracing::info!(db = %self.login.db, user = %self.login.user, "cached plan went stale: re-preparing and retrying");
             self.extra.clear();
             self.stmts.retry(&name, conn, &mut self.extra);
-            conn.stream.write_all(&self.extra).await.map_err(|e| {
-                conn.broken = true;
-                ClientError::ServerLost(e.to_string())
-            })?;
+            super::send_to_server(conn, &mut self.to_server, &self.extra)?;
         }
         if queries > 0 {
             self.login.registered.entry.ready(conn.tracker.status().as_byte());
@@ -290,12 +312,20 @@ impl Session {
         }
         // The server is clean, but it goes back only at a client message boundary: PostgreSQL is still
         // reading the rest of a message the client is halfway through sending.
-        if release && !self.client_scanner.mid_message() {
+        let queue_drained = conn.replies.len() < MAX_QUEUED_REPLIES / 2;
+        if release && !self.client_mid_message() {
             self.release_server().await;
+        } else if !self.cbuf.is_empty() && queue_drained {
+            return self.forward_client().await; // client messages held back while the queue was full
         }
         Ok(Flow::Continue)
     }
 }
+
+/// Requests awaiting their replies beyond which a pipelining client's further messages wait (the
+/// bookkeeping per request is what a client could otherwise grow without bound). PostgreSQL flushes its
+/// replies whenever it waits for input, so the queue always drains.
+const MAX_QUEUED_REPLIES: usize = 10_000;
 
 /// The bytes to forward: `input` itself when nothing changed, else `input` with `edits` applied, in `wbuf`.
 fn splice<'a>(input: &'a [u8], edits: &[Splice], extra: &[u8], wbuf: &'a mut BytesMut) -> &'a [u8] {
