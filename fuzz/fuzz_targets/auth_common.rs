@@ -6,6 +6,8 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::LazyLock;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use pgsluice::auth::keys::Keys;
 use pgsluice::auth::md5;
 use pgsluice::auth::scram::ScramVerifiers;
@@ -16,11 +18,17 @@ pub const PASSWORD: &str = "app-secret";
 /// A plain, an md5, a SCRAM user, and one the auth file does not know.
 pub const USERS: [&str; 4] = ["app", "app_md5", "app_scram", "nobody"];
 
-/// conf/userlist.txt, with `app_md5`'s secret made from the password and that user's name (the file's
-/// entry is md5("app-secret" || "app"), the secret of user `app`, so no password logs `app_md5` in).
+/// conf/userlist.txt, with two secrets remade from the password: `app_md5`'s from that user's name (the
+/// file's entry is md5("app-secret" || "app"), the secret of user `app`, so no password logs `app_md5`
+/// in), and `app_scram`'s with one PBKDF2 iteration (a check in clear derives the keys every time).
 pub static AUTH: LazyLock<AuthFile> = LazyLock::new(|| {
     let md5_user = format!("\"app_md5\" \"{}\"\n", md5::md5_hex_secret(PASSWORD, "app_md5"));
-    AuthFile::parse(&format!("{USERLIST}{md5_user}"), Path::new("userlist.txt")).expect("conf/userlist.txt parses")
+    let salt = b"pgsluice-fuzz";
+    let k = Keys::derive(PASSWORD.as_bytes(), salt, 1);
+    let b64 = |b: &[u8]| STANDARD.encode(b);
+    let scram = format!("SCRAM-SHA-256$1:{}${}:{}", b64(salt), b64(&k.stored_key), b64(&k.server_key));
+    let text = format!("{USERLIST}{md5_user}\"app_scram\" \"{scram}\"\n");
+    AuthFile::parse(&text, Path::new("userlist.txt")).expect("conf/userlist.txt parses")
 });
 /// One per process, as in pgsluice: a plain-text user's keys are derived once, then cached.
 pub static VERIFIERS: LazyLock<ScramVerifiers> = LazyLock::new(ScramVerifiers::default);
