@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Writes the seed corpora under fuzz/corpus/<target>/: real protocol exchanges (what libpq, JDBC and
 PostgreSQL send), the reference config and auth file, a pgbouncer.ini and console commands. Run from
-fuzz/; the output is committed, so rerun only to change the seeds."""
+fuzz/; the output is committed, so rerun only to change the seeds.
+
+The `real_*` seeds are not written here: they are bytes captured between psql 15 / pgbench 15 and
+PostgreSQL 15 (scram-sha-256 auth; `select 1`, `pgbench -M extended` and `-M prepared`, `\\copy`), split into
+the startup packet, the login messages and the streams after login, with the same header bytes as here."""
 import base64, hashlib, hmac, os, struct
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
