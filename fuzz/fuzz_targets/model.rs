@@ -8,20 +8,22 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
+use client::prepared::{Edit, ServerSide, Statements};
 use pgsluice::protocol::frame::{FrameScanner, Header, MAX_MESSAGE_LEN};
 use pgsluice::protocol::messages::TxStatus;
 use pgsluice::protocol::{ProtocolError, Scan};
 use pgsluice::server::Tracker;
 use pgsluice::server::replies::{Outcome, PlanChanged, ReplyQueue};
 use pgsluice::server::statements::StatementCache;
-use prepared::{Edit, ServerSide, Statements};
 
-/// src/client/prepared.rs itself. `client::prepared` is private to pgsluice, so the targets compile
-/// the file against pgsluice's public modules: each target's root imports `protocol`, `server` and
-/// `stats` from pgsluice, where the file's `crate::` paths find them.
-#[path = "../../src/client/prepared.rs"]
-#[allow(dead_code, clippy::all)]
-pub mod prepared;
+/// src/client/prepared.rs itself (and its submodules). `client::prepared` is private to pgsluice, so
+/// the targets compile the file against pgsluice's public modules: each target's root imports
+/// `protocol`, `server` and `stats` from pgsluice, where the file's `crate::` paths find them.
+#[path = "../../src/client"]
+pub mod client {
+    #[allow(dead_code, clippy::all)]
+    pub mod prepared;
+}
 
 /// The message types a frontend may send once logged in (as `messages::is_frontend_type`).
 fn is_frontend_type(tag: u8) -> bool {
