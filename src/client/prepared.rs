@@ -4,8 +4,7 @@
 //! Describe and Close are rewritten here; the replies they change are queued in the server's
 //! `ReplyQueue`.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,6 +32,10 @@ impl<'a> ServerSide<'a> {
         ServerSide { tracker: &mut conn.tracker, replies: &mut conn.replies, statements: &mut conn.statements }
     }
 }
+
+mod names;
+pub use names::HeldLimits;
+use names::{Names, names_a_pooled_statement, server_name_for};
 
 const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
 const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
@@ -70,61 +73,6 @@ enum Unnamed {
     Known,
     /// It was too big to keep: it cannot be prepared again on another server.
     TooBig,
-}
-
-/// The client's named statements, with the bytes they hold (names and Parse bodies), which
-/// max_client_prepared_bytes bounds.
-#[derive(Debug, Default)]
-struct Names {
-    map: HashMap<Bytes, Arc<Statement>>,
-    bytes: usize,
-}
-
-impl Names {
-    fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
-        self.map.get(name)
-    }
-    fn contains_key(&self, name: &[u8]) -> bool {
-        self.map.contains_key(name)
-    }
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-    fn insert(&mut self, name: Bytes, stmt: Arc<Statement>) {
-        self.bytes += name.len() + stmt.rest.len();
-        if let Some(old) = self.map.insert(name.clone(), stmt) {
-            self.bytes = self.bytes.saturating_sub(name.len() + old.rest.len());
-        }
-    }
-    fn remove_entry(&mut self, name: &[u8]) -> Option<(Bytes, Arc<Statement>)> {
-        let (name, stmt) = self.map.remove_entry(name)?;
-        self.bytes = self.bytes.saturating_sub(name.len() + stmt.rest.len());
-        Some((name, stmt))
-    }
-    fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
-        self.remove_entry(name).map(|(_, s)| s)
-    }
-    fn clear(&mut self) {
-        self.map = HashMap::new(); // gives the memory back, however many names there were
-        self.bytes = 0;
-    }
-}
-
-/// Limits on what one client may make pgsluice hold (see `Statements::set_limits`).
-#[derive(Debug, Clone, Copy)]
-pub struct HeldLimits {
-    /// Largest named Parse held for preparing again on other servers (max_held_message_size).
-    pub message: usize,
-    /// Most named statements per client (max_client_prepared_statements).
-    pub statements: usize,
-    /// Most bytes of names and statement texts per client (max_client_prepared_bytes).
-    pub bytes: usize,
-}
-
-impl Default for HeldLimits {
-    fn default() -> Self {
-        HeldLimits { message: 4 << 20, statements: 10_000, bytes: 64 << 20 }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -189,15 +137,6 @@ fn split_message(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let len = u32::from_be_bytes(after.get(..4)?.try_into().ok()?) as usize;
     let body = after.get(4..len)?;
     Some((tag, body, after.get(len..)?))
-}
-
-/// pgsluice's name for a statement: a hash of its text and parameter types, keyed by the pool's epoch
-/// (random at start, so names cannot be predicted or collided on purpose).
-fn server_name_for(rest: &[u8], epoch: u64) -> Bytes {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    epoch.hash(&mut h);
-    rest.hash(&mut h);
-    Bytes::from(format!("pgsluice_{:016x}", h.finish()))
 }
 
 fn synth(f: impl FnOnce(&mut BytesMut)) -> Entry {
@@ -273,6 +212,9 @@ impl Statements {
             }
             return Edit::HoldWhole;
         }
+        if prefix.is_some() && tag == b'Q' && !self.skipping && msg.len <= self.limits.message {
+            return Edit::HoldWhole; // its text is checked for pgsluice's statement names
+        }
         if self.capture_state == Capture::Open {
             match body {
                 Some(b) if matches!(tag, b'D' | b'E' | b'H' | b'S') && self.capture.len() + b.len() < MAX_CAPTURE => {
@@ -312,6 +254,12 @@ impl Statements {
             b'Q' | b'F' => Request::Simple,
             _ => return Edit::Keep,
         };
+        if matches!(tag, b'Q' | b'P')
+            && let Some(text) = body.or(prefix)
+            && names_a_pooled_statement(text)
+        {
+            return self.refuse_reserved_name(tag, server, out);
+        }
         if tag == b'P' && body.or(prefix).and_then(|b| b.first()) == Some(&0) {
             self.on_unnamed_parse(body);
         }
@@ -579,22 +527,36 @@ impl Statements {
             ["deallocate", name] | ["deallocate", "prepare", name] => name.trim_matches('"').to_string(),
             _ => return None,
         };
-        // Answered here, as the statement is the client's; an empty query goes to the server in its place
-        // so the ReadyForQuery carries the server's real transaction status, and an error fails the block.
-        let found = self.by_name.remove(target.as_bytes()).is_some();
-        server.replies.push(synth(|b| {
-            if found {
-                put_message(b, b'C', |m| messages::put_cstr(m, b"DEALLOCATE"));
-            } else {
-                let msg = format!("prepared statement \"{target}\" does not exist");
-                PgError::error(SqlState::INVALID_SQL_STATEMENT_NAME, msg).encode(b);
-            }
-        }));
+        // One of the client's protocol-level statements: answered here. Any other name (a statement made
+        // with SQL PREPARE, or none) is PostgreSQL's to deallocate or to refuse.
+        self.by_name.remove(target.as_bytes())?;
+        let done = |b: &mut BytesMut| put_message(b, b'C', |m| messages::put_cstr(m, b"DEALLOCATE"));
+        Some(self.answer_query(synth(done), false, server, out))
+    }
+
+    /// Answers a simple Query with `reply` in pgsluice's place. A query goes to the server instead, so its
+    /// ReadyForQuery carries the server's real transaction status: an empty one, or (`fail`) one that
+    /// fails, so that an error fails a transaction block as PostgreSQL's own would.
+    fn answer_query(&mut self, reply: Entry, fail: bool, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+        server.replies.push(reply);
         let start = out.len();
-        let shadow: &[u8] = if found { b";" } else { b"pgsluice: fail this query" };
+        let shadow: &[u8] = if fail { b"pgsluice: fail this query" } else { b";" };
         put_message(out, b'Q', |b| messages::put_cstr(b, shadow));
         server.replies.push(Entry::swallowed(Request::Shadow, None));
-        Some(Edit::Replace(start..out.len()))
+        Edit::Replace(start..out.len())
+    }
+
+    /// A Query or Parse whose text names one of pgsluice's server-side statements: refused with 42501,
+    /// since running, replacing or deallocating one would reach into other clients' statements.
+    fn refuse_reserved_name(&mut self, tag: u8, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+        let msg = "prepared statement names of the form pgsluice_<16 hex digits> are reserved by pgsluice";
+        let err = PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg);
+        if tag == b'P' {
+            return self.raise(err, server, out);
+        }
+        self.unnamed = Unnamed::None; // a simple Query drops the unnamed statement, failed or not
+        self.unnamed_here = true;
+        self.answer_query(synth(|b| err.encode(b)), true, server, out)
     }
 
     /// Applies what the server's replies showed: requests it never ran are taken back, newest first, and

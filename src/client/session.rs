@@ -14,6 +14,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::ClientError;
 
+mod buffers;
 mod forward;
 mod timers;
 use super::login::LoggedIn;
@@ -27,6 +28,7 @@ use crate::protocol::{PgError, Scan};
 use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
+use buffers::{MAX_TO_SERVER, ensure_room, shrink};
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -534,48 +536,6 @@ fn unlink(lease: &mut ServerLease) {
     }
 }
 
-/// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read
-/// has been forwarded, so this does not allocate in steady state. A buffer that grew for one large
-/// message is given back once it is mostly empty.
-fn ensure_room(buf: &mut BytesMut) {
-    shrink(buf);
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
-/// Buffers above this capacity are reallocated small once what they hold fits in a read chunk.
-const SHRINK_ABOVE: usize = 256 * 1024;
-
-fn shrink(buf: &mut BytesMut) {
-    if buf.capacity() > SHRINK_ABOVE && buf.len() <= READ_CHUNK {
-        let mut small = BytesMut::with_capacity(READ_CHUNK.max(buf.len()));
-        small.extend_from_slice(buf);
-        *buf = small;
-    }
-}
-
-/// Client bytes waiting for the server beyond which the client is no longer read.
-const MAX_TO_SERVER: usize = 256 * 1024;
-
-/// Sends client bytes to the server without waiting: what its socket does not take now is queued in
-/// `to_server`, behind anything already there (see `Session::to_server`).
-fn send_to_server(conn: &mut ServerConn, to_server: &mut BytesMut, bytes: &[u8]) -> Result<(), ClientError> {
-    let mut sent = 0;
-    if to_server.is_empty() {
-        match conn.stream.try_write(bytes) {
-            Ok(n) => sent = n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                conn.broken = true;
-                return Err(ClientError::ServerLost(e.to_string()));
-            }
-        }
-    }
-    to_server.extend_from_slice(bytes.get(sent..).unwrap_or_default());
-    Ok(())
-}
-
 /// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits
 /// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
 /// client's query; a cancel that never settles closes the server.
@@ -606,9 +566,6 @@ fn arm(timer: &mut std::pin::Pin<Box<Sleep>>, at: Instant) {
         timer.as_mut().reset(at);
     }
 }
-
-/// Size of one socket read.
-const READ_CHUNK: usize = 16 * 1024;
 
 #[allow(clippy::large_enum_variant)]
 enum Acquired {

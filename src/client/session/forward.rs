@@ -114,7 +114,7 @@ impl Session {
                 }
             }
             let out = splice(&self.cbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
-            super::send_to_server(conn, &mut self.to_server, out)?;
+            super::buffers::send_to_server(conn, &mut self.to_server, out)?;
             self.cbuf.advance(n);
         }
         if rewrite {
@@ -289,7 +289,7 @@ impl Session {
             tracing::info!(db = %self.login.db, user = %self.login.user, "cached plan went stale: re-preparing and retrying");
             self.extra.clear();
             self.stmts.retry(&name, conn, &mut self.extra);
-            super::send_to_server(conn, &mut self.to_server, &self.extra)?;
+            super::buffers::send_to_server(conn, &mut self.to_server, &self.extra)?;
         }
         if queries > 0 {
             self.login.registered.entry.ready(conn.tracker.status().as_byte());
