@@ -291,6 +291,7 @@ impl Shared {
         let server_user = settings.server.user.clone().unwrap_or_else(|| user.to_string());
         let connector = ServerConnector {
             target: settings.server.clone(),
+            tcp: config.general.tcp_options(),
             user: server_user.clone(),
             credentials: self.credentials(&server_user, &settings),
             check_query: Some(settings.server_check_query.clone()).filter(|q| !q.trim().is_empty()),

@@ -24,6 +24,9 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, p
     let _ = sock.set_nodelay(true);
     let config = shared.config();
     let general = &config.general;
+    if let Err(e) = crate::server::tcp::apply(&sock, &general.tcp_options()) {
+        tracing::debug!(%peer, error = %e, "could not set TCP options");
+    }
     let registration = shared.cancel.register();
     let mut buf = BytesMut::with_capacity(8192);
     let login = async {

@@ -228,6 +228,42 @@ pub struct General {
     /// Most bytes of statement names and texts one client may have pgsluice hold (54000 beyond).
     /// pgsluice only. Default 67108864 (64 MiB).
     pub max_client_prepared_bytes: usize,
+    /// TCP keepalive on client and server connections (OS timings unless set below). Default true.
+    /// Needs restart (applies to connections made after it), as do the four below.
+    pub tcp_keepalive: bool,
+    /// Seconds of idleness before the first keepalive probe; 0 = the OS default. Default 0.
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
+    pub tcp_keepidle: Duration,
+    /// Seconds between keepalive probes; 0 = the OS default. Default 0.
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
+    pub tcp_keepintvl: Duration,
+    /// Unanswered keepalive probes before the connection is dropped; 0 = the OS default. Default 0.
+    pub tcp_keepcnt: u32,
+    /// Milliseconds sent data may stay unacknowledged before the connection is dropped (TCP_USER_TIMEOUT);
+    /// 0 = the OS default. Default 0.
+    pub tcp_user_timeout: u64,
+}
+
+/// How pgsluice's TCP connections detect a dead peer (PgBouncer's tcp_* settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpOptions {
+    pub keepalive: bool,
+    pub keepidle: Duration,
+    pub keepintvl: Duration,
+    pub keepcnt: u32,
+    pub user_timeout: Duration,
+}
+
+impl General {
+    pub fn tcp_options(&self) -> TcpOptions {
+        TcpOptions {
+            keepalive: self.tcp_keepalive,
+            keepidle: self.tcp_keepidle,
+            keepintvl: self.tcp_keepintvl,
+            keepcnt: self.tcp_keepcnt,
+            user_timeout: Duration::from_millis(self.tcp_user_timeout),
+        }
+    }
 }
 
 /// The settings read only at startup (PgBouncer's "can be changed only at boot time"), listed once: the
@@ -251,7 +287,18 @@ macro_rules! restart_only {
         }
     };
 }
-restart_only!(listen_addr, listen_port, workers, so_reuseport, metrics_addr);
+restart_only!(
+    listen_addr,
+    listen_port,
+    workers,
+    so_reuseport,
+    metrics_addr,
+    tcp_keepalive,
+    tcp_keepidle,
+    tcp_keepintvl,
+    tcp_keepcnt,
+    tcp_user_timeout
+);
 
 impl General {
     /// Every `[pgsluice]` key, in declaration order.
@@ -316,6 +363,11 @@ impl Default for General {
             max_held_message_size: 4 << 20,
             max_client_prepared_statements: 10_000,
             max_client_prepared_bytes: 64 << 20,
+            tcp_keepalive: true,
+            tcp_keepidle: s(0),
+            tcp_keepintvl: s(0),
+            tcp_keepcnt: 0,
+            tcp_user_timeout: 0,
         }
     }
 }

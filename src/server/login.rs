@@ -15,10 +15,16 @@ use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
 
 /// Connects and logs in. The returned connection is idle (ReadyForQuery 'I' seen).
-pub async fn connect(target: &ServerTarget, user: &str, creds: &Credentials) -> Result<ServerConn, ServerError> {
+pub async fn connect(
+    target: &ServerTarget,
+    user: &str,
+    creds: &Credentials,
+    tcp: &crate::config::TcpOptions,
+) -> Result<ServerConn, ServerError> {
     let addr_text = format!("{}:{}", target.host, target.port);
     let stream = TcpStream::connect(&addr_text).await.map_err(|e| ServerError::connect_failed(&addr_text, &e))?;
     stream.set_nodelay(true)?;
+    super::tcp::apply(&stream, tcp)?;
     let addr = stream.peer_addr()?;
     let now = Instant::now();
     let mut conn = ServerConn {

@@ -5,6 +5,7 @@
 mod login;
 pub mod replies;
 pub mod statements;
+pub mod tcp;
 pub mod tracker;
 
 use std::net::SocketAddr;
@@ -299,6 +300,8 @@ impl Poolable for ServerConn {
 /// Everything needed to open connections for one pool.
 pub struct ServerConnector {
     pub target: ServerTarget,
+    /// Keepalive and TCP_USER_TIMEOUT for its connections.
+    pub tcp: crate::config::TcpOptions,
     /// The server-side user name.
     pub user: String,
     pub credentials: Arc<Mutex<Credentials>>,
@@ -319,7 +322,7 @@ impl Connect for ServerConnector {
 
     async fn connect(&self) -> Result<ServerConn, ServerError> {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
-        let mut conn = login::connect(&self.target, &self.user, &creds).await?;
+        let mut conn = login::connect(&self.target, &self.user, &creds, &self.tcp).await?;
         conn.check_query = self.check_query.clone();
         if let Some((registry, db)) = &self.registry {
             let local = conn.stream.local_addr().ok();
