@@ -37,6 +37,9 @@ pub struct PoolEntry {
     pub auto: bool,
 }
 
+/// The bound on pgsluice's own statements when server_connect_timeout is 0 (off).
+const NO_ANSWER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why there is no pool for a (database, user).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoPool {
@@ -295,6 +298,7 @@ impl Shared {
             user: server_user.clone(),
             credentials: self.credentials(&server_user, &settings),
             check_query: Some(settings.server_check_query.clone()).filter(|q| !q.trim().is_empty()),
+            internal_timeout: Some(settings.server_connect_timeout).filter(|t| !t.is_zero()).unwrap_or(NO_ANSWER),
             welcome: Mutex::new(None),
             registry: Some((self.server_registry.clone(), db.to_string())),
         };

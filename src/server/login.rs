@@ -39,6 +39,7 @@ pub async fn connect(
         last_used: now,
         broken: false,
         check_query: None,
+        internal_timeout: std::time::Duration::from_secs(15),
         reported: Vec::new(),
         synced_fingerprint: 0,
         replies: Default::default(),

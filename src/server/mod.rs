@@ -101,6 +101,8 @@ pub struct ServerConn {
     /// Set when pgsluice can no longer tell what state the server is in.
     pub broken: bool,
     pub(crate) check_query: Option<String>,
+    /// How long pgsluice waits for the answer to a statement of its own (server_connect_timeout).
+    pub(crate) internal_timeout: std::time::Duration,
     /// Names PostgreSQL reported at login (GUC_REPORT parameters).
     pub(crate) reported: Vec<String>,
     /// Fingerprint of the client parameters this server was last made to match; 0 = unknown.
@@ -207,7 +209,14 @@ impl ServerConn {
         if let Some(e) = &entry {
             e.set_tested(true, ServerState::Idle);
         }
-        let result = self.run_internal_query(sql).await;
+        // Bounded: a server that stops answering pgsluice's own statements is closed, not waited on.
+        let result = match tokio::time::timeout(self.internal_timeout, self.run_internal_query(sql)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.broken = true;
+                Err(ServerError::Io(format!("no answer to {sql:?} within {:?}", self.internal_timeout)))
+            }
+        };
         if let (Some(e), Some(before)) = (&entry, before) {
             e.set_tested(false, before);
         }
@@ -306,6 +315,8 @@ pub struct ServerConnector {
     pub user: String,
     pub credentials: Arc<Mutex<Credentials>>,
     pub check_query: Option<String>,
+    /// Bound on pgsluice's own statements (reset, check, parameter sync) on its connections.
+    pub internal_timeout: std::time::Duration,
     /// ParameterStatus values of the first login, sent to clients at their login.
     pub welcome: Mutex<Option<Vec<(String, String)>>>,
     /// Where new connections are listed, under this client-visible database name.
@@ -324,6 +335,7 @@ impl Connect for ServerConnector {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
         let mut conn = login::connect(&self.target, &self.user, &creds, &self.tcp).await?;
         conn.check_query = self.check_query.clone();
+        conn.internal_timeout = self.internal_timeout;
         if let Some((registry, db)) = &self.registry {
             let local = conn.stream.local_addr().ok();
             conn.registered = Some(registry.register(db, &self.user, conn.addr, local, conn.pid));

@@ -1,5 +1,6 @@
-//! PgBouncer's tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt and tcp_user_timeout are set on
-//! pgsluice's client and server connections: seen from the kernel with `ss` (iproute2).
+//! Dead and frozen peers: PgBouncer's tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt and
+//! tcp_user_timeout are set on pgsluice's client and server connections (seen from the kernel with `ss`,
+//! iproute2), and pgsluice's own statements on a server are bounded in time.
 
 mod common;
 
@@ -48,4 +49,31 @@ async fn keepalive_timings_apply_to_client_and_server_connections() {
     for t in client_side.iter().chain(&server_side) {
         assert!(seconds(t) <= 7.0, "keepalive timer {t} (client side {client_side:?}, server side {server_side:?})");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_does_not_hold_pgsluices_own_check_query_forever() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .pool_size(1)
+        .general("server_check_delay", "0")
+        .general("server_connect_timeout", "2")
+        .query_wait_timeout(20.0)
+        .start()
+        .await;
+    let a = px.client("trust_user", "", "app").await;
+    let frozen = scalar(&a, "select pg_backend_pid()::text").await;
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &frozen]).status().map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "kill {sig} {frozen}");
+    };
+    signal("-STOP");
+    // The next checkout runs server_check_query on the frozen backend: it is given up after
+    // server_connect_timeout and a new server is opened for the client.
+    let started = std::time::Instant::now();
+    let answer = scalar(&a, "select pg_backend_pid()::text").await;
+    signal("-CONT");
+    assert_ne!(answer, frozen, "served by a new server");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
 }
