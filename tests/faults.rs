@@ -348,10 +348,13 @@ async fn client_one_byte_per_write_is_served_exactly_without_statement_tracking(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "pgsluice bug: in transaction mode with max_prepared_statements > 0, a client message pgsluice \
-            reads whole (Query, Parse, Bind...) that arrives in pieces, header before body, is never answered: \
-            Session::forward_client (src/client/session/forward.rs) forwards nothing, finds the server still \
-            clean and releases it at once, and on_idle (src/client/session.rs), seeing a header in cbuf with \
-            held_len() 0, acquires again without waiting for the body"]
+            reads whole (Query, Parse, Bind...) whose header arrives before its body is never answered, and \
+            the session spins (half a core) forever, even after its client has gone: on_idle \
+            (src/client/session.rs) sees a header in cbuf and calls acquire(), whose select takes the idle \
+            server before its client-read arm ever fires (tokio's coop budget keeps that read Pending while \
+            the pool's acquire, touching no tokio resource, stays Ready, and the task never yields); \
+            forward_client (src/client/session/forward.rs) forwards 0 bytes of the partial message, finds \
+            the server clean and releases it; and round again, cbuf never read"]
 async fn client_one_byte_per_write_is_served_exactly() {
     one_byte_client_is_served_exactly(&[]).await;
 }
