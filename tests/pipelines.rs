@@ -195,3 +195,21 @@ async fn random_pipelines_over_an_evicting_cache_return_every_result_right() {
     let n: i64 = scalar(&c, "select count(*) from pg_prepared_statements").await.parse().unwrap();
     assert!(n <= 66, "a server holds {n} statements");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_idle_after_flush_without_sync_is_cut_by_idle_transaction_timeout() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).general("idle_transaction_timeout", "1").start().await;
+    let (mut a, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    a.send(&[parse("", "select 1"), bind("", "", &[]), execute("", 0), flush()].concat()).await;
+    for want in [b'1', b'2', b'D', b'C'] {
+        assert_eq!(a.read_message(Duration::from_secs(5)).await.map(|m| m.0), Some(want));
+    }
+    // A holds the only server with an unsynced pipeline and goes silent: cut, as idle in a transaction.
+    let b = px.client("trust_user", "", "app").await;
+    let started = std::time::Instant::now();
+    assert_eq!(scalar(&b, "select 'b'").await, "b");
+    assert!(started.elapsed() < Duration::from_secs(10), "B waited {:?}", started.elapsed());
+    let (tag, body) = a.read_message(Duration::from_secs(5)).await.expect("A is told");
+    assert_eq!((tag, common::wire::error_fields(&body)[&'C'].as_str()), (b'E', "25P03"));
+}

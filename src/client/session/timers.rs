@@ -36,8 +36,12 @@ impl Session {
             let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
             consider(wait, started, Timer::Query);
         }
-        if conn.tracker.in_transaction() {
-            if !conn.tracker.busy() {
+        // Extended messages without a Sync, all answered, and the client silent: as idle in a transaction
+        // (the server stays pinned until a Sync). Only known when replies are tracked (rewriting on).
+        let idle_unsynced =
+            self.stmts.enabled() && conn.tracker.busy() && conn.tracker.outstanding() == 0 && conn.replies.is_empty();
+        if conn.tracker.in_transaction() || idle_unsynced {
+            if !conn.tracker.busy() || idle_unsynced {
                 consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
                 if !active.leak_warned {
                     consider(s.idle_transaction_warn, active.last_client_activity, Timer::IdleTransactionWarn);
