@@ -77,3 +77,44 @@ async fn a_frozen_server_does_not_hold_pgsluices_own_check_query_forever() {
     assert_ne!(answer, frozen, "served by a new server");
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_that_stops_taking_a_clients_copy_is_given_up_after_server_send_timeout() {
+    use common::wire::{RawConn, error_fields, fe};
+    use std::time::Duration;
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    admin.batch_execute("create table copy_f(t text); grant all on copy_f to public").await.unwrap();
+    let px = Proxy::builder(&pg).auth_type("trust").pool_size(2).general("server_send_timeout", "2").start().await;
+    let (mut c, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    c.send(&fe::query("copy copy_f from stdin")).await;
+    assert_eq!(c.read_message(Duration::from_secs(10)).await.map(|m| m.0), Some(b'G'));
+    let q = "select pid from pg_stat_activity where query like 'copy copy_f%'";
+    let pid: i32 = admin.query_one(q, &[]).await.unwrap().get(0);
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    signal("-STOP");
+    // 64 MB of rows the frozen backend never reads: the kernel buffers fill, then pgsluice's queue.
+    let (mut rd, mut wr) = c.split();
+    let writer = tokio::spawn(async move {
+        let chunk = fe::copy_data(&b"row\n".repeat(16 * 1024));
+        for _ in 0..1024 {
+            wr.send(&chunk).await;
+        }
+        wr
+    });
+    let started = std::time::Instant::now();
+    let code = loop {
+        match rd.read_message(Duration::from_secs(20)).await {
+            Some((b'E', body)) => break error_fields(&body)[&'C'].clone(),
+            Some(_) => {}
+            None => panic!("no error within 20 s"),
+        }
+    };
+    signal("-CONT");
+    assert_eq!(code, "08006");
+    assert!(started.elapsed() < Duration::from_secs(15), "after {:?}", started.elapsed());
+    writer.abort();
+    // The other server of the pool serves the next client.
+    let other = px.client("trust_user", "", "app").await;
+    assert_eq!(scalar(&other, "select 'served'").await, "served");
+}

@@ -76,6 +76,8 @@ pub struct Session {
     /// while it goes on reading the server, so a client pipelining more than the socket buffers hold
     /// cannot deadlock pgsluice and PostgreSQL writing to each other.
     to_server: BytesMut,
+    /// When the server last took some of `to_server` (or it stopped being empty): server_send_timeout.
+    to_server_progress: Instant,
     state: State,
     login: LoggedIn,
     settings: Arc<PoolSettings>,
@@ -137,6 +139,7 @@ impl Session {
             client_scanner: FrameScanner::new(settings.max_packet_size),
             discarding: 0,
             to_server: BytesMut::new(),
+            to_server_progress: Instant::now(),
             state: State::Idle { since: Instant::now() },
             login,
             settings,
@@ -484,7 +487,10 @@ impl Session {
                         shrink(&mut self.to_server);
                         self.forward_client().await // what waited behind it, and maybe the release
                     }
-                    Ok(_) => Ok(Flow::Continue),
+                    Ok(_) => {
+                        self.to_server_progress = Instant::now();
+                        Ok(Flow::Continue)
+                    }
                 }
             }
             _ = &mut self.killed => {

@@ -172,6 +172,10 @@ pub struct General {
     /// before the client is dropped and its server closed; 0 = wait forever. pgsluice only. Default 60.
     #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub client_send_timeout: Duration,
+    /// Seconds a server may take no bytes of what pgsluice sends it (a frozen or overloaded server)
+    /// before the client gets 08006 and the server is closed; 0 = off. pgsluice only. Default 60.
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
+    pub server_send_timeout: Duration,
     /// trust | any | plain | md5 | scram-sha-256. Default md5.
     pub auth_type: AuthType,
     /// userlist.txt-format file; relative to the config file. Default none.
@@ -342,6 +346,7 @@ impl Default for General {
             client_login_timeout: s(60),
             cancel_wait_timeout: s(10),
             client_send_timeout: s(60),
+            server_send_timeout: s(60),
             auth_type: AuthType::Md5,
             auth_file: None,
             ignore_startup_parameters: Vec::new(),

@@ -114,7 +114,11 @@ impl Session {
                 }
             }
             let out = splice(&self.cbuf[..n], &self.edits, &self.extra, &mut self.wbuf);
+            let was_empty = self.to_server.is_empty();
             super::buffers::send_to_server(conn, &mut self.to_server, out)?;
+            if was_empty && !self.to_server.is_empty() {
+                self.to_server_progress = now;
+            }
             self.cbuf.advance(n);
         }
         if rewrite {
@@ -289,6 +293,9 @@ impl Session {
             tracing::info!(db = %self.login.db, user = %self.login.user, "cached plan went stale: re-preparing and retrying");
             self.extra.clear();
             self.stmts.retry(&name, conn, &mut self.extra);
+            if self.to_server.is_empty() {
+                self.to_server_progress = Instant::now();
+            }
             super::buffers::send_to_server(conn, &mut self.to_server, &self.extra)?;
         }
         if queries > 0 {

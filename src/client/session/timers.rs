@@ -16,6 +16,8 @@ pub(super) enum Timer {
     IdleTransactionWarn,
     Transaction,
     ClientIdle,
+    /// The server took none of the bytes queued for it for server_send_timeout.
+    ServerSend,
 }
 
 impl Session {
@@ -32,6 +34,9 @@ impl Session {
                 best = Some((from + d, t));
             }
         };
+        if !self.to_server.is_empty() {
+            consider(s.server_send_timeout, self.to_server_progress, Timer::ServerSend);
+        }
         if let Some(started) = active.request_started {
             let wait = if active.cancel_sent { self.cancel_wait.max(Duration::from_secs(1)) } else { s.query_timeout };
             consider(wait, started, Timer::Query);
@@ -94,6 +99,17 @@ impl Session {
             }
             Timer::Transaction => Err(ClientError::TransactionTimeout),
             Timer::ClientIdle => Err(ClientError::ClientIdleTimeout),
+            Timer::ServerSend => {
+                if let State::Active(active) = &mut self.state
+                    && let Some(conn) = active.lease.conn()
+                {
+                    conn.broken = true;
+                }
+                let waited = self.settings.server_send_timeout;
+                Err(ClientError::ServerLost(format!(
+                    "the server took nothing sent to it for {waited:?} (server_send_timeout)"
+                )))
+            }
         }
     }
 }
