@@ -142,10 +142,6 @@ async fn server_closing_inside_a_data_row_ends_the_query_with_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgsluice bug: src/client/session.rs Session::run writes its FATAL 08006 ErrorResponse after a server \
-            message it forwarded only in part (active.scanner.mid_message()), so the client reads the error's \
-            bytes as the rest of that DataRow and is handed a corrupted row; mid-message it must close without \
-            writing"]
 async fn a_server_lost_inside_a_data_row_never_hands_the_client_a_corrupted_row() {
     use futures_util::TryStreamExt;
     let pg = TestPg::start().await;
@@ -287,7 +283,7 @@ async fn server_blackhole_ends_in_57014_or_08006_within_the_timeouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_server_while_the_client_pushes_8_mb_gets_57014() {
+async fn frozen_server_while_the_client_pushes_16_mb_gets_57014() {
     let pg = TestPg::start().await;
     let fault = FaultProxy::start(pg.port()).await;
     let px = through(&pg, &fault)
@@ -300,7 +296,7 @@ async fn frozen_server_while_the_client_pushes_8_mb_gets_57014() {
     scalar(&a, "select 1").await;
     fault.set(Mode::Freeze);
     let others = transactions(px.port(), "direct", 30);
-    let big = "q".repeat(8 << 20);
+    let big = "q".repeat(16 << 20); // more than the socket buffers on the way hold
     let started = Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(15), a.query_one("select length($1::text)", &[&big])).await;
     let e = r.expect("the client got an answer, not a hang").expect_err("frozen");
@@ -347,14 +343,6 @@ async fn client_one_byte_per_write_is_served_exactly_without_statement_tracking(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgsluice bug: in transaction mode with max_prepared_statements > 0, a client message pgsluice \
-            reads whole (Query, Parse, Bind...) whose header arrives before its body is never answered, and \
-            the session spins (half a core) forever, even after its client has gone: on_idle \
-            (src/client/session.rs) sees a header in cbuf and calls acquire(), whose select takes the idle \
-            server before its client-read arm ever fires (tokio's coop budget keeps that read Pending while \
-            the pool's acquire, touching no tokio resource, stays Ready, and the task never yields); \
-            forward_client (src/client/session/forward.rs) forwards 0 bytes of the partial message, finds \
-            the server clean and releases it; and round again, cbuf never read"]
 async fn client_one_byte_per_write_is_served_exactly() {
     one_byte_client_is_served_exactly(&[]).await;
 }
