@@ -22,7 +22,7 @@ use super::prepared::{HeldLimits, Statements};
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
-use crate::protocol::frame::FrameScanner;
+use crate::protocol::frame::{FrameScanner, MAX_READ_BODY};
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
 use crate::server::{ServerConn, ServerConnector};
@@ -179,7 +179,10 @@ impl Session {
             if self.settings.log_pooler_errors {
                 tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
             }
-            if !matches!(e, ClientError::ClientSendTimeout) {
+            // Mid-way through a server message the client would read the error as the rest of it (a
+            // corrupted row): then the connection is only closed.
+            let mid_reply = matches!(&self.state, State::Active(a) if a.scanner.mid_message());
+            if !matches!(e, ClientError::ClientSendTimeout) && !mid_reply {
                 let mut out = BytesMut::new();
                 let pg = e.to_pg();
                 stats_pool.stats.count_error(pg.code.as_bytes());
@@ -233,8 +236,14 @@ impl Session {
             return Ok(Flow::Continue);
         };
         // Wait for a first message, or all of one the scanner holds whole, before taking a server.
+        // Enough of it to make progress: the size the scanner asked to hold, or the whole message up to the
+        // size it reads whole (it forwards nothing of a wanted message before that, and a server taken for
+        // nothing would go straight back, and round again, without the client ever being read).
         let held = self.client_scanner.held_len();
-        let header = crate::protocol::frame::read_header(&self.cbuf).filter(|_| self.cbuf.len() >= held);
+        let header = crate::protocol::frame::read_header(&self.cbuf).filter(|&(_, len)| {
+            let need = if held > 0 { held } else { len.saturating_add(1).min(5 + MAX_READ_BODY) };
+            self.cbuf.len() >= need
+        });
         let Some((tag, _)) = header else {
             ensure_room(&mut self.cbuf);
             let idle_timeout = self.settings.client_idle_timeout;
