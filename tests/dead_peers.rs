@@ -118,3 +118,36 @@ async fn a_frozen_server_that_stops_taking_a_clients_copy_is_given_up_after_serv
     let other = px.client("trust_user", "", "app").await;
     assert_eq!(scalar(&other, "select 'served'").await, "served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_kill_ends_a_client_whose_parameter_sync_waits_on_a_frozen_server() {
+    use common::console::{ADMIN, code};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .pool_size(1)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .general("server_connect_timeout", "30")
+        .start()
+        .await;
+    let x = px.client("trust_user", "", "app").await;
+    let frozen = scalar(&x, "select pg_backend_pid()::text").await;
+    drop(x);
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &frozen]).status().unwrap();
+    signal("-STOP");
+    // Y's application_name differs: pgsluice SETs it on the (frozen) server before Y's query.
+    let y = px.client_with("trust_user", "", "app", &[("application_name", "other")]).await;
+    let query = tokio::spawn(async move { y.simple_query("select 1").await.map(|_| ()) });
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    common::wait_for(std::time::Duration::from_secs(10), "Y's parameters being set on the server", || async {
+        let (cols, rows) = common::console::show(&console, "show pools").await;
+        rows.iter().any(|r| common::console::value(&cols, r, "sv_tested") == "1") // pgsluice's own SET
+    })
+    .await;
+    let started = std::time::Instant::now();
+    console.simple_query("kill app").await.unwrap();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), query).await.expect("Y ended").unwrap();
+    signal("-CONT");
+    assert_eq!(code(&e.expect_err("killed")).as_deref(), Some("57P01"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "after {:?}", started.elapsed());
+}
