@@ -1309,7 +1309,6 @@ async fn repro_login(port: u16) -> RawConn {
 /// error, pgsluice takes it back from the cache when the replies arrive (`apply_to`), but the second
 /// batch's Bind has gone out already: 26000, prepared statement does not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a pipelined batch after a failed one relies on a Parse the server skipped (26000)"]
 async fn pipelined_batch_after_an_error_finds_its_statement() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).general("max_prepared_statements", "1").start().await;
@@ -1330,7 +1329,6 @@ async fn pipelined_batch_after_an_error_finds_its_statement() {
 /// error, so the server still has it, but a batch pipelined behind it is rewritten from a cache that
 /// says it is gone, and pgsluice's Parse of it fails: 42P05, prepared statement already exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a pipelined batch after a failed one relies on an eviction the server skipped (42P05)"]
 async fn pipelined_batch_after_an_error_keeps_an_evicted_statement_usable() {
     let pg = TestPg::start().await;
     let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).general("max_prepared_statements", "1").start().await;

@@ -244,6 +244,11 @@ impl Session {
             let need = if held > 0 { held } else { len.saturating_add(1).min(5 + MAX_READ_BODY) };
             self.cbuf.len() >= need
         });
+        if let Some((tag, len)) = crate::protocol::frame::read_header(&self.cbuf)
+            && (len < 4 || len > self.settings.max_packet_size)
+        {
+            return Err(ClientError::Protocol(crate::protocol::ProtocolError::BadLength { tag, len }));
+        }
         let Some((tag, _)) = header else {
             ensure_room(&mut self.cbuf);
             let idle_timeout = self.settings.client_idle_timeout;

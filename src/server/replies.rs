@@ -96,6 +96,10 @@ impl Entry {
         Entry::Synth { reply, undo }
     }
 
+    fn changes_statements(&self) -> bool {
+        matches!(self, Entry::Pending { undo: Some(Undo::Parse(_) | Undo::Evicted(_)), .. })
+    }
+
     fn is_special(&self) -> bool {
         matches!(self, Entry::Synth { .. } | Entry::Pending { swallow: true, .. })
     }
@@ -162,6 +166,8 @@ pub struct ReplyQueue {
     entries: VecDeque<Entry>,
     /// Entries that are not plain pass-through (Synth, or swallowed).
     special: usize,
+    /// Entries that change which statements the server holds (a Parse, an eviction Close).
+    changes: usize,
     held_error: Option<PlanChanged>,
     /// The server failed a request whose batch's Sync has not been sent yet: it skips every request
     /// until that Sync, so those sent meanwhile are not queued (no reply comes, a synthesized one must
@@ -204,6 +210,9 @@ impl ReplyQueue {
         if entry.is_special() {
             self.special += 1;
         }
+        if entry.changes_statements() {
+            self.changes += 1;
+        }
         self.entries.push_back(entry);
     }
 
@@ -212,10 +221,31 @@ impl ReplyQueue {
         if e.is_special() {
             self.special -= 1;
         }
+        if e.changes_statements() {
+            self.changes -= 1;
+        }
         if self.entries.is_empty() && self.entries.capacity() > SHRINK_ABOVE {
             self.entries = VecDeque::new(); // a burst of pipelined requests leaves no lasting memory
         }
         Some(e)
+    }
+
+    /// A change to the server's statements (a Parse, an eviction Close) is not confirmed yet in a batch
+    /// already closed by its Sync. The server may still skip it (after an error earlier in that batch), so
+    /// the client's next batch must wait for those replies before it is rewritten: rewritten now, it would
+    /// count on a statement the server may never have, or miss one it still has.
+    pub fn unconfirmed_before_sync(&self) -> bool {
+        if self.changes == 0 {
+            return false; // nearly always
+        }
+        let mut change = false;
+        for e in &self.entries {
+            change |= e.changes_statements();
+            if change && matches!(e, Entry::Pending { request: Request::Sync, .. }) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Requests whose replies are still owed (what a pipelining client has in flight).

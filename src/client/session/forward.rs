@@ -64,7 +64,7 @@ impl Session {
                     terminate = true;
                     return Scan::StopBefore;
                 }
-                if conn.replies.len() >= MAX_QUEUED_REPLIES {
+                if conn.replies.len() >= MAX_QUEUED_REPLIES || (rewrite && conn.replies.unconfirmed_before_sync()) {
                     return Scan::StopBefore; // the rest waits until the server has answered more
                 }
                 if !messages::is_frontend_type(h.tag) {
@@ -319,7 +319,7 @@ impl Session {
         }
         // The server is clean, but it goes back only at a client message boundary: PostgreSQL is still
         // reading the rest of a message the client is halfway through sending.
-        let queue_drained = conn.replies.len() < MAX_QUEUED_REPLIES / 2;
+        let queue_drained = conn.replies.len() < MAX_QUEUED_REPLIES / 2 && !conn.replies.unconfirmed_before_sync();
         if release && !self.client_mid_message() {
             self.release_server().await;
         } else if !self.cbuf.is_empty() && queue_drained {
