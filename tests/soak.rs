@@ -866,10 +866,8 @@ async fn raw_flush(r: &mut Raw) -> OpResult {
 async fn raw_error_pipeline(r: &mut Raw) -> OpResult {
     let t: Vec<String> = (0..2).map(|_| r.tag()).collect();
     // The error skips the rest of its batch: the shared statement's Bind and Execute, and the Parse
-    // pgsluice adds for it where this server lacks it. The next batch is sent only once the error's
-    // ReadyForQuery is in: sent in the same write, it fails with 26000 (or 42P05), because pgsluice decides
-    // whether a batch needs a Parse (or a Close) before the earlier batch's outcome is known; see
-    // `pipelined_batch_after_an_error_*` below (ignored until that is fixed).
+    // pgsluice adds for it where this server lacks it. The next batch goes in the same write: it must
+    // still find the statement (see `pipelined_batch_after_an_error_*` below).
     let msgs = [
         parse("", "select 1/(random() * 0)::int4"),
         bind("", "", &[]),
@@ -877,11 +875,13 @@ async fn raw_error_pipeline(r: &mut Raw) -> OpResult {
         bind("", "soak_stmt", &[Some(t[0].as_bytes())]),
         execute("", 0),
         sync(),
+        bind("", "soak_stmt", &[Some(t[1].as_bytes())]),
+        execute("", 0),
+        sync(),
     ];
-    r.exchange("error mid-pipeline", &msgs, &w(&["1", "2", "E 22012", "Z I"])).await?;
-    let msgs = [bind("", "soak_stmt", &[Some(t[1].as_bytes())]), execute("", 0), sync()];
-    let want = w(&["2", &r.expected_shared(&t[1]), "C SELECT 1", "Z I"]);
-    r.exchange("after the error", &msgs, &want).await?;
+    let shared = r.expected_shared(&t[1]);
+    let want = w(&["1", "2", "E 22012", "Z I", "2", &shared, "C SELECT 1", "Z I"]);
+    r.exchange("error mid-pipeline, then the next batch", &msgs, &want).await?;
     Ok(After::Continue)
 }
 
