@@ -34,6 +34,7 @@ impl<'a> ServerSide<'a> {
 }
 
 mod names;
+mod sql;
 pub use names::HeldLimits;
 use names::{Names, names_a_pooled_statement, server_name_for};
 
@@ -506,57 +507,6 @@ impl Statements {
         });
         server.replies.push(Entry::synth(Bytes::from_static(CLOSE_COMPLETE), undo));
         Some(Edit::Replace(out.len()..out.len()))
-    }
-
-    /// DEALLOCATE and DISCARD ALL sent as SQL act on the client's names.
-    fn on_query(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
-        // Most queries are neither: decide on the first bytes without allocating.
-        let head = body.trim_ascii_start();
-        let starts = |w: &[u8]| head.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w));
-        if !starts(b"discard") && !starts(b"deallocate") {
-            return None;
-        }
-        let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
-        let words: Vec<String> =
-            sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let target = match words.as_slice() {
-            // Forwarded: once the server has run it (in whatever form: see `apply`), its statements and
-            // the client's names are gone. PostgreSQL may refuse it (inside a block), and then both stay.
-            ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => return None,
-            ["deallocate", name] | ["deallocate", "prepare", name] => name.trim_matches('"').to_string(),
-            _ => return None,
-        };
-        // One of the client's protocol-level statements: answered here. Any other name (a statement made
-        // with SQL PREPARE, or none) is PostgreSQL's to deallocate or to refuse.
-        self.by_name.remove(target.as_bytes())?;
-        let done = |b: &mut BytesMut| put_message(b, b'C', |m| messages::put_cstr(m, b"DEALLOCATE"));
-        Some(self.answer_query(synth(done), false, server, out))
-    }
-
-    /// Answers a simple Query with `reply` in pgsluice's place. A query goes to the server instead, so its
-    /// ReadyForQuery carries the server's real transaction status: an empty one, or (`fail`) one that
-    /// fails, so that an error fails a transaction block as PostgreSQL's own would.
-    fn answer_query(&mut self, reply: Entry, fail: bool, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
-        server.replies.push(reply);
-        let start = out.len();
-        let shadow: &[u8] = if fail { b"pgsluice: fail this query" } else { b";" };
-        put_message(out, b'Q', |b| messages::put_cstr(b, shadow));
-        server.replies.push(Entry::swallowed(Request::Shadow, None));
-        Edit::Replace(start..out.len())
-    }
-
-    /// A Query or Parse whose text names one of pgsluice's server-side statements: refused with 42501,
-    /// since running, replacing or deallocating one would reach into other clients' statements.
-    fn refuse_reserved_name(&mut self, tag: u8, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
-        let msg = "prepared statement names of the form pgsluice_<16 hex digits> are reserved by pgsluice";
-        let err = PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg);
-        if tag == b'P' {
-            return self.raise(err, server, out);
-        }
-        self.unnamed = Unnamed::None; // a simple Query drops the unnamed statement, failed or not
-        self.unnamed_here = true;
-        self.answer_query(synth(|b| err.encode(b)), true, server, out)
     }
 
     /// Applies what the server's replies showed: requests it never ran are taken back, newest first, and

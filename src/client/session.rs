@@ -16,6 +16,7 @@ use super::ClientError;
 
 mod buffers;
 mod forward;
+mod release;
 mod timers;
 use super::login::LoggedIn;
 use super::prepared::{HeldLimits, Statements};
@@ -29,6 +30,7 @@ use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
 use buffers::{MAX_TO_SERVER, ensure_room, shrink};
+use release::{close_if_mid_message, give_back, unlink};
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -539,47 +541,6 @@ impl Session {
         }
         self.detach();
     }
-}
-
-/// A server may change hands only at a whole-message boundary on both sides: with a client message
-/// partly forwarded (PostgreSQL would read the next client's bytes as its rest) or a server message partly
-/// passed on, it is closed instead.
-fn close_if_mid_message(lease: &mut ServerLease, client_mid_message: bool, server: &FrameScanner) {
-    if (client_mid_message || server.mid_message())
-        && let Some(conn) = lease.conn()
-    {
-        conn.broken = true;
-    }
-}
-
-/// Marks the lease's server as back in the pool in SHOW SERVERS.
-fn unlink(lease: &mut ServerLease) {
-    if let Some(conn) = lease.conn()
-        && let Some(r) = &conn.registered
-    {
-        r.entry.set_link(0, conn.statements.len());
-    }
-}
-
-/// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits
-/// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
-/// client's query; a cancel that never settles closes the server.
-fn give_back(lease: ServerLease, cancel_wait: Duration, stats: &Arc<crate::stats::PoolStats>) {
-    let Some(in_flight) = lease.conn_ref().map(|c| c.cancels.clone()).filter(|c| c.busy()) else {
-        lease.release();
-        return;
-    };
-    let limit = if cancel_wait.is_zero() { Duration::from_secs(10) } else { cancel_wait };
-    let stats = stats.clone();
-    stats.being_canceled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tokio::spawn(async move {
-        if tokio::time::timeout(limit, in_flight.settled()).await.is_ok() {
-            lease.release();
-        } else {
-            drop(lease); // closed
-        }
-        stats.being_canceled.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    });
 }
 
 /// A deadline past any real one (the timer of a session with no timeout configured).

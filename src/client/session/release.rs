@@ -1,0 +1,49 @@
+//! Handing a server back: closed when either side is mid-message, unlinked from its client in SHOW
+//! SERVERS, and held back while cancel requests for it are in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ServerLease;
+use crate::protocol::frame::FrameScanner;
+
+/// A server may change hands only at a whole-message boundary on both sides: with a client message
+/// partly forwarded (PostgreSQL would read the next client's bytes as its rest) or a server message partly
+/// passed on, it is closed instead.
+pub(super) fn close_if_mid_message(lease: &mut ServerLease, client_mid_message: bool, server: &FrameScanner) {
+    if (client_mid_message || server.mid_message())
+        && let Some(conn) = lease.conn()
+    {
+        conn.broken = true;
+    }
+}
+
+/// Marks the lease's server as back in the pool in SHOW SERVERS.
+pub(super) fn unlink(lease: &mut ServerLease) {
+    if let Some(conn) = lease.conn()
+        && let Some(r) = &conn.registered
+    {
+        r.entry.set_link(0, conn.statements.len());
+    }
+}
+
+/// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits
+/// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
+/// client's query; a cancel that never settles closes the server.
+pub(super) fn give_back(lease: ServerLease, cancel_wait: Duration, stats: &Arc<crate::stats::PoolStats>) {
+    let Some(in_flight) = lease.conn_ref().map(|c| c.cancels.clone()).filter(|c| c.busy()) else {
+        lease.release();
+        return;
+    };
+    let limit = if cancel_wait.is_zero() { Duration::from_secs(10) } else { cancel_wait };
+    let stats = stats.clone();
+    stats.being_canceled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async move {
+        if tokio::time::timeout(limit, in_flight.settled()).await.is_ok() {
+            lease.release();
+        } else {
+            drop(lease); // closed
+        }
+        stats.being_canceled.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    });
+}
