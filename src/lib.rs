@@ -2,12 +2,13 @@
 //!
 //! Layers (a module imports only from lower layers):
 //! ```text
-//! L0 protocol/ config/ stats/   leaf modules
+//! L0 protocol/ config/ stats/ run_state.rs   leaf modules
 //! L1 auth/ pool/                + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol
-//! L2 server/                    + L0-L1: connections to PostgreSQL
-//! L3 client/ admin/ cancel.rs   + L0-L2: the per-client session and the admin console
-//! L4 listener.rs metrics.rs     + L0-L3
-//! L5 supervisor.rs main.rs      wires everything
+//! L2 server/ cancel.rs          + L0-L1: connections to PostgreSQL, and cancel requests to them
+//! L3 shared.rs                  + L0-L2: the process's pools, limits, registries and running config
+//! L4 client/ admin/             + L0-L3: the per-client session and the admin console
+//! L5 listener.rs metrics.rs     + L0-L4
+//! L6 supervisor.rs bin/         wires everything
 //! ```
 pub mod admin;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod run_state;
 pub mod server;
 pub mod shared;
 pub mod stats;

@@ -62,7 +62,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        let down = *shared.run_state.borrow() != crate::supervisor::RunState::Running;
+        let down = *shared.run_state.borrow() != crate::run_state::RunState::Running;
         async move { Ok::<_, Infallible>(route(req, &shared, down).await) }
     });
     let io = hyper_util::rt::TokioIo::new(stream);

@@ -201,7 +201,7 @@ pub struct Shared {
     disabled: Mutex<HashSet<String>>,
     suspended: std::sync::atomic::AtomicBool,
     /// Running or draining; the supervisor acts on changes (the console's SHUTDOWN sets it).
-    pub run_state: tokio::sync::watch::Sender<crate::supervisor::RunState>,
+    pub run_state: tokio::sync::watch::Sender<crate::run_state::RunState>,
 }
 
 impl Shared {
@@ -226,7 +226,7 @@ impl Shared {
             paused: Mutex::default(),
             disabled: Mutex::default(),
             suspended: Default::default(),
-            run_state: tokio::sync::watch::Sender::new(crate::supervisor::RunState::Running),
+            run_state: tokio::sync::watch::Sender::new(crate::run_state::RunState::Running),
         })
     }
 
@@ -399,7 +399,24 @@ impl Shared {
     /// RELOAD / SIGHUP: re-reads the config file and the auth file. An invalid new config is rejected
     /// and the running one stays. Pools whose server changed are rebuilt (idle servers closed now, busy
     /// ones when released); the others keep their connections and take new limits at once.
-    pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigError> {
+    /// Returns the changed settings that only a restart applies; a bad file is logged and returned.
+    pub fn reload(&self) -> Result<Vec<&'static str>, String> {
+        match self.read_config_files() {
+            Ok(report) => {
+                for key in &report.needs_restart {
+                    tracing::warn!(setting = key, "changed setting needs a restart to take effect");
+                }
+                tracing::info!(rebuilt_pools = report.rebuilt, "configuration reloaded");
+                Ok(report.needs_restart)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed, keeping the running configuration");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn read_config_files(&self) -> Result<ReloadReport, crate::config::ConfigError> {
         let old = self.config();
         let new = if old.from_pgbouncer_ini {
             Config::load_pgbouncer_ini(&old.path).map(|(c, _)| c)?

@@ -10,6 +10,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::run_state::{RunState, ShutdownMode};
 use crate::shared::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,24 +19,6 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
-}
-
-/// How the process is winding down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownMode {
-    /// SHUTDOWN, or a second signal: every client gets 57P01 now.
-    Immediate,
-    /// SIGINT / SHUTDOWN WAIT_FOR_SERVERS: transactions in flight finish, then exit.
-    WaitForServers,
-    /// SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS: exit once every client has left.
-    WaitForClients,
-}
-
-/// The process's state, owned here and read by logins (new clients are refused while draining).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    Running,
-    Draining(ShutdownMode),
 }
 
 /// Binds the configured address and serves until shut down.
@@ -89,7 +72,7 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
         tokio::select! {
             _ = Signals::recv(&mut signals.hup) => {
                 tracing::info!("SIGHUP received, reloading");
-                let _ = reload(&shared);
+                let _ = shared.reload();
             }
             _ = Signals::recv(&mut signals.usr1) => {
                 tracing::info!("SIGUSR1: PAUSE");
@@ -224,25 +207,6 @@ async fn reap_auto_pools(shared: Weak<Shared>) {
         tokio::time::sleep(every).await;
         let Some(s) = shared.upgrade() else { return };
         s.reap_auto_pools(&mut seen);
-    }
-}
-
-/// RELOAD and SIGHUP: re-reads the config and auth files; a bad file is rejected with its error and
-/// the running config stays.
-/// Returns the changed settings that only a restart applies.
-pub fn reload(shared: &Shared) -> Result<Vec<&'static str>, String> {
-    match shared.reload() {
-        Ok(report) => {
-            for key in &report.needs_restart {
-                tracing::warn!(setting = key, "changed setting needs a restart to take effect");
-            }
-            tracing::info!(rebuilt_pools = report.rebuilt, "configuration reloaded");
-            Ok(report.needs_restart)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reload failed, keeping the running configuration");
-            Err(e.to_string())
-        }
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Done {
 
 pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<Done, PgError> {
     if verb == "RELOAD" {
-        let restart = crate::supervisor::reload(shared).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
+        let restart = shared.reload().map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
         let notices = restart
             .iter()
             .map(|key| PgError::notice(format!("{key} changed: restart pgsluice for it to take effect")))
@@ -100,7 +100,7 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
             Ok(verb.to_string())
         }
         "SHUTDOWN" => {
-            use crate::supervisor::{RunState, ShutdownMode};
+            use crate::run_state::{RunState, ShutdownMode};
             let mode = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
                 None => ShutdownMode::Immediate,
                 Some("WAIT_FOR_SERVERS") => ShutdownMode::WaitForServers,

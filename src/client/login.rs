@@ -216,7 +216,7 @@ pub async fn login(
     }
     // Draining: without SO_REUSEPORT the port stays open (for the console) and new clients are refused;
     // with it the listener is closed, so whoever got in before that is served.
-    if *shared.run_state.borrow() != crate::supervisor::RunState::Running && !config.general.so_reuseport {
+    if *shared.run_state.borrow() != crate::run_state::RunState::Running && !config.general.so_reuseport {
         return Err(ClientError::ShuttingDown);
     }
     // auth_type = any: the client's user name is ignored, the database entry's user logs in (and counts).
