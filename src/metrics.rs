@@ -218,6 +218,8 @@ pub fn gather(shared: &Arc<Shared>) -> Vec<MetricFamily> {
         f.histogram("pgsluice_query_duration_seconds", "Query durations.", &labels, s.query.snapshot());
     }
     f.gauge("pgsluice_clients", "Clients connected to pgsluice.", &[], &[], shared.client_count() as f64);
+    let held = shared.held_prepared.get() as f64;
+    f.gauge("pgsluice_prepared_bytes_held", "Bytes held for all clients' prepared statements.", &[], &[], held);
     f.into_vec()
 }
 

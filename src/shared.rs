@@ -187,6 +187,8 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Connections accepted and not yet logged in (bounded by max_pending_logins).
     pub pending_logins: Arc<PendingLogins>,
+    /// Bytes of all clients' prepared statements (bounded by max_total_prepared_bytes).
+    pub held_prepared: Arc<crate::stats::HeldBytes>,
     pub db_clients: Arc<ClientCounts>,
     pub user_clients: Arc<ClientCounts>,
     pub cancel: Arc<CancelRegistry>,
@@ -216,6 +218,7 @@ impl Shared {
             credentials: Mutex::default(),
             clients: AtomicUsize::new(0),
             pending_logins: Arc::default(),
+            held_prepared: Arc::default(),
             db_clients: Arc::default(),
             user_clients: Arc::default(),
             cancel: Arc::default(),

@@ -142,3 +142,47 @@ async fn a_million_pipelined_syncs_never_read_are_held_back_then_dropped() {
     assert!(peak < MAX_PROXY_MIB, "pgsluice peaked at {peak} MiB");
     eprintln!("1,000,000 Syncs never read: dropped; pgsluice peak RSS {peak} MiB");
 }
+
+/// Parses named statements of about 10 KiB each until one is refused; how many went in, and the code.
+async fn parse_until_refused(c: &mut RawConn, prefix: &str, most: usize) -> (usize, Vec<String>) {
+    let text = format!("select 1 -- {}", "p".repeat(10 << 10));
+    let mut batch = Vec::new();
+    for i in 0..most {
+        batch.extend(fe::parse(&format!("{prefix}{i}"), &text));
+    }
+    batch.extend(fe::sync());
+    c.send(&batch).await;
+    let (codes, parsed) = answer_codes(c).await;
+    (parsed, codes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_clients_together_hold_no_more_than_max_total_prepared_bytes() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).auth_type("trust").general("max_total_prepared_bytes", "102400").start().await;
+    let (mut a, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    let (mut b, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
+    // 100 KiB holds nine statements of 10 KiB and a bit, whoever parses them.
+    let (parsed, codes) = parse_until_refused(&mut a, "a", 6).await;
+    assert_eq!((parsed, codes.as_slice()), (6, &[][..]));
+    let (parsed, codes) = parse_until_refused(&mut b, "b", 6).await;
+    assert_eq!((parsed, codes.as_slice()), (3, &["53200".to_string()][..]), "b got what a left");
+    // Closing statements gives their bytes back to everybody.
+    a.send(&[fe::close(b'S', "a0"), fe::close(b'S', "a1"), fe::sync()].concat()).await;
+    assert_eq!(answer_codes(&mut a).await, (vec![], 2));
+    let (parsed, codes) = parse_until_refused(&mut b, "c", 3).await;
+    assert_eq!((parsed, codes.as_slice()), (2, &["53200".to_string()][..]));
+    // So does leaving: a's four statements are free for b once a is gone.
+    drop(a);
+    let until = std::time::Instant::now() + SECS;
+    for i in 0.. {
+        let (parsed, codes) = parse_until_refused(&mut b, &format!("d{i}_"), 1).await;
+        if parsed == 1 && codes.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "a's statements were not released: {codes:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing else is refused meanwhile: clients without named statements are served.
+    still_served(&px).await;
+}

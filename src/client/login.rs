@@ -31,6 +31,8 @@ pub struct LoggedIn {
     pub pool: Arc<PoolEntry>,
     pub params: ClientParams,
     pub registered: crate::stats::clients::Registered,
+    /// The process's count of bytes held for prepared statements (`Shared::held_prepared`).
+    pub held_prepared: Arc<crate::stats::HeldBytes>,
     pub _db_guard: ClientCountGuard,
     pub _user_guard: ClientCountGuard,
 }
@@ -291,7 +293,17 @@ pub async fn login(
     sock.write_all(&out).await?;
     let app = params.get("application_name").unwrap_or_default().to_string();
     let registered = shared.client_registry.register(&db, &user, peer, sock.local_addr().ok(), &app);
-    Ok(Login::Pooled(LoggedIn { db, user, pool, params, registered, _db_guard: db_guard, _user_guard: user_guard }))
+    let held_prepared = shared.held_prepared.clone();
+    Ok(Login::Pooled(LoggedIn {
+        db,
+        user,
+        pool,
+        params,
+        registered,
+        held_prepared,
+        _db_guard: db_guard,
+        _user_guard: user_guard,
+    }))
 }
 
 /// The pool's server parameters, connecting once if no server has been seen yet (this also proves

@@ -158,8 +158,12 @@ impl Statements {
         self.max > 0
     }
 
-    pub fn set_limits(&mut self, limits: HeldLimits) {
+    /// The client's limits, and the process's count of held bytes that `limits.total` bounds.
+    pub fn set_limits(&mut self, limits: HeldLimits, total: Arc<crate::stats::HeldBytes>) {
         self.limits = limits;
+        self.by_name.total.sub(self.by_name.bytes);
+        total.add(self.by_name.bytes);
+        self.by_name.total = total;
     }
 
     /// Moves the prepared-statement counts into `totals`.
@@ -423,6 +427,9 @@ impl Statements {
         if let Some(msg) = self.over_limits(name.len() + rest.len()) {
             return Some(self.raise(PgError::error(SqlState::PROGRAM_LIMIT_EXCEEDED, msg), server, out));
         }
+        if let Some(msg) = self.over_total(name.len() + rest.len()) {
+            return Some(self.raise(PgError::error(SqlState::OUT_OF_MEMORY, msg), server, out));
+        }
         let start = out.len();
         self.counts.client_parse += 1;
         let server_name = server_name_for(rest, self.epoch.load(Ordering::Relaxed));
@@ -447,6 +454,13 @@ impl Statements {
             return Some(format!("prepared statements too large ({} bytes; max_client_prepared_bytes)", l.bytes));
         }
         None
+    }
+
+    /// Whether one more statement of `size` bytes would pass what all clients together may hold.
+    fn over_total(&self, size: usize) -> Option<String> {
+        let total = self.limits.total;
+        (self.by_name.total.get() + size > total)
+            .then(|| format!("prepared statements of all clients too large ({total} bytes; max_total_prepared_bytes)"))
     }
 
     /// `first`: the first Bind of its batch, which can be replayed if its cached plan went stale.

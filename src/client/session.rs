@@ -129,11 +129,13 @@ impl Session {
         let rewrite = settings.pool_mode != PoolMode::Session;
         let max = if rewrite { settings.max_prepared_statements } else { 0 };
         let mut stmts = Statements::new(max, login.pool.plan_epoch.clone());
-        stmts.set_limits(HeldLimits {
+        let limits = HeldLimits {
             message: settings.max_held_message_size,
             statements: settings.max_client_prepared_statements,
             bytes: settings.max_client_prepared_bytes,
-        });
+            total: settings.max_total_prepared_bytes,
+        };
+        stmts.set_limits(limits, login.held_prepared.clone());
         let kill = login.registered.entry.kill.clone();
         Session {
             sock,

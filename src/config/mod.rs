@@ -232,6 +232,9 @@ pub struct General {
     /// Most bytes of statement names and texts one client may have pgsluice hold (54000 beyond).
     /// pgsluice only. Default 67108864 (64 MiB).
     pub max_client_prepared_bytes: usize,
+    /// Most bytes of statement names and texts all clients together may have pgsluice hold; a Parse past
+    /// it gets 53200 (out of memory). pgsluice only. Default 1073741824 (1 GiB).
+    pub max_total_prepared_bytes: usize,
     /// TCP keepalive on client and server connections (OS timings unless set below). Default true.
     /// Needs restart (applies to connections made after it), as do the four below.
     pub tcp_keepalive: bool,
@@ -368,6 +371,7 @@ impl Default for General {
             max_held_message_size: 4 << 20,
             max_client_prepared_statements: 10_000,
             max_client_prepared_bytes: 64 << 20,
+            max_total_prepared_bytes: 1 << 30,
             tcp_keepalive: true,
             tcp_keepidle: s(0),
             tcp_keepintvl: s(0),

@@ -52,6 +52,7 @@ pub struct PoolSettings {
     pub max_held_message_size: usize,
     pub max_client_prepared_statements: usize,
     pub max_client_prepared_bytes: usize,
+    pub max_total_prepared_bytes: usize,
     /// Log the errors pgsluice itself sends to clients (PgBouncer: `log_pooler_errors`).
     pub log_pooler_errors: bool,
 }
@@ -110,6 +111,7 @@ impl Config {
             max_held_message_size: g.max_held_message_size.min(g.max_packet_size),
             max_client_prepared_statements: g.max_client_prepared_statements,
             max_client_prepared_bytes: g.max_client_prepared_bytes,
+            max_total_prepared_bytes: g.max_total_prepared_bytes,
             log_pooler_errors: g.log_pooler_errors,
         })
     }

@@ -33,6 +33,7 @@ impl SqlState {
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
+    pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,26 @@ pub mod registry;
 pub mod servers;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Bytes the process holds for its clients' prepared statements (names and texts), all clients
+/// together: sessions add and take back as statements come and go; max_total_prepared_bytes bounds it.
+#[derive(Debug, Default)]
+pub struct HeldBytes(AtomicUsize);
+
+impl HeldBytes {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn sub(&self, n: usize) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+}
 
 /// Cumulative counters, PgBouncer's `total_*` figures (times in microseconds), in PgBouncer's order.
 /// The same shape holds PgBouncer's `avg_*` figures (see [`calc_average`]).

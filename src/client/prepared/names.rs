@@ -7,14 +7,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::stats::HeldBytes;
+
 use super::Statement;
 
 /// The client's named statements, with the bytes they hold (names and Parse bodies), which
-/// max_client_prepared_bytes bounds.
+/// max_client_prepared_bytes bounds, counted also in the process's total (max_total_prepared_bytes).
 #[derive(Debug, Default)]
 pub(super) struct Names {
     map: HashMap<Bytes, Arc<Statement>>,
     pub(super) bytes: usize,
+    pub(super) total: Arc<HeldBytes>,
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        self.total.sub(self.bytes);
+    }
 }
 
 impl Names {
@@ -28,14 +37,14 @@ impl Names {
         self.map.len()
     }
     pub(super) fn insert(&mut self, name: Bytes, stmt: Arc<Statement>) {
-        self.bytes += name.len() + stmt.rest.len();
+        self.charge(name.len() + stmt.rest.len());
         if let Some(old) = self.map.insert(name.clone(), stmt) {
-            self.bytes = self.bytes.saturating_sub(name.len() + old.rest.len());
+            self.release(name.len() + old.rest.len());
         }
     }
     pub(super) fn remove_entry(&mut self, name: &[u8]) -> Option<(Bytes, Arc<Statement>)> {
         let (name, stmt) = self.map.remove_entry(name)?;
-        self.bytes = self.bytes.saturating_sub(name.len() + stmt.rest.len());
+        self.release(name.len() + stmt.rest.len());
         Some((name, stmt))
     }
     pub(super) fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
@@ -43,7 +52,16 @@ impl Names {
     }
     pub(super) fn clear(&mut self) {
         self.map = HashMap::new(); // gives the memory back, however many names there were
-        self.bytes = 0;
+        self.release(self.bytes);
+    }
+    fn charge(&mut self, n: usize) {
+        self.bytes += n;
+        self.total.add(n);
+    }
+    fn release(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        self.bytes -= n;
+        self.total.sub(n);
     }
 }
 
@@ -56,11 +74,13 @@ pub struct HeldLimits {
     pub statements: usize,
     /// Most bytes of names and statement texts per client (max_client_prepared_bytes).
     pub bytes: usize,
+    /// Most bytes of names and statement texts of all clients together (max_total_prepared_bytes).
+    pub total: usize,
 }
 
 impl Default for HeldLimits {
     fn default() -> Self {
-        HeldLimits { message: 4 << 20, statements: 10_000, bytes: 64 << 20 }
+        HeldLimits { message: 4 << 20, statements: 10_000, bytes: 64 << 20, total: 1 << 30 }
     }
 }
 
