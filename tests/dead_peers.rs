@@ -151,3 +151,43 @@ async fn console_kill_ends_a_client_whose_parameter_sync_waits_on_a_frozen_serve
     assert_eq!(code(&e.expect_err("killed")).as_deref(), Some("57P01"));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "after {:?}", started.elapsed());
 }
+
+/// Backends running `pg_sleep` (other than the one asking).
+async fn sleeping_backends(pg: &TestPg) -> i64 {
+    let c = pg.admin_client().await;
+    let q = "select count(*) from pg_stat_activity where query like 'select pg_sleep%' and pid <> pg_backend_pid()";
+    c.query_one(q, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_query_has_its_query_canceled_not_left_running() {
+    use common::console::ADMIN;
+    use std::time::Duration;
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .pool_size(2)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .start()
+        .await;
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    for how in ["leaves", "is killed"] {
+        let (mut c, _, _) = common::wire::RawConn::login_with_key(px.port(), "trust_user", "app").await;
+        c.send(&common::wire::fe::query("select pg_sleep(60)")).await;
+        common::wait_for(Duration::from_secs(10), "the sleep to start", || async { sleeping_backends(&pg).await == 1 })
+            .await;
+        if how == "leaves" {
+            drop(c);
+        } else {
+            console.simple_query("kill app").await.unwrap();
+        }
+        // Without a cancel the backend would sleep on for a minute after its client is gone.
+        common::wait_for(Duration::from_secs(10), &format!("the sleep to end once the client {how}"), || async {
+            sleeping_backends(&pg).await == 0
+        })
+        .await;
+        console.simple_query("resume app").await.ok(); // KILL pauses the database, as in PgBouncer
+    }
+    let other = px.client("trust_user", "", "app").await;
+    assert_eq!(scalar(&other, "select 'served'").await, "served");
+}

@@ -30,7 +30,7 @@ use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
 use buffers::{MAX_TO_SERVER, ensure_room, shrink};
-use release::{close_if_mid_message, give_back, unlink};
+use release::{cancel_if_running, close_if_mid_message, give_back, unlink};
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -213,6 +213,7 @@ impl Session {
         self.count_transaction(active.tx_started);
         let mut lease = active.lease;
         close_if_mid_message(&mut lease, self.client_mid_message(), &active.scanner);
+        cancel_if_running(&mut lease, self.cancel_wait);
         unlink(&mut lease);
         let reset = self.settings.server_reset_query.trim().to_string();
         if let Some(conn) = lease.conn()

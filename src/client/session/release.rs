@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ServerLease;
+use crate::cancel::{CancelTarget, send_cancel};
+use crate::pool::Poolable;
 use crate::protocol::frame::FrameScanner;
 
 /// A server may change hands only at a whole-message boundary on both sides: with a client message
@@ -16,6 +18,23 @@ pub(super) fn close_if_mid_message(lease: &mut ServerLease, client_mid_message: 
     {
         conn.broken = true;
     }
+}
+
+/// The client left (or was killed) while its query runs silently on the server: a sleep, a lock wait, a
+/// long sort. Closing the socket alone would leave that backend working until the query ends (PostgreSQL
+/// notices a closed client only when it writes), so the query is canceled first, in the background and
+/// bounded by `cancel_wait`; the server is closed, not pooled. A server already sending is left alone:
+/// its next write fails once the socket is closed.
+pub(super) fn cancel_if_running(lease: &mut ServerLease, cancel_wait: Duration) {
+    let Some(conn) = lease.conn() else { return };
+    if conn.tracker.outstanding() == 0 || !conn.rbuf.is_empty() || !conn.is_alive() {
+        return;
+    }
+    conn.broken = true;
+    let target = CancelTarget::of(conn);
+    let in_flight = target.in_flight.start();
+    let wait = if cancel_wait.is_zero() { Duration::from_secs(10) } else { cancel_wait };
+    tokio::spawn(send_cancel(target, in_flight, wait));
 }
 
 /// Marks the lease's server as back in the pool in SHOW SERVERS.
