@@ -2,7 +2,7 @@
 //!
 //! Layers (a module imports only from lower layers):
 //! ```text
-//! L0 protocol/ config/ stats/ run_state.rs   leaf modules
+//! L0 protocol/ config/ stats/ run_state.rs sql.rs   leaf modules
 //! L1 auth/ pool/                + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol
 //! L2 server/ cancel.rs          + L0-L1: connections to PostgreSQL, and cancel requests to them
 //! L3 shared.rs                  + L0-L2: the process's pools, limits, registries and running config
@@ -22,5 +22,6 @@ pub mod protocol;
 pub mod run_state;
 pub mod server;
 pub mod shared;
+pub mod sql;
 pub mod stats;
 pub mod supervisor;

@@ -174,6 +174,14 @@ pub fn gather(shared: &Arc<Shared>) -> Vec<MetricFamily> {
             c.max_wait.as_secs_f64(),
         );
         f.gauge("pgsluice_pool_size", "Configured pool_size.", &labels, &[], entry.settings().pool_size as f64);
+        let pinned = s.session_state.pinned.load(Ordering::Relaxed) as f64;
+        f.gauge(
+            "pgsluice_pool_pinned_clients",
+            "Clients pinned to their server by session state.",
+            &labels,
+            &[],
+            pinned,
+        );
         let t = s.totals();
         for (name, help, v) in [
             ("pgsluice_transactions_total", "Transactions pooled.", t.xact_count),
@@ -190,6 +198,21 @@ pub fn gather(shared: &Arc<Shared>) -> Vec<MetricFamily> {
                 "pgsluice_acquire_timeouts_total",
                 "Waits for a server ended by query_wait_timeout.",
                 s.acquire_timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "pgsluice_session_pins_total",
+                "Times a client was pinned to its server by session state it made.",
+                s.session_state.pins.load(Ordering::Relaxed),
+            ),
+            (
+                "pgsluice_session_settings_applied_total",
+                "Times a client's session settings were applied to a server it landed on.",
+                s.session_state.settings_applied.load(Ordering::Relaxed),
+            ),
+            (
+                "pgsluice_session_state_refused_total",
+                "Statements refused by session_state = refuse.",
+                s.session_state.refused.load(Ordering::Relaxed),
             ),
         ] {
             f.counter(name, help, &labels, &[], v as f64);

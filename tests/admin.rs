@@ -144,7 +144,7 @@ async fn show_commands_have_pgbouncer_columns() {
              max_user_client_connections current_client_connections"
                 .into(),
         ),
-        ("SHOW CLIENTS", "ssssssisiTTiiississiiqq".into(), format!("{sockets} xact_us idle_in_xact_us")),
+        ("SHOW CLIENTS", "ssssssisiTTiiississiiqqs".into(), format!("{sockets} xact_us idle_in_xact_us pinned")),
         ("SHOW SERVERS", "ssssssisiTTiiississiiqq".into(), format!("{sockets} xact_us idle_in_xact_us")),
         ("SHOW CONFIG", "ssss".into(), "key value default changeable".into()),
         ("SHOW STATE", "ss".into(), "key value".into()),

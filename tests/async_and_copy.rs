@@ -180,8 +180,8 @@ async fn notifications_for_a_listening_server_never_reach_the_client_holding_it(
     assert_eq!(tags(&commit), "CAZ", "PostgreSQL delivers at COMMIT: {}", describe_all(&commit));
     drop(direct);
 
-    let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).start().await;
-    // A leaves its (only) server listening: in transaction mode LISTEN stays on the backend.
+    // session_state = leak: A leaves its (only) server listening, LISTEN staying on the backend.
+    let px = Proxy::builder(&pg).auth_type("trust").pool_size(1).general("session_state", "\"leak\"").start().await;
     let mut a = login(px.port(), &[]).await;
     assert_eq!(tags(&exchange(&mut a, &[query("listen ch")], Ready(1)).await), "CZ");
     let a_pid = raw_scalar(&mut a, "select pg_backend_pid()").await;

@@ -26,8 +26,8 @@ async fn show_clients_and_kill_client_and_kill() {
     a.read_until_ready().await;
     let (mut b, _, _) = RawConn::login_with_key(px.port(), "trust_user", "app").await;
     let (cols, rows) = show(&console, "show clients").await;
-    assert_eq!(cols.len(), 23, "PgBouncer's 21 columns, then xact_us and idle_in_xact_us");
-    assert_eq!(cols[20..], ["id", "xact_us", "idle_in_xact_us"]);
+    assert_eq!(cols.len(), 24, "PgBouncer's 21 columns, then xact_us, idle_in_xact_us and pinned");
+    assert_eq!(cols[20..], ["id", "xact_us", "idle_in_xact_us", "pinned"]);
     let states: Vec<String> = rows.iter().map(|r| value(&cols, r, "state")).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(states.contains(&"active".to_string()) && states.contains(&"idle".to_string()), "{states:?}");

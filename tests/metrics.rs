@@ -9,24 +9,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::pg::free_port;
-use common::{Proxy, TestPg, scalar};
+use common::{Proxy, TestPg, http_get as get, scalar};
 use pgsluice::metrics::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// A plain HTTP/1.1 GET: (status, body).
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to metrics");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
 
 /// Samples of the exposition format: "name{labels}" -> value. Panics on a malformed line.
 fn parse(text: &str) -> HashMap<String, f64> {

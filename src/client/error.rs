@@ -41,6 +41,9 @@ pub enum ClientError {
     PoolClosed(String),
     #[error("client_idle_timeout")]
     ClientIdleTimeout,
+    /// Idle while its session state (the reason) kept its server its own.
+    #[error("pinned_idle_timeout: idle while holding a server for its {0}")]
+    PinnedIdleTimeout(&'static str),
     #[error("pgsluice is shutting down")]
     ShuttingDown,
     #[error("database \"{0}\" is disabled")]
@@ -82,7 +85,7 @@ impl ClientError {
             E::Server(_) | E::ServerLost(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
             E::ServerProtocol(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
             E::PoolClosed(_) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
-            E::ClientIdleTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
+            E::ClientIdleTimeout | E::PinnedIdleTimeout(_) => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, msg),
             E::IdleTransactionTimeout => PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, msg),
             E::TransactionTimeout => PgError::fatal(SqlState::TRANSACTION_TIMEOUT, msg),
             E::QueryTimeout => PgError::fatal(SqlState::QUERY_CANCELED, msg),

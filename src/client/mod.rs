@@ -6,6 +6,7 @@ mod login;
 mod params;
 mod prepared;
 mod session;
+mod session_state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

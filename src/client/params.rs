@@ -152,7 +152,7 @@ fn is_plain_name(s: &str) -> bool {
 }
 
 /// Appends a SQL string literal (E'' form, escaping quotes and backslashes).
-fn push_literal(out: &mut String, v: &str) {
+pub(super) fn push_literal(out: &mut String, v: &str) {
     out.push_str("E'");
     for ch in v.chars() {
         match ch {

@@ -16,10 +16,12 @@ use super::ClientError;
 
 mod buffers;
 mod forward;
+mod isolation;
 mod release;
 mod timers;
 use super::login::LoggedIn;
 use super::prepared::{HeldLimits, Statements};
+use super::session_state::SessionState;
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
@@ -89,6 +91,8 @@ pub struct Session {
     cancel_wait: Duration,
     /// The client's prepared statement names (transaction and statement mode).
     stmts: Statements,
+    /// The client's session settings and what pins it to its server (`session_state`).
+    session_state: SessionState,
     /// Reused buffers for rewritten output: replacement bytes, edits, and the assembled write.
     extra: BytesMut,
     edits: Vec<Splice>,
@@ -136,6 +140,7 @@ impl Session {
             total: settings.max_total_prepared_bytes,
         };
         stmts.set_limits(limits, login.held_prepared.clone());
+        let session_state = SessionState::new(settings.session_state, settings.pool_mode);
         let kill = login.registered.entry.kill.clone();
         Session {
             sock,
@@ -151,6 +156,7 @@ impl Session {
             cancel,
             cancel_wait,
             stmts,
+            session_state,
             extra: BytesMut::new(),
             edits: Vec::new(),
             wbuf: BytesMut::new(),
@@ -216,13 +222,19 @@ impl Session {
         cancel_if_running(&mut lease, self.cancel_wait);
         unlink(&mut lease);
         let reset = self.settings.server_reset_query.trim().to_string();
+        let pinned = self.session_state.pin();
+        let isolating = pinned.is_some() || self.session_state.needs_check();
         if let Some(conn) = lease.conn()
             && conn.is_reusable()
-            && !reset.is_empty()
-            && conn.run_internal(&reset).await.is_err()
         {
-            conn.broken = true;
+            let clean = if isolating {
+                matches!(self.session_state.clean_after(conn, &self.login.params).await, Ok(true))
+            } else {
+                reset.is_empty() || conn.run_internal(&reset).await.is_ok()
+            };
+            conn.broken |= !clean;
         }
+        isolation::note_pin_change(&self.login, pinned, None);
         give_back(lease, self.cancel_wait, &self.login.pool.stats);
     }
 
@@ -402,6 +414,7 @@ impl Session {
             }
             self.login.params.after_sync(conn);
         }
+        self.sync_session_settings(conn).await?;
         conn.last_used = Instant::now();
         let client = &self.login.registered.entry;
         client.set_state(ClientState::Active, conn.pid);
@@ -532,6 +545,10 @@ impl Session {
 
     /// Transaction/statement end: optional reset, then back to the pool.
     async fn release_server(&mut self) {
+        // The session's state is read first: a pinned client keeps its server, and its state, unreset.
+        if self.keep_for_session_state().await {
+            return;
+        }
         if self.settings.server_reset_query_always {
             let reset = self.settings.server_reset_query.trim().to_string();
             if let State::Active(active) = &mut self.state

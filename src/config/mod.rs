@@ -36,6 +36,31 @@ impl PoolMode {
     }
 }
 
+/// What transaction and statement mode do with session state a client makes (`session_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatePolicy {
+    /// Each client keeps its own: session settings follow it from server to server, and state that
+    /// cannot (advisory locks, temporary tables, WITH HOLD cursors, LISTEN, SQL PREPARE) pins it to its
+    /// server until the state is gone.
+    #[default]
+    Isolate,
+    /// Statements that would make such state are refused (0A000) before anything runs.
+    Refuse,
+    /// PgBouncer's behaviour: the state stays on the server, for whichever client gets it next.
+    Leak,
+}
+
+impl SessionStatePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatePolicy::Isolate => "isolate",
+            SessionStatePolicy::Refuse => "refuse",
+            SessionStatePolicy::Leak => "leak",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum AuthType {
     #[serde(rename = "trust")]
@@ -97,6 +122,13 @@ pub struct General {
     pub listen_port: u16,
     /// session | transaction | statement. Default transaction.
     pub pool_mode: PoolMode,
+    /// isolate | refuse | leak: what transaction and statement mode do with a client's session state
+    /// (see README). pgsluice only. Default isolate.
+    pub session_state: SessionStatePolicy,
+    /// Seconds a client pinned to its server by session state may sit idle before it is disconnected
+    /// (FATAL 57P05) and its server cleaned; 0 = no limit. pgsluice only. Default 600.
+    #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
+    pub pinned_idle_timeout: Duration,
     /// Most client connections at once (53300 beyond). Default 100.
     pub max_client_conn: usize,
     /// Most connections still logging in (pgsluice only): beyond it the oldest is dropped, so a flood of
@@ -321,6 +353,8 @@ impl Default for General {
             listen_addr: "127.0.0.1".into(),
             listen_port: 6432,
             pool_mode: PoolMode::Transaction,
+            session_state: SessionStatePolicy::Isolate,
+            pinned_idle_timeout: s(600),
             max_client_conn: 100,
             max_pending_logins: 1000,
             autodb_idle_timeout: s(3600),
@@ -397,6 +431,7 @@ pub struct DatabaseConfig {
     pub reserve_pool_size: Option<usize>,
     pub max_db_connections: Option<usize>,
     pub pool_mode: Option<PoolMode>,
+    pub session_state: Option<SessionStatePolicy>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
 }
@@ -406,6 +441,7 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
+    pub session_state: Option<SessionStatePolicy>,
     pub max_user_connections: Option<usize>,
     pub pool_size: Option<usize>,
     #[serde(default, deserialize_with = "seconds_opt")]

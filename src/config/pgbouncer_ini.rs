@@ -11,6 +11,8 @@ const GENERAL: &[(&str, Kind)] = &[
     ("listen_addr", Kind::Str),
     ("listen_port", Kind::Int),
     ("pool_mode", Kind::Str),
+    ("session_state", Kind::Str),
+    ("pinned_idle_timeout", Kind::Num),
     ("max_client_conn", Kind::Int),
     ("default_pool_size", Kind::Int),
     ("min_pool_size", Kind::Int),
@@ -70,10 +72,12 @@ const DATABASE: &[(&str, &str, Kind)] = &[
     ("reserve_pool_size", "reserve_pool_size", Kind::Int),
     ("max_db_connections", "max_db_connections", Kind::Int),
     ("pool_mode", "pool_mode", Kind::Str),
+    ("session_state", "session_state", Kind::Str),
 ];
 
 const USER: &[(&str, Kind)] = &[
     ("pool_mode", Kind::Str),
+    ("session_state", Kind::Str),
     ("max_user_connections", Kind::Int),
     ("pool_size", Kind::Int),
     ("query_timeout", Kind::Num),

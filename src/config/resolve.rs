@@ -21,6 +21,8 @@ pub struct ServerTarget {
 pub struct PoolSettings {
     pub server: ServerTarget,
     pub pool_mode: PoolMode,
+    pub session_state: crate::config::SessionStatePolicy,
+    pub pinned_idle_timeout: Duration,
     pub pool_size: usize,
     pub min_pool_size: usize,
     pub reserve_pool_size: usize,
@@ -83,6 +85,8 @@ impl Config {
                 password: entry.password.clone(),
             },
             pool_mode: u.pool_mode.or(entry.pool_mode).unwrap_or(g.pool_mode),
+            session_state: u.session_state.or(entry.session_state).unwrap_or(g.session_state),
+            pinned_idle_timeout: g.pinned_idle_timeout,
             pool_size: u.pool_size.or(entry.pool_size).unwrap_or(g.default_pool_size),
             min_pool_size: entry.min_pool_size.unwrap_or(g.min_pool_size),
             reserve_pool_size: entry.reserve_pool_size.unwrap_or(g.reserve_pool_size),

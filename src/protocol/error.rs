@@ -60,23 +60,29 @@ pub struct PgError {
     /// SQLSTATE: one of ours, or a server's forwarded as it was.
     pub code: Cow<'static, str>,
     pub message: String,
+    /// The HINT field, if any.
+    pub hint: Option<&'static str>,
 }
 
 impl PgError {
     pub fn error(code: SqlState, message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Error, code: Cow::Borrowed(code.0), message: message.into() }
+        PgError { severity: Severity::Error, code: Cow::Borrowed(code.0), message: message.into(), hint: None }
     }
     pub fn fatal(code: SqlState, message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Fatal, code: Cow::Borrowed(code.0), message: message.into() }
+        PgError { severity: Severity::Fatal, code: Cow::Borrowed(code.0), message: message.into(), hint: None }
     }
     pub fn notice(message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Notice, code: Cow::Borrowed("00000"), message: message.into() }
+        PgError { severity: Severity::Notice, code: Cow::Borrowed("00000"), message: message.into(), hint: None }
     }
     /// A server's error passed on with its own SQLSTATE (anything not 5 characters becomes 08006).
     pub fn forwarded(severity: Severity, code: &str, message: impl Into<String>) -> Self {
         let code =
             if code.len() == 5 && code.is_ascii() { Cow::Owned(code.to_string()) } else { Cow::Borrowed("08006") };
-        PgError { severity, code, message: message.into() }
+        PgError { severity, code, message: message.into(), hint: None }
+    }
+    pub fn with_hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
     }
     pub fn is_fatal(&self) -> bool {
         self.severity == Severity::Fatal
@@ -86,8 +92,10 @@ impl PgError {
     pub fn encode(&self, out: &mut BytesMut) {
         let tag = if self.severity == Severity::Notice { b'N' } else { b'E' };
         let sev = self.severity.as_str();
-        let fields: [(u8, &str); 4] = [(b'S', sev), (b'V', sev), (b'C', &self.code), (b'M', &self.message)];
-        let len = 4 + 1 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>();
+        let hint = self.hint.map(|h| (b'H', h));
+        let base = [(b'S', sev), (b'V', sev), (b'C', &*self.code), (b'M', self.message.as_str())];
+        let fields = base.into_iter().chain(hint);
+        let len = 4 + 1 + fields.clone().map(|(_, v)| 2 + v.len()).sum::<usize>();
         out.put_u8(tag);
         out.put_u32(len as u32);
         for (k, v) in fields {

@@ -191,6 +191,25 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
     (sev, code, msg)
 }
 
+/// Body of a DataRow as text columns (NULL = `None`); `None` if the body is malformed.
+pub fn data_row_text(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut at = 2;
+    let mut cols = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            cols.push(None);
+            continue;
+        }
+        let v = body.get(at..at + len as usize)?;
+        at += len as usize;
+        cols.push(Some(String::from_utf8_lossy(v).into_owned()));
+    }
+    Some(cols)
+}
+
 /// Body of a ParameterStatus: (name, value).
 /// The SQLSTATE (`C` field) of an ErrorResponse or NoticeResponse body.
 pub fn error_code(body: &[u8]) -> Option<&[u8]> {

@@ -42,6 +42,8 @@ pub async fn connect(
         internal_timeout: std::time::Duration::from_secs(15),
         reported: Vec::new(),
         synced_fingerprint: 0,
+        session_settings: Vec::new(),
+        notifications: Default::default(),
         replies: Default::default(),
         statements: Default::default(),
         registered: None,

@@ -107,6 +107,12 @@ pub struct ServerConn {
     pub(crate) reported: Vec<String>,
     /// Fingerprint of the client parameters this server was last made to match; 0 = unknown.
     pub synced_fingerprint: u64,
+    /// Session settings (`pg_settings` source `session`, role, session authorization) pgsluice knows this
+    /// server has for its last client, besides the tracked parameters; sorted by name.
+    pub session_settings: Vec<(String, String)>,
+    /// NotificationResponses that arrived while pgsluice ran a statement of its own (whole messages, at
+    /// most 1 MiB): the session passes them on to a client the server belongs to, or drops them.
+    pub notifications: BytesMut,
     /// Replies owed while pgsluice rewrites prepared statements (empty otherwise).
     pub replies: replies::ReplyQueue,
     /// Statements prepared on this server under pgsluice's names.
@@ -204,13 +210,23 @@ impl ServerConn {
     /// Sends one simple query and reads until its ReadyForQuery, discarding results (tracking
     /// ParameterStatus). Used for reset, check and parameter-sync statements pgsluice sends itself.
     pub async fn run_internal(&mut self, sql: &str) -> Result<(), ServerError> {
+        self.query_internal(sql, None).await
+    }
+
+    /// As `run_internal`, also collecting the rows of its results (text columns, NULL as `None`) into
+    /// `rows`.
+    pub async fn query_internal(
+        &mut self,
+        sql: &str,
+        rows: Option<&mut Vec<Vec<Option<String>>>>,
+    ) -> Result<(), ServerError> {
         let entry = self.registered.as_ref().map(|r| r.entry.clone());
         let before = entry.as_ref().map(|e| e.state());
         if let Some(e) = &entry {
             e.set_tested(true, ServerState::Idle);
         }
         // Bounded: a server that stops answering pgsluice's own statements is closed, not waited on.
-        let result = match tokio::time::timeout(self.internal_timeout, self.run_internal_query(sql)).await {
+        let result = match tokio::time::timeout(self.internal_timeout, self.run_internal_query(sql, rows)).await {
             Ok(r) => r,
             Err(_) => {
                 self.broken = true;
@@ -223,7 +239,11 @@ impl ServerConn {
         result
     }
 
-    async fn run_internal_query(&mut self, sql: &str) -> Result<(), ServerError> {
+    async fn run_internal_query(
+        &mut self,
+        sql: &str,
+        mut rows: Option<&mut Vec<Vec<Option<String>>>>,
+    ) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.stream.write_all(&out).await?;
@@ -249,8 +269,24 @@ impl ServerConn {
                         self.set_param(n, v);
                     }
                 }
+                b'A' if self.notifications.len() + body.len() < 1 << 20 => {
+                    messages::put_message(&mut self.notifications, b'A', |m| m.extend_from_slice(&body));
+                }
+                b'D' => {
+                    if let Some(rows) = rows.as_deref_mut() {
+                        rows.push(
+                            messages::data_row_text(&body)
+                                .ok_or_else(|| ServerError::Protocol("bad DataRow".into()))?,
+                        );
+                    }
+                }
                 // A reset query such as DISCARD ALL drops every prepared statement on the server.
-                b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => self.statements.clear(),
+                b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
+                    self.statements.clear();
+                    if body.starts_with(b"DISCARD") {
+                        self.session_settings.clear();
+                    }
+                }
                 _ => {}
             }
         }

@@ -53,6 +53,8 @@ pub struct ClientEntry {
     tx_status: AtomicU8,
     /// Cancelled by KILL, KILL_CLIENT or shutdown: the session ends with 57P01.
     pub kill: CancellationToken,
+    /// Why the client holds its server between transactions (session state), if it does.
+    pin: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl ClientEntry {
@@ -98,6 +100,17 @@ impl ClientEntry {
         (in_xact, if idle_in_xact { now.saturating_sub(ready) } else { 0 })
     }
 
+    /// Set when the client is pinned to its server (with the reason) or unpinned; rare.
+    pub fn set_pin(&self, reason: Option<&'static str>) {
+        if let Ok(mut p) = self.pin.lock() {
+            *p = reason;
+        }
+    }
+
+    pub fn pin(&self) -> Option<&'static str> {
+        self.pin.lock().ok().and_then(|p| *p)
+    }
+
     pub fn server_pid(&self) -> u32 {
         self.server_pid.load(Ordering::Relaxed) as u32
     }
@@ -138,6 +151,7 @@ impl Registry<ClientEntry> {
             last_ready: AtomicU64::new(now),
             tx_status: AtomicU8::new(b'I'),
             kill: CancellationToken::new(),
+            pin: std::sync::Mutex::new(None),
         })
     }
 

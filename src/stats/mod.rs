@@ -13,6 +13,20 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// `session_state` events of one pool: events are counted as they happen (they are rare: a client
+/// pinned, settings applied to a server, a statement refused), `pinned` is a gauge.
+#[derive(Debug, Default)]
+pub struct SessionStateCounts {
+    /// Times a client was pinned to its server.
+    pub pins: AtomicU64,
+    /// Clients pinned now.
+    pub pinned: AtomicU64,
+    /// Times a client's session settings were applied to a server it landed on.
+    pub settings_applied: AtomicU64,
+    /// Statements refused by `session_state = refuse`.
+    pub refused: AtomicU64,
+}
+
 /// Bytes the process holds for its clients' prepared statements (names and texts), all clients
 /// together: sessions add and take back as statements come and go; max_total_prepared_bytes bounds it.
 #[derive(Debug, Default)]
@@ -232,6 +246,8 @@ pub struct PoolStats {
     pub acquire_timeouts: AtomicU64,
     /// Servers held out of the pool until the cancel requests sent to them are done (sv_being_canceled).
     pub being_canceled: AtomicU64,
+    /// What `session_state` did for the pool's clients.
+    pub session_state: SessionStateCounts,
     pub acquire_wait: Histo,
     pub xact: Histo,
     pub query: Histo,
@@ -250,6 +266,7 @@ impl Default for PoolStats {
                     clients: AtomicU64::new(0),
                     acquire_timeouts: AtomicU64::new(0),
                     being_canceled: AtomicU64::new(0),
+                    session_state: SessionStateCounts::default(),
                     acquire_wait: Histo::default(),
                     xact: Histo::default(),
                     query: Histo::default(),

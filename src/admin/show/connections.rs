@@ -26,9 +26,10 @@ fn timestamp(us: u64) -> String {
 }
 
 pub(super) fn clients(shared: &Arc<Shared>) -> Table {
-    // PgBouncer's columns, then pgsluice's: how long in the current transaction, and idle inside it.
+    // PgBouncer's columns, then pgsluice's: how long in the current transaction, idle inside it, and
+    // what session state pins the client to its server (empty when none).
     let mut columns = connection_columns();
-    columns.extend([("xact_us", INT8), ("idle_in_xact_us", INT8)]);
+    columns.extend([("xact_us", INT8), ("idle_in_xact_us", INT8), ("pinned", TEXT)]);
     let mut table = Table::new(&columns);
     let now = crate::stats::registry::now_us();
     // Each client's linked server: the one whose link names it.
@@ -63,6 +64,7 @@ pub(super) fn clients(shared: &Arc<Shared>) -> Table {
             i(c.id),
             q(xact_us),
             q(idle_in_xact_us),
+            t(c.pin().unwrap_or_default()),
         ]);
     }
     table

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use super::{Edit, ServerSide, Statements, Unnamed, synth};
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
+use crate::server::ServerConn;
 use crate::server::replies::{Entry, Request};
 
 impl Statements {
@@ -51,7 +52,17 @@ impl Statements {
     /// since running, replacing or deallocating one would reach into other clients' statements.
     pub(super) fn refuse_reserved_name(&mut self, tag: u8, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
         let msg = "prepared statement names of the form pgsluice_<16 hex digits> are reserved by pgsluice";
-        let err = PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg);
+        self.refuse_with(tag, PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg), server, out)
+    }
+
+    /// A Query or Parse (`tag`) refused with `err` as PostgreSQL refuses a statement: a Parse fails its
+    /// batch up to Sync, a Query fails as one statement would (a transaction block is aborted). `None`
+    /// while the rest of a failed batch is being skipped anyway.
+    pub fn refuse(&mut self, tag: u8, err: PgError, conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
+        (!self.skipping).then(|| self.refuse_with(tag, err, &mut ServerSide::of(conn), out))
+    }
+
+    fn refuse_with(&mut self, tag: u8, err: PgError, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
         if tag == b'P' {
             return self.raise(err, server, out);
         }

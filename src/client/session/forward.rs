@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{Flow, Insert, Session, Splice, State};
 use crate::client::ClientError;
 use crate::client::prepared::{Edit, Statements};
+use crate::client::session_state::put_raising_statement;
 use crate::config::PoolMode;
 use crate::pool::Poolable;
 use crate::protocol::frame::Header;
@@ -54,11 +55,19 @@ impl Session {
         let keep_query =
             !self.settings.log_slow_transaction.is_zero() || !self.settings.idle_transaction_warn.is_zero();
         let rewrite = stmts.enabled();
+        let state = &mut self.session_state;
+        let track = state.active();
+        let track_binds = state.wants_binds();
+        let backslash_quotes = self.login.params.get("standard_conforming_strings") == Some("off");
         extra.clear();
         edits.clear();
         let n = self.client_scanner.scan(
             &self.cbuf,
-            |t| (rewrite && Statements::wants_body(t)) || (keep_query && matches!(t, b'Q' | b'P' | b'B')),
+            |t| {
+                (rewrite && Statements::wants_body(t))
+                    || (keep_query && matches!(t, b'Q' | b'P' | b'B'))
+                    || (track && (matches!(t, b'Q' | b'P') || (t == b'B' && track_binds)))
+            },
             |h: Header<'_>| {
                 if h.tag == b'X' {
                     terminate = true;
@@ -78,7 +87,24 @@ impl Session {
                     };
                     remember_query(tx_query, h.tag, h.body, named);
                 }
-                let edit = if rewrite { stmts.on_message(&h, conn, extra) } else { Edit::Keep };
+                let refusal = if track { state.refusal(h.tag, h.body, backslash_quotes) } else { None };
+                if track && refusal.is_none() {
+                    state.on_client_message(h.tag, h.body);
+                }
+                let edit = match refusal {
+                    Some(err) if rewrite => match stmts.refuse(h.tag, err, conn, extra) {
+                        Some(edit) => edit,
+                        None => stmts.on_message(&h, conn, extra), // skipped with the rest of its batch
+                    },
+                    Some(err) => {
+                        let start = extra.len();
+                        let (name, params) = parse_name_and_params(h.body.unwrap_or_default());
+                        put_raising_statement(extra, h.tag, name, params, &err);
+                        Edit::Replace(start..extra.len())
+                    }
+                    None if rewrite => stmts.on_message(&h, conn, extra),
+                    None => Edit::Keep,
+                };
                 match edit {
                     Edit::Keep => conn.tracker.on_client(h.tag),
                     Edit::HoldWhole => return Scan::HoldWhole,
@@ -102,6 +128,11 @@ impl Session {
                 Scan::Continue
             },
         )?;
+        let refused = self.session_state.take_refused();
+        if refused > 0 {
+            let counts = &self.login.pool.stats.session_state;
+            counts.refused.fetch_add(refused, std::sync::atomic::Ordering::Relaxed);
+        }
         if n > 0 || !self.edits.is_empty() {
             let now = Instant::now();
             self.counted.totals.received += n as u64;
@@ -167,6 +198,10 @@ impl Session {
         let mut queries = 0u64;
         let mut went_stale = Vec::new();
         let stmts = &self.stmts;
+        let state = &mut self.session_state;
+        let track = state.active();
+        // A NOTIFY reaches the client only when the server is its own: session mode, or pinned by LISTEN.
+        let own_server = mode == PoolMode::Session || state.pin().is_some();
         let ServerConn { tracker, rbuf, replies, .. } = &mut *conn;
         let mut status_changes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut invalid = None;
@@ -177,7 +212,8 @@ impl Session {
                 t == b'Z'
                     || t == b'S'
                     || t == b'E' // counted by SQLSTATE class
-                    || (t == b'A' && mode != PoolMode::Session)
+                    || (t == b'A' && !own_server)
+                    || (t == b'C' && track)
                     || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
             },
             |h: Header<'_>| {
@@ -198,7 +234,8 @@ impl Session {
                     replies.take_due(&mut |b| edits.push(Splice { at: after, drop: 0, insert: Insert::Owned(b) }));
                 }
                 match (h.tag, h.body) {
-                    (b'A', Some(_)) if mode != PoolMode::Session => {
+                    (b'C', Some(body)) if track => state.on_command_complete(body),
+                    (b'A', Some(_)) if !own_server => {
                         // A NOTIFY for whichever client LISTENed on this server earlier: in transaction
                         // and statement mode it belongs to no current client, so it reaches none.
                         edits.push(Splice { at: h.offset, drop: 1 + h.len, insert: Insert::Extra(0..0) });
@@ -375,4 +412,12 @@ fn is_transaction_control(sql: &[u8]) -> bool {
     ["begin", "start transaction", "set ", "savepoint"]
         .iter()
         .any(|w| head.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w.as_bytes())))
+}
+
+/// A Parse body's statement name and what follows its text (the parameter types).
+fn parse_name_and_params(body: &[u8]) -> (&[u8], &[u8]) {
+    let Some(name_end) = memchr::memchr(0, body) else { return (&[], &[]) };
+    let rest = body.get(name_end + 1..).unwrap_or_default();
+    let params = memchr::memchr(0, rest).and_then(|i| rest.get(i + 1..)).unwrap_or_default();
+    (&body[..name_end], params)
 }

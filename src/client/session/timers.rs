@@ -16,6 +16,8 @@ pub(super) enum Timer {
     IdleTransactionWarn,
     Transaction,
     ClientIdle,
+    /// Pinned to its server by session state and idle: pinned_idle_timeout.
+    PinnedIdle,
     /// The server took none of the bytes queued for it for server_send_timeout.
     ServerSend,
 }
@@ -55,6 +57,9 @@ impl Session {
             consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
         } else if !conn.tracker.busy() {
             consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
+            if self.session_state.pin().is_some() {
+                consider(s.pinned_idle_timeout, active.last_client_activity, Timer::PinnedIdle);
+            }
         }
         best
     }
@@ -99,6 +104,10 @@ impl Session {
             }
             Timer::Transaction => Err(ClientError::TransactionTimeout),
             Timer::ClientIdle => Err(ClientError::ClientIdleTimeout),
+            Timer::PinnedIdle => {
+                let reason = self.session_state.pin().map_or("session state", |p| p.as_str());
+                Err(ClientError::PinnedIdleTimeout(reason))
+            }
             Timer::ServerSend => {
                 if let State::Active(active) = &mut self.state
                     && let Some(conn) = active.lease.conn()

@@ -1,0 +1,78 @@
+//! `session_state` at the session's edges: the check before a server goes back, the settings sync when
+//! one is attached (see `client::session_state`).
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Session, State};
+use crate::client::ClientError;
+use crate::client::login::LoggedIn;
+use crate::client::session_state::Pin;
+use crate::server::ServerConn;
+
+impl Session {
+    /// At a clean ReadyForQuery: checks the server if the transaction may have touched session state.
+    /// True when the client is pinned and keeps its server.
+    pub(super) async fn keep_for_session_state(&mut self) -> bool {
+        let State::Active(active) = &mut self.state else { return false };
+        let Some(conn) = active.lease.conn() else { return false };
+        if self.session_state.needs_check() {
+            let was = self.session_state.pin();
+            // Bounded by server_connect_timeout (see run_internal); a server that fails it is closed.
+            if self.session_state.check(conn, &self.login.params).await.is_err() {
+                conn.broken = true;
+                return false;
+            }
+            note_pin_change(&self.login, was, self.session_state.pin());
+        }
+        let notifications = std::mem::take(&mut conn.notifications);
+        let pinned = self.session_state.pin().is_some();
+        if pinned && !notifications.is_empty() {
+            // Those that came during the check are the listener's; a client not reading is bounded.
+            let limit = Some(self.settings.client_send_timeout).filter(|t| !t.is_zero());
+            let write = self.sock.write_all(&notifications);
+            let _ = tokio::time::timeout(limit.unwrap_or(std::time::Duration::from_secs(5)), write).await;
+        }
+        pinned
+    }
+
+    /// Makes a newly attached server's session settings the client's.
+    pub(super) async fn sync_session_settings(&mut self, conn: &mut ServerConn) -> Result<(), ClientError> {
+        conn.notifications.clear(); // for an earlier client, whom they no longer reach
+        let Some(sql) = self.session_state.sync_sql(conn) else { return Ok(()) };
+        let synced = tokio::select! {
+            r = conn.run_internal(&sql) => r.map_err(ClientError::Server),
+            _ = &mut self.killed => Err(ClientError::Killed),
+        };
+        if let Err(e) = synced {
+            conn.broken = true;
+            return Err(e);
+        }
+        self.session_state.after_sync(conn);
+        self.login.pool.stats.session_state.settings_applied.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Counts, shows and logs a change of the client's pin (`was` to `now`).
+pub(super) fn note_pin_change(login: &LoggedIn, was: Option<Pin>, now: Option<Pin>) {
+    if was == now {
+        return;
+    }
+    let counts = &login.pool.stats.session_state;
+    let (db, user) = (&login.db, &login.user);
+    match (was, now) {
+        (None, Some(pin)) => {
+            counts.pins.fetch_add(1, Ordering::Relaxed);
+            counts.pinned.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%db, %user, reason = pin.as_str(), "client pinned to its server");
+        }
+        (Some(_), None) => {
+            let _ = counts.pinned.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+            tracing::debug!(%db, %user, "client unpinned");
+        }
+        _ => {}
+    }
+    login.registered.entry.set_pin(now.map(Pin::as_str));
+}
