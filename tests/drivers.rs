@@ -113,6 +113,18 @@ async fn node_postgres_named_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_past_prepare_threshold() {
     let (pg, px) = setup().await;
+    // Each JDBC connection setSchema()s its own schema, where `accounts` is a view of the real table.
+    let admin = pg.admin_client().await;
+    for n in 0..6 {
+        let s = format!("jdbc_schema_{n}");
+        admin
+            .batch_execute(&format!(
+                "create schema {s}; create view {s}.accounts as select * from public.accounts; \
+                 grant usage on schema {s} to {USER}; grant all on {s}.accounts to {USER}"
+            ))
+            .await
+            .unwrap();
+    }
     let jar = Path::new("/usr/share/java/postgresql.jar");
     require(jar);
     let java = which("java");

@@ -28,7 +28,14 @@ public class JdbcMatrix {
             PreparedStatement dbl = c.prepareStatement("select ?::int4 * 2");
             PreparedStatement cnt = c.prepareStatement("select count(*) from accounts where id <= ?");
             PreparedStatement touch = c.prepareStatement("update accounts set balance = balance where id = ?");
+            // setSchema is a session SET: it must follow this connection onto whichever server it lands.
+            String schema = "jdbc_schema_" + n;
+            c.setSchema(schema);
+            PreparedStatement path = c.prepareStatement("select current_setting('search_path')");
             for (int i = 0; i < ROUNDS; i++) {
+                try (ResultSet rs = path.executeQuery()) {
+                    check(rs.next() && rs.getString(1).equals(schema), "search_path " + schema);
+                }
                 int v = n * 1000 + i;
                 dbl.setInt(1, v);
                 check(one(dbl) == 2L * v, "double " + v);

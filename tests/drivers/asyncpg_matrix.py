@@ -8,10 +8,18 @@ import asyncpg
 CONNS, ROUNDS = 6, 30
 
 
+async def init(conn, n):
+    # As in a pool's init callback: session settings of this connection, which must stay its own.
+    await conn.execute(f"set statement_timeout = {20_001 + n}; set search_path = asyncpg_{n}, public")
+
+
 async def worker(n):
     conn = await asyncpg.connect()  # libpq environment variables
+    await init(conn, n)
     try:
         for i in range(ROUNDS):
+            assert await conn.fetchval("show statement_timeout") == f"{20_001 + n}ms"
+            assert await conn.fetchval("show search_path") == f"asyncpg_{n}, public"
             v = n * 1000 + i
             assert await conn.fetchval("select $1::int4 * 2", v) == v * 2
             assert await conn.fetchval("select count(*) from accounts where id <= $1", i % 12) == min(i % 12, 10)

@@ -12,7 +12,11 @@ errors = []
 def worker(n):
     try:
         with psycopg.connect(prepare_threshold=0, autocommit=True) as conn:
+            # A session SET of this connection's own: it must follow it onto whichever server it lands.
+            conn.execute(f"SET work_mem = '{2001 + n}kB'")
             for i in range(ROUNDS):
+                got = conn.execute("show work_mem").fetchone()[0]
+                assert got == f"{2001 + n}kB", (got, n)
                 v = n * 1000 + i
                 got = conn.execute("select %s::int4 * 2", (v,)).fetchone()[0]
                 assert got == v * 2, (got, v)
