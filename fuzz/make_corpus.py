@@ -177,3 +177,10 @@ for i, cmd in enumerate(["SHOW POOLS;", "show stats_totals", "SET default_pool_s
                          "KILL app", "SHUTDOWN WAIT_FOR_CLIENTS;", "RELOAD", "PAUSE \"app\"", ";", "SET max_client_conn=abc",
                          "SET listen_port = 7000", "SET server_reset_query = 'DISCARD ALL'"]):
     write("console", f"command_{i:02}", cmd + "\0")
+
+# --- statement texts for session_state (first byte: standard_conforming_strings off when odd) ---------
+for i, sql in enumerate(["set work_mem = '1MB'", "select 1; SET LOCAL x = 1; reset all", "select pg_advisory_lock(1)",
+                         "create temp table t (x int)", "select * into temporary t from x", "declare c cursor with hold for select 1",
+                         "select $$ set $$, $a$ ; $a$, E'\\' set', 'it''s'; listen ch", "/* /* nested */ set */ select set_config('a','b',false)",
+                         "prepare p as select 1", "select \"pg_temp\".f()", "update t set x = 1 -- reset"]):
+    write("sql", f"statement_{i:02}", chr(i % 2) + sql)

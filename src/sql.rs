@@ -177,12 +177,14 @@ pub fn mentions_session_state(text: &[u8]) -> bool {
     start.is_some_and(|s| word_makes_state(&text[s..]))
 }
 
-/// Bytes that continue a word (a word may also start with a digit here: it changes no trigger word).
+/// Bytes of a word for the scan: letters, `_` and non-ASCII. Digits and `$` split words here (the
+/// lexer would start a new word after a `$` or a number), so the scan finds at least what the lexer
+/// finds: `x$temp` and `1temp` are looked at as `temp`.
 const WORD: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = is_word_byte(b as u8);
+        t[b] = is_word_start(b as u8);
         b += 1;
     }
     t
@@ -356,6 +358,8 @@ mod tests {
             "create table pg_temp_3.t()",
             "select 'temporary'",
             "select pg_advisory_unlock_all()",
+            "select $pg_temp\".f()",
+            "select 1temp",
         ] {
             assert!(mentions_session_state(yes.as_bytes()), "{yes}");
         }

@@ -260,6 +260,22 @@ mod tests {
     }
 
     #[test]
+    fn session_state_is_read_in_every_section() {
+        let ini = "[pgbouncer]\nauth_type = trust\nsession_state = refuse\npinned_idle_timeout = 30\npool_mode = transaction\n\
+                   [databases]\napp = host=h session_state=leak\nother = host=h\n\
+                   [users]\nalice = session_state=isolate\n";
+        let c = convert(ini).unwrap();
+        assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+        let config = crate::config::Config::from_toml_str(&c.toml, std::path::Path::new("pgbouncer.ini")).unwrap();
+        use crate::config::SessionStatePolicy::*;
+        assert_eq!((config.general.session_state, config.general.pinned_idle_timeout.as_secs()), (Refuse, 30));
+        let policy = |db: &str, user: &str| config.pool_settings(db, user).map(|s| s.session_state);
+        assert_eq!(policy("app", "bob"), Some(Leak));
+        assert_eq!(policy("other", "bob"), Some(Refuse));
+        assert_eq!(policy("app", "alice"), Some(Isolate), "a user's entry wins, as for pool_mode");
+    }
+
+    #[test]
     fn pool_mode_defaults_to_pgbouncers_session() {
         let c = convert("[databases]\nx = host=h\n").unwrap();
         assert!(c.toml.contains("pool_mode = \"session\""), "{}", c.toml);
