@@ -365,3 +365,18 @@ async fn pins_are_shown_in_show_clients_and_counted_in_metrics() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_log_names_a_pinned_client_holding_its_server_idle() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg, 2, &[("idle_transaction_warn", "1")]).await;
+    let a = px.client_with(USER, "", "app", &[("application_name", "holder")]).await;
+    a.batch_execute("create temp table kept (x int)").await.unwrap();
+    common::wait_for(Duration::from_secs(10), "the leak warning", || async {
+        px.log_contents().contains("pinned to its server by session state, idle")
+    })
+    .await;
+    let log = px.log_contents();
+    let line = log.lines().find(|l| l.contains("pinned to its server by session state")).unwrap();
+    assert!(line.contains("temporary table") && line.contains("holder"), "{line}");
+}

@@ -59,6 +59,9 @@ impl Session {
             consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
             if self.session_state.pin().is_some() {
                 consider(s.pinned_idle_timeout, active.last_client_activity, Timer::PinnedIdle);
+                if !active.leak_warned {
+                    consider(s.idle_transaction_warn, active.last_client_activity, Timer::IdleTransactionWarn);
+                }
             }
         }
         best
@@ -91,6 +94,19 @@ impl Session {
                 };
                 active.leak_warned = true;
                 let e = &self.login.registered.entry;
+                if let Some(pin) = self.session_state.pin()
+                    && !active.lease.conn_ref().is_some_and(|c| c.tracker.in_transaction())
+                {
+                    tracing::warn!(
+                        pool = %format!("{}/{}", self.login.db, self.login.user),
+                        client = %e.addr,
+                        application_name = %e.application_name,
+                        idle_ms = active.last_client_activity.elapsed().as_millis() as u64,
+                        pinned_by = pin.as_str(),
+                        "client pinned to its server by session state, idle: suspected connection leak"
+                    );
+                    return Ok(Flow::Continue);
+                }
                 tracing::warn!(
                     pool = %format!("{}/{}", self.login.db, self.login.user),
                     client = %e.addr,
