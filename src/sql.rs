@@ -45,6 +45,11 @@ impl<'a> Lexer<'a> {
         Lexer { s, at: 0, backslash_quotes }
     }
 
+    /// Where the next token starts looking (after the last one returned).
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
     fn peek(&self, ahead: usize) -> Option<u8> {
         self.s.get(self.at + ahead).copied()
     }
@@ -160,21 +165,48 @@ impl<'a> Iterator for Lexer<'a> {
 /// session state no reply announces: an advisory lock function, `set_config`, or a temporary object
 /// (`TEMP`, `TEMPORARY`, `pg_temp`). Case-insensitive, whole words.
 pub fn mentions_session_state(text: &[u8]) -> bool {
-    // One pass, one table lookup per byte; only words of a length a trigger word has are looked at.
-    let mut start = None;
-    for (i, &b) in text.iter().enumerate() {
-        match (WORD[b as usize], start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                if word_makes_state(&text[s..i]) {
-                    return true;
-                }
-                start = None;
-            }
-            _ => {}
+    mentions(text).state
+}
+
+/// What a byte scan of a statement text found (see `mentions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mentions {
+    /// Words of state no reply announces (`mentions_session_state`).
+    pub state: bool,
+    /// `PREPARE`, `EXECUTE` or `DEALLOCATE`: SQL prepared statement names may need renaming.
+    pub prepared: bool,
+}
+
+/// One pass over the text, one table lookup per byte; only words of a length a trigger word has are
+/// looked at.
+pub fn mentions(text: &[u8]) -> Mentions {
+    let mut found = Mentions::default();
+    let mut i = 0;
+    while i < text.len() {
+        if !WORD[text[i] as usize] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < text.len() && WORD[text[i] as usize] {
+            i += 1;
+        }
+        let w = &text[start..i];
+        found.state |= word_makes_state(w);
+        found.prepared |= word_names_prepared(w);
+        if found.state && found.prepared {
+            break;
         }
     }
-    start.is_some_and(|s| word_makes_state(&text[s..]))
+    found
+}
+
+fn word_names_prepared(w: &[u8]) -> bool {
+    match w.len() {
+        7 => w.eq_ignore_ascii_case(b"prepare") || w.eq_ignore_ascii_case(b"execute"),
+        10 => w.eq_ignore_ascii_case(b"deallocate"),
+        _ => false,
+    }
 }
 
 /// Bytes of a word for the scan: letters, `_` and non-ASCII. Digits and `$` split words here (the
@@ -269,6 +301,106 @@ fn refused_statement(stmt: &[Token<'_>]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// A statement name in SQL `PREPARE`, `EXECUTE` or `DEALLOCATE`, where it is in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameUse {
+    pub kind: NameKind,
+    /// The name as PostgreSQL reads it (unquoted: lower-cased; quoted: as written, `""` undoubled).
+    pub name: String,
+    /// Where the name (with its quotes) is in the text.
+    pub span: std::ops::Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameKind {
+    /// `PREPARE name ... AS ...`: the statement runs from `statement.start` to `statement.end`.
+    Prepare { statement: std::ops::Range<usize> },
+    /// `EXECUTE name` (also inside EXPLAIN or CREATE TABLE AS).
+    Execute,
+    /// `DEALLOCATE [PREPARE] name`.
+    Deallocate,
+    /// `DEALLOCATE [PREPARE] ALL`.
+    DeallocateAll,
+}
+
+/// Every SQL prepared statement name the text uses, in order. `PREPARE` counts only at the start of a
+/// statement (`PREPARE TRANSACTION` is not one); `EXECUTE` anywhere a name follows it (`GRANT EXECUTE ON`
+/// yields the name `on`: callers act only on names they know).
+pub fn prepared_statement_names(text: &[u8], backslash_quotes: bool) -> Vec<NameUse> {
+    let mut uses = Vec::new();
+    let mut lexer = Lexer::new(text, backslash_quotes);
+    let mut prev: [Option<Token<'_>>; 2] = [None, None];
+    let mut first_in_statement = true;
+    let mut open_prepare: Option<usize> = None; // index in `uses` of a PREPARE whose statement is open
+    loop {
+        let before = lexer.position();
+        let Some(token) = lexer.next() else { break };
+        if token == Token::Semicolon {
+            if let Some(i) = open_prepare.take() {
+                set_statement_end(&mut uses[i], text, before);
+            }
+            first_in_statement = true;
+            prev = [None, None];
+            continue;
+        }
+        let name = match token {
+            Token::Word(w) => {
+                Some((String::from_utf8_lossy(w).to_ascii_lowercase(), offset(text, w)..offset(text, w) + w.len()))
+            }
+            Token::Quoted(q) => {
+                let start = offset(text, q) - 1;
+                Some((String::from_utf8_lossy(q).replace("\"\"", "\""), start..start + q.len() + 2))
+            }
+            _ => None,
+        };
+        let kind = match (prev[0], prev[1], &name) {
+            (Some(p @ Token::Word(w)), _, Some((n, _))) if word_is(Some(&p), "prepare") && first_in_statement => {
+                (n != "transaction").then(|| NameKind::Prepare { statement: offset(text, w)..text.len() })
+            }
+            (Some(p), _, Some(_)) if word_is(Some(&p), "execute") => Some(NameKind::Execute),
+            (Some(p), b, Some((n, _)))
+                if word_is(Some(&p), "deallocate")
+                    || (word_is(Some(&p), "prepare") && word_is(b.as_ref(), "deallocate")) =>
+            {
+                if matches!(token, Token::Word(_)) && (n == "all") {
+                    Some(NameKind::DeallocateAll)
+                } else if matches!(token, Token::Word(_)) && n == "prepare" && word_is(Some(&p), "deallocate") {
+                    None // DEALLOCATE PREPARE name: the name comes next
+                } else {
+                    Some(NameKind::Deallocate)
+                }
+            }
+            _ => None,
+        };
+        if let (Some(kind), Some((name, span))) = (kind, name) {
+            if matches!(kind, NameKind::Prepare { .. }) {
+                open_prepare = Some(uses.len());
+            }
+            uses.push(NameUse { kind, name, span });
+        }
+        // PREPARE is first in its statement; after it come the name, types and AS.
+        if !(first_in_statement && word_is(Some(&token), "prepare")) {
+            first_in_statement = false;
+        }
+        prev = [Some(token), prev[0]];
+    }
+    if let Some(i) = open_prepare {
+        set_statement_end(&mut uses[i], text, text.len());
+    }
+    uses
+}
+
+fn offset(text: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - text.as_ptr() as usize
+}
+
+fn set_statement_end(u: &mut NameUse, text: &[u8], end: usize) {
+    if let NameKind::Prepare { statement } = &mut u.kind {
+        let trimmed = text.get(statement.start..end).map_or(0, |t| t.trim_ascii_end().len());
+        statement.end = statement.start + trimmed;
+    }
 }
 
 /// `CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} ...`, `... INTO TEMP ...`, or an object in
@@ -388,5 +520,30 @@ mod tests {
             let per = started.elapsed().as_nanos() as f64 / n as f64;
             eprintln!("{} bytes: {per:.1} ns per statement ({hits} hits)", text.len());
         }
+    }
+
+    #[test]
+    fn prepared_statement_names_are_found_with_their_spans() {
+        let text = "select 1; PREPARE \"My\"\"P\" (int) AS select $1; execute \"My\"\"P\"(1); Deallocate Prepare Q; deallocate all; prepare transaction 'x'";
+        let uses = prepared_statement_names(text.as_bytes(), false);
+        let got: Vec<(String, &str)> = uses.iter().map(|u| (u.name.clone(), &text[u.span.clone()])).collect();
+        assert_eq!(
+            got,
+            [
+                ("My\"P".to_string(), "\"My\"\"P\""),
+                ("My\"P".into(), "\"My\"\"P\""),
+                ("q".into(), "Q"),
+                ("all".into(), "all")
+            ]
+        );
+        assert_eq!(uses[0].kind, NameKind::Prepare { statement: 10..44 });
+        assert_eq!(&text[10..44], "PREPARE \"My\"\"P\" (int) AS select $1");
+        assert_eq!(
+            (&uses[1].kind, &uses[2].kind, &uses[3].kind),
+            (&NameKind::Execute, &NameKind::Deallocate, &NameKind::DeallocateAll)
+        );
+        let explain = prepared_statement_names(b"explain analyze execute p(2); create table t as execute p", false);
+        assert_eq!(explain.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["p", "p"]);
+        assert!(prepared_statement_names(b"select 'prepare p as select 1'", false).is_empty());
     }
 }

@@ -190,6 +190,21 @@ async fn sql_prepare_is_the_clients_own_and_execute_never_runs_anothers() {
         assert_eq!(scalar(&b, "execute p").await, "b-own");
         assert_eq!(scalar(&a, "execute p").await, "a-only");
     }
+    // a is not pinned: its statement follows it to the other server.
+    let first = pid(&a).await;
+    hold_server(&b, &first).await;
+    assert_eq!(scalar(&a, "execute p").await, "a-only");
+    assert_ne!(pid(&a).await, first, "a moved");
+    b.batch_execute("commit").await.unwrap();
+    // As on a direct connection: a second PREPARE of the name fails, a failed PREPARE leaves nothing,
+    // and an unknown name is unknown (26000), whoever else has one.
+    let e = a.batch_execute("prepare p as select 1").await.expect_err("exists");
+    assert_eq!(e.code().map(|c| c.code()), Some("42P05"));
+    assert!(a.batch_execute("prepare broken as select * from no_such_table").await.is_err());
+    let e = a.batch_execute("execute broken").await.expect_err("never prepared");
+    assert_eq!(e.code().map(|c| c.code()), Some("26000"));
+    let pinned = "select count(*)::text from pg_prepared_statements where from_sql and name = 'p'";
+    assert_eq!(scalar(&a, pinned).await, "0", "no statement of a client's keeps its own name on a server");
     // The reproduction: DEALLOCATE reaches PostgreSQL, so the next client of that server can
     // PREPARE the same name, and its EXECUTE runs its own statement.
     a.batch_execute("deallocate p").await.unwrap();

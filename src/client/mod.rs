@@ -7,6 +7,7 @@ mod params;
 mod prepared;
 mod session;
 mod session_state;
+mod sql_prepared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

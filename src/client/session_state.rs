@@ -12,6 +12,7 @@
 use bytes::BytesMut;
 
 use super::params::{ClientParams, push_literal};
+use super::sql_prepared::SqlStatements;
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::protocol::messages::{put_cstr, put_message};
 use crate::protocol::{PgError, SqlState};
@@ -56,7 +57,9 @@ const CHECK_SQL: &str = "select 's', name, setting from pg_settings where source
     union all select 'p', 'LISTEN', null where exists (select from pg_listening_channels()) \
     union all select 'p', 'temporary table', null \
         where exists (select from pg_class where relnamespace = pg_my_temp_schema()) \
-    union all select 'p', 'SQL PREPARE', null where exists (select from pg_prepared_statements where from_sql)";
+    union all select 'p', 'SQL PREPARE', null where exists (select from pg_prepared_statements \
+        where from_sql and name !~ '^pgsluice_[0-9a-f]{16}$') \
+    union all select 'q', name, null from pg_prepared_statements where from_sql and name ~ '^pgsluice_[0-9a-f]{16}$'";
 
 /// What a pinned client's server runs when the client leaves, before the check proves it clean.
 const CLEANUP_SQL: &str = "select pg_advisory_unlock_all(); close all; unlisten *; discard temp";
@@ -101,6 +104,8 @@ pub struct SessionState {
     settings: Vec<(String, String)>,
     /// Named statements whose text mentions session state: each Bind of one is looked at too.
     flagged: std::collections::HashSet<Vec<u8>>,
+    /// The client's SQL PREPAREd statements, under pgsluice's names.
+    sql: SqlStatements,
     /// More flagged names than kept: every Bind counts as one.
     every_bind: bool,
     refused: u64,
@@ -143,6 +148,7 @@ impl SessionState {
             pin: None,
             settings: Vec::new(),
             flagged: Default::default(),
+            sql: SqlStatements::default(),
             every_bind: false,
             refused: 0,
         }
@@ -180,22 +186,32 @@ impl SessionState {
         self.pin
     }
 
-    /// A client message (`body`: `None` when too large to be looked at).
-    pub fn on_client_message(&mut self, tag: u8, body: Option<&[u8]>) {
+    /// A client message (`body`: `None` when too large to be looked at). For a simple Query that names
+    /// the client's SQL prepared statements, the body to send instead (with pgsluice's names).
+    pub fn on_client_message(&mut self, tag: u8, body: Option<&[u8]>, backslash_quotes: bool) -> Option<Vec<u8>> {
         match (tag, body) {
-            (b'Q', Some(b)) => self.on_query(b),
+            (b'Q', Some(b)) => return self.on_query(b, backslash_quotes),
             (b'P', Some(b)) => self.on_parse(b),
             (b'Q' | b'P', None) => self.on_unseen_statement(),
             (b'B', _) if self.wants_binds() => self.on_bind(body),
             _ => {}
         }
+        None
     }
 
     /// A simple Query the client sent.
-    pub fn on_query(&mut self, body: &[u8]) {
-        if self.active && !self.unchecked && crate::sql::mentions_session_state(body) {
-            self.unchecked = true;
+    fn on_query(&mut self, body: &[u8], backslash_quotes: bool) -> Option<Vec<u8>> {
+        if !self.active {
+            return None;
         }
+        let found = crate::sql::mentions(body);
+        self.unchecked |= found.state;
+        if !found.prepared || self.policy != SessionStatePolicy::Isolate {
+            return None;
+        }
+        let renamed = self.sql.rename(body, backslash_quotes);
+        self.unchecked |= self.sql.take_changed();
+        renamed
     }
 
     /// A Parse the client sent: its text, and (for a named statement) its later Binds.
@@ -263,17 +279,21 @@ impl SessionState {
         conn.query_internal(CHECK_SQL, Some(&mut rows)).await?;
         let mut settings = Vec::new();
         let mut pin = None;
+        let mut sql_names = Vec::new();
         for row in rows {
             match row.as_slice() {
                 [Some(kind), Some(name), value] if kind == "s" && tracked.canonical(name).is_none() => {
                     settings.push((name.clone(), value.clone().unwrap_or_default()));
                 }
                 [Some(kind), Some(name), _] if kind == "p" => pin = pin.or(Pin::from_check(name)),
+                [Some(kind), Some(name), _] if kind == "q" => sql_names.push(name.clone()),
                 _ => {}
             }
         }
         settings.sort();
         conn.session_settings = settings.clone();
+        self.sql.keep_present(&sql_names);
+        conn.sql_statements = sql_names;
         self.settings = settings;
         self.pin = pin;
         self.unchecked = false;
@@ -297,7 +317,7 @@ impl SessionState {
     /// Statements that make `conn`'s session settings the client's, or `None` when they already are.
     /// Session authorization first (it resets the role), then the role, then the rest.
     pub fn sync_sql(&self, conn: &ServerConn) -> Option<String> {
-        if !self.active || self.settings == conn.session_settings {
+        if !self.active || (self.settings == conn.session_settings && self.sql.matches(&conn.sql_statements)) {
             return None;
         }
         let get = |list: &[(String, String)], name: &str| list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -321,12 +341,24 @@ impl SessionState {
                 push_set_config(&mut sql, name, value);
             }
         }
+        sql.push_str(&self.sql.sync(&conn.sql_statements).0);
         Some(sql)
+    }
+
+    /// The client's SQL statements `conn` lacks: (pgsluice's name, the PREPARE to run).
+    pub fn missing_statements(&self, conn: &ServerConn) -> Vec<(String, String)> {
+        self.sql.sync(&conn.sql_statements).1
+    }
+
+    /// One of them could not be prepared on the new server: it is gone for the client.
+    pub fn forget_statement(&mut self, server_name: &str) {
+        self.sql.forget(server_name);
     }
 
     /// After `sync_sql` ran on `conn`.
     pub fn after_sync(&self, conn: &mut ServerConn) {
         conn.session_settings = self.settings.clone();
+        conn.sql_statements = self.sql.server_names();
     }
 }
 

@@ -43,6 +43,7 @@ pub async fn connect(
         reported: Vec::new(),
         synced_fingerprint: 0,
         session_settings: Vec::new(),
+        sql_statements: Vec::new(),
         notifications: Default::default(),
         replies: Default::default(),
         statements: Default::default(),

@@ -110,6 +110,9 @@ pub struct ServerConn {
     /// Session settings (`pg_settings` source `session`, role, session authorization) pgsluice knows this
     /// server has for its last client, besides the tracked parameters; sorted by name.
     pub session_settings: Vec<(String, String)>,
+    /// Statements made with SQL PREPARE under pgsluice's names that this server holds (for its last
+    /// client: see `client::sql_prepared`).
+    pub sql_statements: Vec<String>,
     /// NotificationResponses that arrived while pgsluice ran a statement of its own (whole messages, at
     /// most 1 MiB): the session passes them on to a client the server belongs to, or drops them.
     pub notifications: BytesMut,
@@ -283,6 +286,7 @@ impl ServerConn {
                 // A reset query such as DISCARD ALL drops every prepared statement on the server.
                 b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
                     self.statements.clear();
+                    self.sql_statements.clear();
                     if body.starts_with(b"DISCARD") {
                         self.session_settings.clear();
                     }

@@ -13,7 +13,7 @@ use crate::client::session_state::put_raising_statement;
 use crate::config::PoolMode;
 use crate::pool::Poolable;
 use crate::protocol::frame::Header;
-use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::messages::{self, TxStatus, put_message};
 use crate::protocol::{ProtocolError, Scan};
 use crate::server::ServerConn;
 use crate::server::replies::{Outcome, Verdict};
@@ -88,9 +88,7 @@ impl Session {
                     remember_query(tx_query, h.tag, h.body, named);
                 }
                 let refusal = if track { state.refusal(h.tag, h.body, backslash_quotes) } else { None };
-                if track && refusal.is_none() {
-                    state.on_client_message(h.tag, h.body);
-                }
+                let refused = refusal.is_some();
                 let edit = match refusal {
                     Some(err) if rewrite => match stmts.refuse(h.tag, err, conn, extra) {
                         Some(edit) => edit,
@@ -104,6 +102,19 @@ impl Session {
                     }
                     None if rewrite => stmts.on_message(&h, conn, extra),
                     None => Edit::Keep,
+                };
+                // Seen once whole (a message held whole is looked at when it is), unless refused.
+                let edit = if track && !refused && !matches!(edit, Edit::HoldWhole) {
+                    match (state.on_client_message(h.tag, h.body, backslash_quotes), edit) {
+                        (Some(renamed), Edit::Keep) => {
+                            let start = extra.len();
+                            put_message(extra, b'Q', |b| b.extend_from_slice(&renamed));
+                            Edit::Replace(start..extra.len())
+                        }
+                        (_, edit) => edit,
+                    }
+                } else {
+                    edit
                 };
                 match edit {
                     Edit::Keep => conn.tracker.on_client(h.tag),

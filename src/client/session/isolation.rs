@@ -49,6 +49,19 @@ impl Session {
             conn.broken = true;
             return Err(e);
         }
+        // The client's SQL PREPAREd statements, one at a time: one that no longer prepares (its table is
+        // gone, say) is lost to the client alone, as a direct connection would find it broken too.
+        for (server_name, prepare) in self.session_state.missing_statements(conn) {
+            let prepared = tokio::select! {
+                r = conn.run_internal(&prepare) => r.map_err(ClientError::Server),
+                _ = &mut self.killed => Err(ClientError::Killed),
+            };
+            match prepared {
+                Ok(()) => {}
+                Err(e) if conn.broken || matches!(e, ClientError::Killed) => return Err(e),
+                Err(_) => self.session_state.forget_statement(&server_name),
+            }
+        }
         self.session_state.after_sync(conn);
         self.login.pool.stats.session_state.settings_applied.fetch_add(1, Ordering::Relaxed);
         Ok(())
