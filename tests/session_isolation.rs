@@ -72,31 +72,37 @@ async fn session_settings_follow_their_client_and_never_reach_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_follows_postgresqls_transaction_semantics() {
     let pg = TestPg::start().await;
+    // The same outcomes on two direct connections, and on two clients sharing one pooled server.
+    let direct = || pg.direct("scram_user", "scram_pw", "app");
+    transaction_semantics(&direct().await, &direct().await).await;
     let px = proxy(&pg, 1, &[]).await;
-    let (a, b) = (px.client(USER, "", "app").await, px.client(USER, "", "app").await);
-    let default_work_mem = show(&b, "work_mem").await;
+    transaction_semantics(&px.client(USER, "", "app").await, &px.client(USER, "", "app").await).await;
+}
+
+async fn transaction_semantics(a: &Client, b: &Client) {
+    let default_work_mem = show(b, "work_mem").await;
     // Rolled back: nothing changes.
     a.batch_execute("begin; set work_mem = '9MB'; rollback").await.unwrap();
-    assert_eq!(show(&a, "work_mem").await, default_work_mem);
+    assert_eq!(show(a, "work_mem").await, default_work_mem);
     // A failed SET, and a SET in a failed transaction: nothing changes.
     assert!(a.batch_execute("set work_mem = 'lots'").await.is_err());
     assert!(a.batch_execute("begin; select 1/0; set work_mem = '9MB'; commit").await.is_err());
     a.batch_execute("rollback").await.ok();
-    assert_eq!(show(&a, "work_mem").await, default_work_mem);
+    assert_eq!(show(a, "work_mem").await, default_work_mem);
     // SET LOCAL ends with its transaction; a committed SET stays, for a only.
     a.batch_execute("begin; set local work_mem = '5MB'; commit").await.unwrap();
-    assert_eq!(show(&a, "work_mem").await, default_work_mem);
+    assert_eq!(show(a, "work_mem").await, default_work_mem);
     a.batch_execute("begin; set work_mem = '9MB'; commit").await.unwrap();
     // set_config(..., false) in a SELECT is a session setting too; with true it is not.
     a.query("select set_config('statement_timeout', '1234', false), set_config('lock_timeout', '77', true)", &[])
         .await
         .unwrap();
     for _ in 0..3 {
-        assert_eq!(show(&b, "work_mem").await, default_work_mem);
-        assert_eq!(show(&b, "statement_timeout").await, "0");
-        assert_eq!(show(&a, "work_mem").await, "9MB");
-        assert_eq!(show(&a, "statement_timeout").await, "1234ms");
-        assert_eq!(show(&a, "lock_timeout").await, "0");
+        assert_eq!(show(b, "work_mem").await, default_work_mem);
+        assert_eq!(show(b, "statement_timeout").await, "0");
+        assert_eq!(show(a, "work_mem").await, "9MB");
+        assert_eq!(show(a, "statement_timeout").await, "1234ms");
+        assert_eq!(show(a, "lock_timeout").await, "0");
     }
 }
 
