@@ -86,7 +86,16 @@ fn main() -> ExitCode {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+    // The runtime starts its workers first, then threads for blocking work (PBKDF2, name lookups): named
+    // apart, so `ps -L` and the tests tell them apart.
+    let named = std::sync::atomic::AtomicUsize::new(0);
+    let thread_name = move || {
+        let n = named.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < workers { "pgsluice-worker" } else { "pgsluice-blocking" }.to_string()
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).thread_name_fn(thread_name).enable_all();
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgsluice: cannot start runtime: {e}");
