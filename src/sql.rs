@@ -16,8 +16,9 @@ pub enum Token<'a> {
     Word(&'a [u8]),
     /// A quoted identifier, without its quotes (doubled quotes left as they are).
     Quoted(&'a [u8]),
-    /// A string or dollar-quoted literal.
-    Literal,
+    /// A string or dollar-quoted literal, as written (quotes and any `E` prefix included).
+    Literal(&'a [u8]),
+    Dot,
     Semicolon,
     OpenParen,
     /// Anything else: operators, numbers, parameters, other punctuation.
@@ -125,7 +126,7 @@ impl<'a> Iterator for Lexer<'a> {
                 }
                 b'\'' => {
                     self.skip_quoted(b'\'', self.backslash_quotes);
-                    Token::Literal
+                    Token::Literal(&self.s[start..self.at.min(self.s.len())])
                 }
                 b'"' => {
                     self.skip_quoted(b'"', false);
@@ -135,20 +136,21 @@ impl<'a> Iterator for Lexer<'a> {
                 b'$' => {
                     self.at -= 1;
                     if self.skip_dollar_quote() {
-                        Token::Literal
+                        Token::Literal(&self.s[start..self.at.min(self.s.len())])
                     } else {
                         self.at += 1;
                         Token::Other
                     }
                 }
                 b';' => Token::Semicolon,
+                b'.' => Token::Dot,
                 b'(' => Token::OpenParen,
                 b if is_word_start(b) => {
                     // E'...' (and e'...') is an escape string whatever standard_conforming_strings says.
                     if matches!(b, b'e' | b'E') && self.peek(0) == Some(b'\'') {
                         self.at += 1;
                         self.skip_quoted(b'\'', true);
-                        return Some(Token::Literal);
+                        return Some(Token::Literal(&self.s[start..self.at.min(self.s.len())]));
                     }
                     while self.peek(0).is_some_and(is_word_byte) {
                         self.at += 1;
@@ -175,6 +177,8 @@ pub struct Mentions {
     pub state: bool,
     /// `PREPARE`, `EXECUTE` or `DEALLOCATE`: SQL prepared statement names may need renaming.
     pub prepared: bool,
+    /// `SET` or `RESET` (also as in `UPDATE ... SET`): a custom parameter may be set.
+    pub setting: bool,
 }
 
 /// One pass over the text, one table lookup per byte; only words of a length a trigger word has are
@@ -194,6 +198,7 @@ pub fn mentions(text: &[u8]) -> Mentions {
         let w = &text[start..i];
         found.state |= word_makes_state(w);
         found.prepared |= word_names_prepared(w);
+        found.setting |= w.eq_ignore_ascii_case(b"set") || w.eq_ignore_ascii_case(b"reset");
         if found.state && found.prepared {
             break;
         }
@@ -301,6 +306,58 @@ fn refused_statement(stmt: &[Token<'_>]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The custom (dotted: `app.tenant`) parameters the text SETs, RESETs or passes to `set_config` by a
+/// literal name, lower-cased. PostgreSQL lists no custom parameter in `pg_settings`, so these names are
+/// what the session state check reads back one by one.
+pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> Vec<String> {
+    let mut names = Vec::new();
+    let tokens: Vec<Token<'_>> = Lexer::new(text, backslash_quotes).collect();
+    for stmt in tokens.split(|t| *t == Token::Semicolon) {
+        if word_is(stmt.first(), "set") || word_is(stmt.first(), "reset") {
+            let skip = if ["session", "local"].iter().any(|w| word_is(stmt.get(1), w)) { 2 } else { 1 };
+            if let Some(name) = dotted_name(stmt.get(skip..).unwrap_or_default()) {
+                names.push(name);
+            }
+        }
+        for w in stmt.windows(3) {
+            if word_is(Some(&w[0]), "set_config")
+                && w[1] == Token::OpenParen
+                && let Token::Literal(raw) = w[2]
+                && let Some(name) = plain_literal(raw).filter(|n| n.contains('.'))
+            {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `a.b[.c]` at the start of `tokens`, if it has a dot.
+fn dotted_name(tokens: &[Token<'_>]) -> Option<String> {
+    let part = |t: Option<&Token<'_>>| match t {
+        Some(Token::Word(w)) => Some(String::from_utf8_lossy(w).to_ascii_lowercase()),
+        // Parameter names are matched without regard to case, quoted or not.
+        Some(Token::Quoted(q)) => Some(String::from_utf8_lossy(q).replace("\"\"", "\"").to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut name = part(tokens.first())?;
+    let mut i = 1;
+    while tokens.get(i) == Some(&Token::Dot) {
+        name.push('.');
+        name.push_str(&part(tokens.get(i + 1))?);
+        i += 2;
+    }
+    (i > 1).then_some(name)
+}
+
+/// The value of a plain `'...'` literal (no escapes but doubled quotes).
+fn plain_literal(raw: &[u8]) -> Option<String> {
+    let inner = raw.strip_prefix(b"'")?.strip_suffix(b"'")?;
+    (!inner.contains(&b'\\')).then(|| String::from_utf8_lossy(inner).replace("''", "'"))
 }
 
 /// A statement name in SQL `PREPARE`, `EXECUTE` or `DEALLOCATE`, where it is in the text.
@@ -545,5 +602,17 @@ mod tests {
         let explain = prepared_statement_names(b"explain analyze execute p(2); create table t as execute p", false);
         assert_eq!(explain.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["p", "p"]);
         assert!(prepared_statement_names(b"select 'prepare p as select 1'", false).is_empty());
+    }
+
+    #[test]
+    fn custom_setting_names_are_read_from_set_reset_and_set_config() {
+        let names = |s: &str| custom_setting_names(s.as_bytes(), false);
+        assert_eq!(
+            names(
+                "SET App.Tenant = 5; set session \"My\".x to 'y'; reset a.b.c; select set_config('Rls.User', $1, false)"
+            ),
+            ["a.b.c", "app.tenant", "my.x", "rls.user"]
+        );
+        assert!(names("set work_mem = 1; select set_config('work_mem', '1', false); select 'set a.b = 1'").is_empty());
     }
 }

@@ -401,3 +401,25 @@ async fn the_leak_log_names_a_pinned_client_holding_its_server_idle() {
     let line = log.lines().find(|l| l.contains("pinned to its server by session state")).unwrap();
     assert!(line.contains("temporary table") && line.contains("holder"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_parameters_follow_their_client_too() {
+    // PostgreSQL lists no custom parameter (app.tenant) in pg_settings: pgsluice reads back the ones a
+    // client's SET, RESET or set_config names. Row-level security keyed on one is the common case.
+    let pg = TestPg::start().await;
+    let px = proxy(&pg, 1, &[]).await;
+    let (a, b) = (px.client(USER, "", "app").await, px.client(USER, "", "app").await);
+    a.batch_execute("set app.tenant = 'alpha'").await.unwrap();
+    b.query("select set_config('app.tenant', $1, false)", &[&"beta"]).await.unwrap();
+    let tenant = "select coalesce(current_setting('app.tenant', true), '')";
+    for _ in 0..3 {
+        assert_eq!(scalar(&a, tenant).await, "alpha");
+        assert_eq!(scalar(&b, tenant).await, "beta");
+    }
+    a.batch_execute("reset app.tenant").await.unwrap();
+    let c = px.client(USER, "", "app").await;
+    for x in [&a, &c] {
+        assert_eq!(scalar(x, tenant).await, "");
+    }
+    assert_eq!(scalar(&b, tenant).await, "beta");
+}

@@ -249,6 +249,10 @@ impl Conn {
             let _ = conn.await;
         });
         let mut c = Conn { client, task, id, seq: 0, stmts: Vec::new(), port };
+        // Session state of its own (session_state = isolate): a setting, and a SQL statement under a name
+        // every client uses. op_simple reads both back.
+        let own = format!("set pgsluice.soak_id = '{0}'; prepare soak_p as select '{0}'::text", c.id);
+        c.client.batch_execute(&own).await.map_err(|e| unexpected(&c.id, "session state", e))?;
         for j in 0..STATEMENTS {
             let s = c.client.prepare(&statement_text(&c.id, j)).await.map_err(|e| unexpected(&c.id, "prepare", e))?;
             c.stmts.push(s);
@@ -300,9 +304,13 @@ async fn backend_pid(q: &(impl tokio_postgres::GenericClient + Sync), id: &str) 
 async fn op_simple(c: &mut Conn) -> OpResult {
     let tag = c.tag();
     let id = c.id.clone();
-    let sql = format!("select '{tag}', current_setting('application_name'); select '{tag}:2'");
+    let sql = format!(
+        "select '{tag}', current_setting('application_name'), current_setting('pgsluice.soak_id'); \
+         execute soak_p; select '{tag}:2'"
+    );
     let msgs = c.client.simple_query(&sql).await.map_err(|e| unexpected(&id, "simple", e))?;
-    let mut want = strings(&[&tag, &id]);
+    let mut want = strings(&[&tag, &id, &id]);
+    want.extend(strings(&[&id]));
     want.extend(strings(&[&format!("{tag}:2")]));
     expect_eq(&id, "simple", simple_rows(&msgs), want)?;
     Ok(After::Continue)

@@ -106,6 +106,8 @@ pub struct SessionState {
     flagged: std::collections::HashSet<Vec<u8>>,
     /// The client's SQL PREPAREd statements, under pgsluice's names.
     sql: SqlStatements,
+    /// Custom parameters the client may have set (see `note_custom_settings`).
+    custom_names: Vec<String>,
     /// More flagged names than kept: every Bind counts as one.
     every_bind: bool,
     refused: u64,
@@ -135,6 +137,9 @@ pub fn put_raising_statement(out: &mut BytesMut, tag: u8, name: &[u8], params: &
     });
 }
 
+/// Custom parameters followed per client.
+const MAX_CUSTOM: usize = 64;
+
 /// Flagged statement names kept per client (beyond it, every Bind is treated as flagged).
 const MAX_FLAGGED: usize = 1000;
 
@@ -149,6 +154,7 @@ impl SessionState {
             settings: Vec::new(),
             flagged: Default::default(),
             sql: SqlStatements::default(),
+            custom_names: Vec::new(),
             every_bind: false,
             refused: 0,
         }
@@ -191,7 +197,7 @@ impl SessionState {
     pub fn on_client_message(&mut self, tag: u8, body: Option<&[u8]>, backslash_quotes: bool) -> Option<Vec<u8>> {
         match (tag, body) {
             (b'Q', Some(b)) => return self.on_query(b, backslash_quotes),
-            (b'P', Some(b)) => self.on_parse(b),
+            (b'P', Some(b)) => self.on_parse(b, backslash_quotes),
             (b'Q' | b'P', None) => self.on_unseen_statement(),
             (b'B', _) if self.wants_binds() => self.on_bind(body),
             _ => {}
@@ -206,6 +212,7 @@ impl SessionState {
         }
         let found = crate::sql::mentions(body);
         self.unchecked |= found.state;
+        self.note_custom_settings(body, found, backslash_quotes);
         if !found.prepared || self.policy != SessionStatePolicy::Isolate {
             return None;
         }
@@ -215,13 +222,15 @@ impl SessionState {
     }
 
     /// A Parse the client sent: its text, and (for a named statement) its later Binds.
-    pub fn on_parse(&mut self, body: &[u8]) {
+    fn on_parse(&mut self, body: &[u8], backslash_quotes: bool) {
         if !self.active {
             return;
         }
         let name_end = memchr::memchr(0, body).unwrap_or(body.len());
         let text = body.get(name_end + 1..).unwrap_or_default();
-        if !crate::sql::mentions_session_state(text) {
+        let found = crate::sql::mentions(text);
+        self.note_custom_settings(text, found, backslash_quotes);
+        if !found.state {
             return;
         }
         self.unchecked = true;
@@ -231,6 +240,20 @@ impl SessionState {
                 self.flagged.insert(name.to_vec());
             } else {
                 self.every_bind = true;
+            }
+        }
+    }
+
+    /// Custom parameters (`app.tenant`) the text may set: PostgreSQL lists none of them in pg_settings, so
+    /// the check reads these back by name. Looked for only in a text with a dot and SET, RESET or
+    /// set_config in it; at most `MAX_CUSTOM` names per client are followed.
+    fn note_custom_settings(&mut self, text: &[u8], found: crate::sql::Mentions, backslash_quotes: bool) {
+        if !(found.setting || found.state) || memchr::memchr(b'.', text).is_none() {
+            return;
+        }
+        for name in crate::sql::custom_setting_names(text, backslash_quotes) {
+            if !self.custom_names.contains(&name) && self.custom_names.len() < MAX_CUSTOM {
+                self.custom_names.push(name);
             }
         }
     }
@@ -276,7 +299,7 @@ impl SessionState {
         tracked: &ClientParams,
     ) -> Result<(), crate::server::ServerError> {
         let mut rows = Vec::new();
-        conn.query_internal(CHECK_SQL, Some(&mut rows)).await?;
+        conn.query_internal(&self.check_sql(), Some(&mut rows)).await?;
         let mut settings = Vec::new();
         let mut pin = None;
         let mut sql_names = Vec::new();
@@ -298,6 +321,24 @@ impl SessionState {
         self.pin = pin;
         self.unchecked = false;
         Ok(())
+    }
+
+    /// CHECK_SQL, and the custom parameters the client may have set, read back by name.
+    fn check_sql(&self) -> std::borrow::Cow<'static, str> {
+        if self.custom_names.is_empty() {
+            return CHECK_SQL.into();
+        }
+        let mut sql = String::from(CHECK_SQL);
+        sql.push_str(" union all select 's', n, v from (values ");
+        for (i, name) in self.custom_names.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            push_literal(&mut sql, name);
+            sql.push_str(", current_setting(");
+            push_literal(&mut sql, name);
+            sql.push_str(", true))");
+        }
+        sql.push_str(") t(n, v) where v <> ''");
+        sql.into()
     }
 
     /// A pinned client leaves: its server drops what pinned it and is checked; `Ok(true)` if clean.
