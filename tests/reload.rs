@@ -271,3 +271,22 @@ async fn replies(c: &mut common::wire::RawConn) -> Vec<(u8, String)> {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_session_state_from_the_next_transaction() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{USER:?}"))
+        .general("session_state", "\"isolate\"")
+        .pool_size(1)
+        .start()
+        .await;
+    let console = admin(&px).await;
+    let (a, b) = (px.client(USER, PW, "app").await, px.client(USER, PW, "app").await);
+    a.batch_execute("set work_mem = '9MB'").await.unwrap();
+    assert_eq!(scalar(&b, "show work_mem").await, "4MB");
+    edit_config(&px, "session_state = \"isolate\"", "session_state = \"leak\"");
+    console.simple_query("reload").await.unwrap();
+    a.batch_execute("set work_mem = '9MB'").await.unwrap();
+    assert_eq!(scalar(&b, "show work_mem").await, "9MB", "leak now: a's SET stays on the shared server");
+}

@@ -310,6 +310,7 @@ impl Session {
         if moved || version != self.settings_version {
             self.settings = self.login.pool.settings();
             self.settings_version = version;
+            self.session_state.set_policy(self.settings.session_state, self.settings.pool_mode);
         }
         let pool = self.login.pool.pool.clone();
         let started = Instant::now();

@@ -160,6 +160,13 @@ impl SessionState {
         }
     }
 
+    /// RELOAD changed the pool's `session_state` or `pool_mode`: it applies from the next transaction.
+    /// What the client already has is kept (its settings go on being applied while isolating).
+    pub fn set_policy(&mut self, policy: SessionStatePolicy, mode: PoolMode) {
+        self.policy = policy;
+        self.active = mode != PoolMode::Session && policy != SessionStatePolicy::Leak;
+    }
+
     pub fn active(&self) -> bool {
         self.active
     }
