@@ -191,3 +191,28 @@ async fn a_client_that_leaves_mid_query_has_its_query_canceled_not_left_running(
     let other = px.client("trust_user", "", "app").await;
     assert_eq!(scalar(&other, "select 'served'").await, "served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_kill_ends_a_client_whose_server_reset_runs_long() {
+    use common::console::{ADMIN, code};
+    use std::time::{Duration, Instant};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .pool_size(1)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .general("server_reset_query_always", "true")
+        .general("server_reset_query", "\"select pg_sleep(60)\"")
+        .general("server_connect_timeout", "60")
+        .start()
+        .await;
+    let a = px.client("trust_user", "", "app").await;
+    assert_eq!(scalar(&a, "select 'one'").await, "one"); // its reset now sleeps on the server
+    let next = tokio::spawn(async move { a.simple_query("select 2").await.map(|_| ()) });
+    let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let started = Instant::now();
+    console.simple_query("kill app").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), next).await.expect("a ended").unwrap();
+    assert_eq!(code(&e.expect_err("killed")).as_deref(), Some("57P01"));
+    assert!(started.elapsed() < Duration::from_secs(10), "after {:?}", started.elapsed());
+}

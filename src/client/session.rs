@@ -552,12 +552,17 @@ impl Session {
         }
         if self.settings.server_reset_query_always {
             let reset = self.settings.server_reset_query.trim().to_string();
+            let kill = self.login.registered.entry.kill.clone();
             if let State::Active(active) = &mut self.state
                 && let Some(conn) = active.lease.conn()
                 && !reset.is_empty()
-                && conn.run_internal(&reset).await.is_err()
             {
-                conn.broken = true;
+                // Bounded by server_connect_timeout (run_internal) and by KILL, which then ends the session.
+                let reset_ok = tokio::select! {
+                    r = conn.run_internal(&reset) => r.is_ok(),
+                    _ = kill.cancelled() => false,
+                };
+                conn.broken |= !reset_ok;
             }
         }
         self.detach();
