@@ -423,3 +423,26 @@ async fn custom_parameters_follow_their_client_too() {
     }
     assert_eq!(scalar(&b, tenant).await, "beta");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_authorization_is_the_clients_own_and_discard_all_clears_everything() {
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    // SET SESSION AUTHORIZATION needs a superuser's session.
+    admin.batch_execute(&format!("create role iso_other; alter role {USER} superuser")).await.unwrap();
+    let px = proxy(&pg, 2, &[]).await;
+    let (a, b) = (px.client(USER, "", "app").await, px.client(USER, "", "app").await);
+    a.batch_execute("set session authorization iso_other; set work_mem = '3MB'").await.unwrap();
+    let who = "select session_user::text || '/' || current_user::text";
+    let first = pid(&a).await;
+    hold_server(&b, &first).await;
+    assert_eq!(scalar(&b, who).await, format!("{USER}/{USER}"), "b on the server a left");
+    assert_eq!(scalar(&a, who).await, "iso_other/iso_other", "a on the other server");
+    b.batch_execute("commit").await.unwrap();
+    // DISCARD ALL ends all of a's session state, wherever a goes next.
+    a.batch_execute("discard all").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(scalar(&a, who).await, format!("{USER}/{USER}"));
+        assert_eq!(show(&a, "work_mem").await, "4MB");
+    }
+}
