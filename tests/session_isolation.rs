@@ -446,3 +446,25 @@ async fn session_authorization_is_the_clients_own_and_discard_all_clears_everyth
         assert_eq!(show(&a, "work_mem").await, "4MB");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_config_of_a_computed_name_pins_and_is_reset_when_its_client_leaves() {
+    let pg = TestPg::start().await;
+    let px = proxy(&pg, 2, &[]).await;
+    let a = px.client(USER, "", "app").await;
+    a.query("select set_config($1, 'a-secret', false)", &[&"app.secret"]).await.unwrap();
+    let secret = "select coalesce(current_setting('app.secret', true), '')";
+    let mine = pid(&a).await;
+    for _ in 0..3 {
+        assert_eq!(scalar(&a, secret).await, "a-secret");
+        assert_eq!(pid(&a).await, mine, "pinned: which parameter it set is unknown");
+    }
+    drop(a);
+    // Two transactions held open at once cover both servers: one of them waits for a's, cleaned.
+    let (c, d) = (px.client(USER, "", "app").await, px.client(USER, "", "app").await);
+    c.batch_execute("begin").await.unwrap();
+    d.batch_execute("begin").await.unwrap();
+    for x in [&c, &d] {
+        assert_eq!(scalar(x, secret).await, "", "no later client of either server sees a's value");
+    }
+}

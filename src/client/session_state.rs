@@ -26,6 +26,7 @@ pub enum Pin {
     Listen,
     TemporaryTable,
     SqlPrepare,
+    ComputedSetting,
 }
 
 impl Pin {
@@ -36,6 +37,7 @@ impl Pin {
             Pin::Listen => "LISTEN",
             Pin::TemporaryTable => "temporary table",
             Pin::SqlPrepare => "SQL PREPARE",
+            Pin::ComputedSetting => "set_config with a computed name",
         }
     }
 
@@ -108,6 +110,8 @@ pub struct SessionState {
     sql: SqlStatements,
     /// Custom parameters the client may have set (see `note_custom_settings`).
     custom_names: Vec<String>,
+    /// The client called set_config with a computed name: pinned until it leaves.
+    computed_setting: bool,
     /// More flagged names than kept: every Bind counts as one.
     every_bind: bool,
     refused: u64,
@@ -155,6 +159,7 @@ impl SessionState {
             flagged: Default::default(),
             sql: SqlStatements::default(),
             custom_names: Vec::new(),
+            computed_setting: false,
             every_bind: false,
             refused: 0,
         }
@@ -255,10 +260,13 @@ impl SessionState {
     /// the check reads these back by name. Looked for only in a text with a dot and SET, RESET or
     /// set_config in it; at most `MAX_CUSTOM` names per client are followed.
     fn note_custom_settings(&mut self, text: &[u8], found: crate::sql::Mentions, backslash_quotes: bool) {
-        if !(found.setting || found.state) || memchr::memchr(b'.', text).is_none() {
+        if !found.state && !(found.setting && memchr::memchr(b'.', text).is_some()) {
             return;
         }
-        for name in crate::sql::custom_setting_names(text, backslash_quotes) {
+        let custom = crate::sql::custom_setting_names(text, backslash_quotes);
+        // A parameter whose name is computed cannot be read back: the client keeps its server.
+        self.computed_setting |= custom.computed;
+        for name in custom.names {
             if !self.custom_names.contains(&name) && self.custom_names.len() < MAX_CUSTOM {
                 self.custom_names.push(name);
             }
@@ -321,6 +329,9 @@ impl SessionState {
             }
         }
         settings.sort();
+        if self.computed_setting {
+            pin = pin.or(Some(Pin::ComputedSetting));
+        }
         conn.session_settings = settings.clone();
         self.sql.keep_present(&sql_names);
         conn.sql_statements = sql_names;
@@ -354,8 +365,15 @@ impl SessionState {
         conn: &mut ServerConn,
         tracked: &ClientParams,
     ) -> Result<bool, crate::server::ServerError> {
-        if self.pin == Some(Pin::SqlPrepare) {
-            conn.run_internal("deallocate all").await?;
+        match self.pin {
+            Some(Pin::SqlPrepare) => conn.run_internal("deallocate all").await?,
+            // What it set is unknown: every parameter goes back to its default (the next client's own
+            // are applied again when it lands: reported ones from their ParameterStatus).
+            Some(Pin::ComputedSetting) => {
+                conn.run_internal("reset all").await?;
+                self.computed_setting = false;
+            }
+            _ => {}
         }
         conn.run_internal(CLEANUP_SQL).await?;
         self.check(conn, tracked).await?;

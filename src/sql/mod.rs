@@ -10,7 +10,7 @@
 //!   anything runs.
 
 mod names;
-pub use names::{NameKind, NameUse, custom_setting_names, prepared_statement_names};
+pub use names::{CustomSettings, NameKind, NameUse, custom_setting_names, prepared_statement_names};
 
 /// A token of SQL text. Literals, comments and punctuation other than `;` and `(` are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

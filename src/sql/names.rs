@@ -6,8 +6,9 @@ use super::{Lexer, Token, word_is};
 /// The custom (dotted: `app.tenant`) parameters the text SETs, RESETs or passes to `set_config` by a
 /// literal name, lower-cased. PostgreSQL lists no custom parameter in `pg_settings`, so these names are
 /// what the session state check reads back one by one.
-pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> Vec<String> {
-    let mut names = Vec::new();
+pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> CustomSettings {
+    let mut found = CustomSettings::default();
+    let names = &mut found.names;
     let tokens: Vec<Token<'_>> = Lexer::new(text, backslash_quotes).collect();
     for stmt in tokens.split(|t| *t == Token::Semicolon) {
         if word_is(stmt.first(), "set") || word_is(stmt.first(), "reset") {
@@ -17,18 +18,30 @@ pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> Vec<String> 
             }
         }
         for w in stmt.windows(3) {
-            if word_is(Some(&w[0]), "set_config")
-                && w[1] == Token::OpenParen
-                && let Token::Literal(raw) = w[2]
-                && let Some(name) = plain_literal(raw).filter(|n| n.contains('.'))
-            {
-                names.push(name.to_ascii_lowercase());
+            if !word_is(Some(&w[0]), "set_config") || w[1] != Token::OpenParen {
+                continue;
+            }
+            match w[2] {
+                Token::Literal(raw) => match plain_literal(raw) {
+                    Some(name) if name.contains('.') => names.push(name.to_ascii_lowercase()),
+                    Some(_) => {}
+                    None => found.computed = true,
+                },
+                _ => found.computed = true,
             }
         }
     }
     names.sort();
     names.dedup();
-    names
+    found
+}
+
+/// What `custom_setting_names` found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CustomSettings {
+    pub names: Vec<String>,
+    /// A `set_config` whose parameter name is not a plain literal: which parameter it sets is unknown.
+    pub computed: bool,
 }
 
 /// `a.b[.c]` at the start of `tokens`, if it has a dot.
@@ -187,12 +200,14 @@ mod tests {
     #[test]
     fn custom_setting_names_are_read_from_set_reset_and_set_config() {
         let names = |s: &str| custom_setting_names(s.as_bytes(), false);
-        assert_eq!(
-            names(
-                "SET App.Tenant = 5; set session \"My\".x to 'y'; reset a.b.c; select set_config('Rls.User', $1, false)"
-            ),
-            ["a.b.c", "app.tenant", "my.x", "rls.user"]
+        let found = names(
+            "SET App.Tenant = 5; set session \"My\".x to 'y'; reset a.b.c; select set_config('Rls.User', $1, false)",
         );
-        assert!(names("set work_mem = 1; select set_config('work_mem', '1', false); select 'set a.b = 1'").is_empty());
+        assert_eq!(found.names, ["a.b.c", "app.tenant", "my.x", "rls.user"]);
+        assert!(!found.computed);
+        let found = names("set work_mem = 1; select set_config('work_mem', '1', false); select 'set a.b = 1'");
+        assert_eq!(found, CustomSettings::default());
+        assert!(names("select set_config($1, $2, false)").computed);
+        assert!(names("select set_config('app.' || $1, 'x', false)").names.is_empty());
     }
 }
