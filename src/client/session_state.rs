@@ -260,7 +260,8 @@ impl SessionState {
     /// the check reads these back by name. Looked for only in a text with a dot and SET, RESET or
     /// set_config in it; at most `MAX_CUSTOM` names per client are followed.
     fn note_custom_settings(&mut self, text: &[u8], found: crate::sql::Mentions, backslash_quotes: bool) {
-        if !found.state && !(found.setting && memchr::memchr(b'.', text).is_some()) {
+        let may_name_custom = found.setting && memchr::memchr(b'.', text).is_some();
+        if !(found.state || may_name_custom) {
             return;
         }
         let custom = crate::sql::custom_setting_names(text, backslash_quotes);

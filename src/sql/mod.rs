@@ -22,6 +22,7 @@ pub enum Token<'a> {
     /// A string or dollar-quoted literal, as written (quotes and any `E` prefix included).
     Literal(&'a [u8]),
     Dot,
+    Comma,
     Semicolon,
     OpenParen,
     /// Anything else: operators, numbers, parameters, other punctuation.
@@ -147,6 +148,7 @@ impl<'a> Iterator for Lexer<'a> {
                 }
                 b';' => Token::Semicolon,
                 b'.' => Token::Dot,
+                b',' => Token::Comma,
                 b'(' => Token::OpenParen,
                 b if is_word_start(b) => {
                     // E'...' (and e'...') is an escape string whatever standard_conforming_strings says.

@@ -17,12 +17,13 @@ pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> CustomSettin
                 names.push(name);
             }
         }
-        for w in stmt.windows(3) {
-            if !word_is(Some(&w[0]), "set_config") || w[1] != Token::OpenParen {
+        for (i, t) in stmt.iter().enumerate() {
+            if !word_is(Some(t), "set_config") || stmt.get(i + 1) != Some(&Token::OpenParen) {
                 continue;
             }
-            match w[2] {
-                Token::Literal(raw) => match plain_literal(raw) {
+            // The name is known only when it is a plain literal standing alone: `set_config('a.b', ...`.
+            match (stmt.get(i + 2), stmt.get(i + 3)) {
+                (Some(Token::Literal(raw)), Some(Token::Comma)) => match plain_literal(raw) {
                     Some(name) if name.contains('.') => names.push(name.to_ascii_lowercase()),
                     Some(_) => {}
                     None => found.computed = true,
