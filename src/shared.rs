@@ -138,6 +138,15 @@ impl Drop for PendingLogin {
     }
 }
 
+/// A pooled client's place in `Shared::logged_in_count`.
+pub struct LoggedInGuard(Arc<Shared>);
+
+impl Drop for LoggedInGuard {
+    fn drop(&mut self) {
+        self.0.logged_in.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counts clients per database or user name, for the client caps.
 #[derive(Default)]
 pub struct ClientCounts {
@@ -185,6 +194,9 @@ pub struct Shared {
     /// Server credentials per server-side user, shared by that user's pools (SCRAM keys learned later).
     credentials: Mutex<HashMap<String, Arc<Mutex<Credentials>>>>,
     pub clients: AtomicUsize,
+    /// Clients of pools past login (max_client_conn): counted by their session, not derived from
+    /// `clients` minus those logging in, which two counters changing apart made briefly wrong.
+    logged_in: AtomicUsize,
     /// Connections accepted and not yet logged in (bounded by max_pending_logins).
     pub pending_logins: Arc<PendingLogins>,
     /// Bytes of all clients' prepared statements (bounded by max_total_prepared_bytes).
@@ -217,6 +229,7 @@ impl Shared {
             user_limits: Mutex::default(),
             credentials: Mutex::default(),
             clients: AtomicUsize::new(0),
+            logged_in: AtomicUsize::new(0),
             pending_logins: Arc::default(),
             held_prepared: Arc::default(),
             db_clients: Arc::default(),
@@ -251,7 +264,13 @@ impl Shared {
 
     /// Clients past login (what max_client_conn bounds).
     pub fn logged_in_count(&self) -> usize {
-        self.client_count().saturating_sub(self.pending_logins.len())
+        self.logged_in.load(Ordering::Relaxed)
+    }
+
+    /// Counts a pooled client as logged in until the guard is dropped (at the end of its session).
+    pub fn count_logged_in(self: &Arc<Self>) -> LoggedInGuard {
+        self.logged_in.fetch_add(1, Ordering::Relaxed);
+        LoggedInGuard(self.clone())
     }
 
     fn limit(map: &Mutex<HashMap<String, Arc<SharedLimit>>>, name: &str, max: usize) -> Arc<SharedLimit> {

@@ -73,7 +73,7 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, p
             return;
         }
     };
-    drop(pending); // counted among the logged-in clients from here on
+    drop(pending); // a pooled client is counted among the logged-in ones from here on
     let logged_in = match logged_in {
         Login::Pooled(l) => l,
         Login::Admin { user, role } => {
@@ -84,6 +84,7 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, p
             return;
         }
     };
+    let _counted = shared.count_logged_in();
     let (db, user) = (logged_in.db.clone(), logged_in.user.clone());
     if general.log_connections {
         tracing::info!(%peer, %db, %user, "login");
