@@ -8,9 +8,11 @@ use std::hash::{Hash, Hasher};
 
 use crate::sql::{NameKind, prepared_statement_names};
 
-/// Statements kept per client, and the largest PREPARE text kept to prepare again.
+/// Statements kept per client, the largest PREPARE text kept to prepare again, and the most bytes of
+/// them per client. Past any of them a PREPARE keeps its own name, and pins its client instead.
 const MAX_STATEMENTS: usize = 1000;
 const MAX_TEXT: usize = 64 * 1024;
+const MAX_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SqlStatement {
@@ -55,7 +57,11 @@ impl SqlStatements {
             self.changed |= !matches!(u.kind, NameKind::Execute);
             match (&u.kind, self.find(&u.name)) {
                 (NameKind::Prepare { statement }, None) => {
-                    if self.list.len() >= MAX_STATEMENTS || statement.len() > MAX_TEXT {
+                    let held: usize = self.list.iter().map(|s| s.prepare.len()).sum();
+                    if self.list.len() >= MAX_STATEMENTS
+                        || statement.len() > MAX_TEXT
+                        || held + statement.len() > MAX_BYTES
+                    {
                         continue; // keeps its own name: the check pins the client to this server
                     }
                     let server_name = self.server_name(&u.name);

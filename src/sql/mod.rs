@@ -254,14 +254,43 @@ fn word_makes_state(w: &[u8]) -> bool {
 /// named for the error message: session SET/RESET, SQL PREPARE, LISTEN, temporary objects, WITH HOLD
 /// cursors, LOAD, session advisory locks and `set_config`.
 pub fn first_refused(text: &[u8], backslash_quotes: bool) -> Option<&'static str> {
-    let mut tokens = Lexer::new(text, backslash_quotes).peekable();
-    while tokens.peek().is_some() {
-        let stmt: Vec<Token<'_>> = tokens.by_ref().take_while(|t| *t != Token::Semicolon).collect();
-        if let Some(what) = refused_statement(&stmt) {
-            return Some(what);
+    // A statement longer than MAX_STATEMENT_TOKENS is judged on its head; what its tail makes is found
+    // by the check after the transaction (`mentions` scans all of the text), and pins.
+    let mut refused = None;
+    for_each_statement(text, backslash_quotes, |stmt, _| {
+        refused = refused_statement(stmt);
+        refused.is_some()
+    });
+    refused
+}
+
+/// Tokens of one statement kept for looking at: a client's statement text is up to a few MiB, and its
+/// tokens (24 bytes each) are not held whole.
+pub const MAX_STATEMENT_TOKENS: usize = 4096;
+
+/// Calls `f` with each statement's tokens (at most MAX_STATEMENT_TOKENS, and whether there were more)
+/// until it returns true.
+pub(crate) fn for_each_statement<'a>(
+    text: &'a [u8],
+    backslash_quotes: bool,
+    mut f: impl FnMut(&[Token<'a>], bool) -> bool,
+) {
+    let mut stmt = Vec::new();
+    let mut lexer = Lexer::new(text, backslash_quotes).peekable();
+    while lexer.peek().is_some() {
+        stmt.clear();
+        let mut truncated = false;
+        for t in lexer.by_ref().take_while(|t| *t != Token::Semicolon) {
+            if stmt.len() < MAX_STATEMENT_TOKENS {
+                stmt.push(t);
+            } else {
+                truncated = true;
+            }
+        }
+        if f(&stmt, truncated) {
+            return;
         }
     }
-    None
 }
 
 fn word_is(t: Option<&Token<'_>>, w: &str) -> bool {

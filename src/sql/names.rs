@@ -1,20 +1,22 @@
 //! The names a statement text uses: SQL prepared statement names (to rename them per client) and
 //! custom parameters (to read them back), found with the lexer.
 
-use super::{Lexer, Token, word_is};
+use super::{Lexer, Token, for_each_statement, word_is};
 
 /// The custom (dotted: `app.tenant`) parameters the text SETs, RESETs or passes to `set_config` by a
 /// literal name, lower-cased. PostgreSQL lists no custom parameter in `pg_settings`, so these names are
 /// what the session state check reads back one by one.
 pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> CustomSettings {
     let mut found = CustomSettings::default();
-    let names = &mut found.names;
-    let tokens: Vec<Token<'_>> = Lexer::new(text, backslash_quotes).collect();
-    for stmt in tokens.split(|t| *t == Token::Semicolon) {
+    for_each_statement(text, backslash_quotes, |stmt, truncated| {
+        // Past the tokens kept, a set_config's name is unknown: as good as computed.
+        if truncated && !found.computed {
+            found.computed = text.windows(10).any(|w| w.eq_ignore_ascii_case(b"set_config"));
+        }
         if word_is(stmt.first(), "set") || word_is(stmt.first(), "reset") {
             let skip = if ["session", "local"].iter().any(|w| word_is(stmt.get(1), w)) { 2 } else { 1 };
             if let Some(name) = dotted_name(stmt.get(skip..).unwrap_or_default()) {
-                names.push(name);
+                found.names.push(name);
             }
         }
         for (i, t) in stmt.iter().enumerate() {
@@ -24,16 +26,17 @@ pub fn custom_setting_names(text: &[u8], backslash_quotes: bool) -> CustomSettin
             // The name is known only when it is a plain literal standing alone: `set_config('a.b', ...`.
             match (stmt.get(i + 2), stmt.get(i + 3)) {
                 (Some(Token::Literal(raw)), Some(Token::Comma)) => match plain_literal(raw) {
-                    Some(name) if name.contains('.') => names.push(name.to_ascii_lowercase()),
+                    Some(name) if name.contains('.') => found.names.push(name.to_ascii_lowercase()),
                     Some(_) => {}
                     None => found.computed = true,
                 },
                 _ => found.computed = true,
             }
         }
-    }
-    names.sort();
-    names.dedup();
+        false
+    });
+    found.names.sort();
+    found.names.dedup();
     found
 }
 
@@ -69,6 +72,9 @@ fn plain_literal(raw: &[u8]) -> Option<String> {
     (!inner.contains(&b'\\')).then(|| String::from_utf8_lossy(inner).replace("''", "'"))
 }
 
+/// Most names one text is looked at for (what a client's few MiB of text may make pgsluice hold).
+pub const MAX_NAME_USES: usize = 4096;
+
 /// A statement name in SQL `PREPARE`, `EXECUTE` or `DEALLOCATE`, where it is in the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameUse {
@@ -93,7 +99,8 @@ pub enum NameKind {
 
 /// Every SQL prepared statement name the text uses, in order. `PREPARE` counts only at the start of a
 /// statement (`PREPARE TRANSACTION` is not one); `EXECUTE` anywhere a name follows it (`GRANT EXECUTE ON`
-/// yields the name `on`: callers act only on names they know).
+/// yields the name `on`: callers act only on names they know). At most MAX_NAME_USES are returned (a
+/// text naming more keeps the rest as written: they then name nothing on the server).
 pub fn prepared_statement_names(text: &[u8], backslash_quotes: bool) -> Vec<NameUse> {
     let mut uses = Vec::new();
     let mut lexer = Lexer::new(text, backslash_quotes);
@@ -143,6 +150,13 @@ pub fn prepared_statement_names(text: &[u8], backslash_quotes: bool) -> Vec<Name
         if let (Some(kind), Some((name, span))) = (kind, name) {
             if matches!(kind, NameKind::Prepare { .. }) {
                 open_prepare = Some(uses.len());
+            }
+            if uses.len() >= MAX_NAME_USES {
+                // A PREPARE whose statement has not ended here has no known end: it is not kept.
+                if let Some(i) = open_prepare.take() {
+                    uses.truncate(i);
+                }
+                return uses;
             }
             uses.push(NameUse { kind, name, span });
         }
@@ -210,5 +224,24 @@ mod tests {
         assert_eq!(found, CustomSettings::default());
         assert!(names("select set_config($1, $2, false)").computed);
         assert!(names("select set_config('app.' || $1, 'x', false)").names.is_empty());
+    }
+
+    #[test]
+    fn a_statement_past_the_tokens_kept_is_judged_on_its_head() {
+        let long = format!("update t set x = 1 where t.id in ({})", vec!["1"; 5000].join(", "));
+        assert_eq!(custom_setting_names(long.as_bytes(), false), CustomSettings::default(), "no set_config: nothing");
+        let tail = format!("select {}, set_config('app.x', 'y', false)", vec!["1"; 5000].join(", "));
+        assert!(custom_setting_names(tail.as_bytes(), false).computed, "a set_config past the head is unknown");
+    }
+
+    #[test]
+    fn names_are_looked_for_up_to_a_bound() {
+        let many = "execute p; ".repeat(MAX_NAME_USES + 10);
+        assert_eq!(prepared_statement_names(many.as_bytes(), false).len(), MAX_NAME_USES);
+        // q is the last use kept, and its statement goes on past the bound (to another name).
+        let cut =
+            format!("{}prepare q as select 1 from execute x; drop table x", "execute p; ".repeat(MAX_NAME_USES - 1));
+        let uses = prepared_statement_names(cut.as_bytes(), false);
+        assert!(uses.iter().all(|u| u.name == "p"), "the PREPARE past the bound is not taken with an unknown end");
     }
 }
