@@ -424,11 +424,8 @@ impl Statements {
             let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(name));
             return Some(self.raise(PgError::error(SqlState::DUPLICATE_PREPARED_STATEMENT, msg), server, out));
         }
-        if let Some(msg) = self.over_limits(name.len() + rest.len()) {
-            return Some(self.raise(PgError::error(SqlState::PROGRAM_LIMIT_EXCEEDED, msg), server, out));
-        }
-        if let Some(msg) = self.over_total(name.len() + rest.len()) {
-            return Some(self.raise(PgError::error(SqlState::OUT_OF_MEMORY, msg), server, out));
+        if let Some(err) = self.by_name.refuses(&self.limits, name.len() + rest.len()) {
+            return Some(self.raise(err, server, out));
         }
         let start = out.len();
         self.counts.client_parse += 1;
@@ -442,25 +439,6 @@ impl Statements {
             self.write_parse(&stmt, Some(name), false, server, out);
         }
         Some(Edit::Replace(start..out.len()))
-    }
-
-    /// Why one more statement of `size` bytes would pass the client's limits, if it would.
-    fn over_limits(&self, size: usize) -> Option<String> {
-        let l = self.limits;
-        if self.by_name.len() >= l.statements {
-            return Some(format!("too many prepared statements ({}; max_client_prepared_statements)", l.statements));
-        }
-        if self.by_name.bytes + size > l.bytes {
-            return Some(format!("prepared statements too large ({} bytes; max_client_prepared_bytes)", l.bytes));
-        }
-        None
-    }
-
-    /// Whether one more statement of `size` bytes would pass what all clients together may hold.
-    fn over_total(&self, size: usize) -> Option<String> {
-        let total = self.limits.total;
-        (self.by_name.total.get() + size > total)
-            .then(|| format!("prepared statements of all clients too large ({total} bytes; max_total_prepared_bytes)"))
     }
 
     /// `first`: the first Bind of its batch, which can be replayed if its cached plan went stale.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::protocol::{PgError, SqlState};
 use crate::stats::HeldBytes;
 
 use super::Statement;
@@ -54,6 +55,23 @@ impl Names {
         self.map = HashMap::new(); // gives the memory back, however many names there were
         self.release(self.bytes);
     }
+    /// The error for one more statement of `size` bytes past the client's limits (54000) or what all
+    /// clients together may hold (53200), if it would pass one.
+    pub(super) fn refuses(&self, l: &HeldLimits, size: usize) -> Option<PgError> {
+        let limit = |msg: String| Some(PgError::error(SqlState::PROGRAM_LIMIT_EXCEEDED, msg));
+        if self.len() >= l.statements {
+            return limit(format!("too many prepared statements ({}; max_client_prepared_statements)", l.statements));
+        }
+        if self.bytes + size > l.bytes {
+            return limit(format!("prepared statements too large ({} bytes; max_client_prepared_bytes)", l.bytes));
+        }
+        (self.total.get() + size > l.total).then(|| {
+            let msg =
+                format!("prepared statements of all clients too large ({} bytes; max_total_prepared_bytes)", l.total);
+            PgError::error(SqlState::OUT_OF_MEMORY, msg)
+        })
+    }
+
     fn charge(&mut self, n: usize) {
         self.bytes += n;
         self.total.add(n);
