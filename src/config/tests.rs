@@ -127,6 +127,9 @@ fn unknown_keys_and_wrong_types_name_the_key_path_and_line() {
         "not a valid number of seconds",
     );
     assert_rejected(trusting("pool_mode = \"sometimes\"", ""), "pgsluice.pool_mode", "unknown variant");
+    let db = |host: &str| trusting("", &format!("[databases]\napp = {{ host = {host:?} }}"));
+    assert_rejected(db("/var/run/postgresql"), "databases.app.host", "Unix-socket directory");
+    assert_rejected(db("a.example,b.example"), "databases.app.host", "several hosts");
     let e = trusting("listen_port = 70000", "").unwrap_err().to_string();
     assert!(e.contains("key `pgsluice.listen_port`") && e.contains("(line 3)"), "{e}");
     // A syntax error keeps toml's report, with the file.

@@ -62,6 +62,15 @@ impl Config {
             if db.host.trim().is_empty() {
                 return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
             }
+            // Refused here rather than accepted and then failing every login.
+            if db.host.starts_with('/') {
+                let why = "a Unix-socket directory: pgsluice connects to servers over TCP only for now (use host = \"127.0.0.1\" or the server's address)";
+                return Err(self.invalid(format!("databases.{name}.host"), why));
+            }
+            if db.host.contains(',') {
+                let why = "several hosts in one entry (load_balance_hosts) are not supported: give one host";
+                return Err(self.invalid(format!("databases.{name}.host"), why));
+            }
             if db.port == 0 {
                 return Err(self.invalid(format!("databases.{name}.port"), "must be 1..65535"));
             }
