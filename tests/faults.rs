@@ -548,6 +548,13 @@ async fn sigkill_of_one_backend_under_load() {
             .unwrap()
             .get(0);
         assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+        // The postmaster notices the crash a moment later and ends every other backend, this admin
+        // connection too: only after that is "takes connections again" the recovery and not the moment
+        // before the crash was seen (a connection then was reset by the restart, a flake).
+        wait_for(Duration::from_secs(30), "PostgreSQL handling the crash", || async {
+            admin.simple_query("select 1").await.is_err()
+        })
+        .await;
         // PostgreSQL restarts every backend and recovers; wait until it takes connections again.
         wait_for(Duration::from_secs(30), "PostgreSQL recovered", || async {
             let conf = format!("host={} port={} user=postgres dbname=app", pg.data_dir().display(), pg.port());
