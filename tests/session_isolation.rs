@@ -352,6 +352,9 @@ async fn pins_are_shown_in_show_clients_and_counted_in_metrics() {
         .await;
     let a = px.client(USER, "", "app").await;
     a.batch_execute("select pg_advisory_lock(1); set work_mem = '6MB'").await.unwrap();
+    // The check runs after a's ReadyForQuery went out and before a is read again: once a's next query is
+    // answered, the pin is recorded.
+    scalar(&a, "select 1").await;
     let b = px.client(USER, "", "app").await;
     b.batch_execute("set work_mem = '5MB'").await.unwrap();
     let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
@@ -376,10 +379,12 @@ async fn pins_are_shown_in_show_clients_and_counted_in_metrics() {
         body.lines().any(|l| l.starts_with("pgsluice_pool_pinned_clients") && l.contains("app") && l.ends_with(" 0"))
     })
     .await;
-    // b moves to the server a left: its work_mem goes with it (applied there: counted).
+    // b moves to the other server: its work_mem goes with it (applied there: counted).
     let c = px.client(USER, "", "app").await;
-    c.batch_execute("begin").await.unwrap();
+    let b_server = pid(&b).await;
+    hold_server(&c, &b_server).await;
     assert_eq!(show(&b, "work_mem").await, "5MB");
+    assert_ne!(pid(&b).await, b_server);
     let (_, body) = common::http_get(mport, "/metrics").await;
     assert!(
         body.lines().any(|l| l.starts_with("pgsluice_session_settings_applied_total") && !l.ends_with(" 0")),
