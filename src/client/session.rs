@@ -402,16 +402,11 @@ impl Session {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
         if conn.synced_fingerprint != self.login.params.fingerprint() {
-            if let Some(sql) = self.login.params.sync_sql(conn) {
-                // Bounded by server_connect_timeout (see run_internal), and by the console's KILL.
-                let synced = tokio::select! {
-                    r = conn.run_internal(&sql) => r.map_err(ClientError::Server),
-                    _ = &mut self.killed => Err(ClientError::Killed),
-                };
-                if let Err(e) = synced {
-                    conn.broken = true;
-                    return Err(e);
-                }
+            if let Some(sql) = self.login.params.sync_sql(conn)
+                && let Err(e) = isolation::run_killable(conn, &sql, &mut self.killed).await
+            {
+                conn.broken = true;
+                return Err(e);
             }
             self.login.params.after_sync(conn);
         }

@@ -41,22 +41,14 @@ impl Session {
     pub(super) async fn sync_session_settings(&mut self, conn: &mut ServerConn) -> Result<(), ClientError> {
         conn.notifications.clear(); // for an earlier client, whom they no longer reach
         let Some(sql) = self.session_state.sync_sql(conn) else { return Ok(()) };
-        let synced = tokio::select! {
-            r = conn.run_internal(&sql) => r.map_err(ClientError::Server),
-            _ = &mut self.killed => Err(ClientError::Killed),
-        };
-        if let Err(e) = synced {
+        if let Err(e) = run_killable(conn, &sql, &mut self.killed).await {
             conn.broken = true;
             return Err(e);
         }
         // The client's SQL PREPAREd statements, one at a time: one that no longer prepares (its table is
         // gone, say) is lost to the client alone, as a direct connection would find it broken too.
         for (server_name, prepare) in self.session_state.missing_statements(conn) {
-            let prepared = tokio::select! {
-                r = conn.run_internal(&prepare) => r.map_err(ClientError::Server),
-                _ = &mut self.killed => Err(ClientError::Killed),
-            };
-            match prepared {
+            match run_killable(conn, &prepare, &mut self.killed).await {
                 Ok(()) => {}
                 Err(e) if conn.broken || matches!(e, ClientError::Killed) => return Err(e),
                 Err(_) => self.session_state.forget_statement(&server_name),
@@ -88,4 +80,21 @@ pub(super) fn note_pin_change(login: &LoggedIn, was: Option<Pin>, now: Option<Pi
         _ => {}
     }
     login.registered.entry.set_pin(now.map(Pin::as_str));
+}
+
+/// One of pgsluice's own statements on `conn`, bounded by server_connect_timeout (see `run_internal`)
+/// and by the console's KILL. A KILL or a lost server marks the server broken.
+pub(super) async fn run_killable(
+    conn: &mut ServerConn,
+    sql: &str,
+    killed: &mut std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+) -> Result<(), ClientError> {
+    let result = tokio::select! {
+        r = conn.run_internal(sql) => r.map_err(ClientError::Server),
+        _ = killed => Err(ClientError::Killed),
+    };
+    if matches!(result, Err(ClientError::Killed)) {
+        conn.broken = true;
+    }
+    result
 }
