@@ -333,9 +333,6 @@ impl Shared {
                 shared.evict_idle_for(&me, &me_user);
             }
         }));
-        if self.is_paused(db) {
-            pool.pause();
-        }
         let entry = Arc::new(PoolEntry {
             pool,
             settings: Mutex::new(Arc::new(settings)),
@@ -346,8 +343,12 @@ impl Shared {
             successor: Default::default(),
             auto,
         });
-        let mut pools = self.pools.lock().map_err(|_| NoPool::NoDatabase)?;
-        Ok(pools.entry(key).or_insert(entry).clone())
+        let entry = self.pools.lock().map_err(|_| NoPool::NoDatabase)?.entry(key).or_insert(entry).clone();
+        // Checked once listed: a PAUSE that listed the pools before this one sees the flag here.
+        if self.is_paused(db) {
+            entry.pool.pause();
+        }
+        Ok(entry)
     }
 
     fn auto_pool_count(&self) -> usize {
@@ -500,23 +501,30 @@ impl Shared {
 
     /// PAUSE (`db` = None: every database): pools of the database stop handing out servers.
     pub fn pause(&self, db: Option<&str>) {
-        if let Ok(mut p) = self.paused.lock() {
+        // The flag stays locked until every pool is paused, so whoever sees it (SHOW STATE)
+        // can rely on no new transaction starting; a pool created meanwhile checks the flag
+        // after it is listed (see `pool`).
+        let mut flag = self.paused.lock().ok();
+        if let Some(p) = flag.as_mut() {
             p.insert(db.map(str::to_string));
         }
         for (_, entry) in self.pools_of(db) {
             entry.pool.pause();
         }
+        drop(flag);
     }
 
     /// SUSPEND: every pool stops handing out servers until RESUME.
     pub fn suspend(&self) {
+        let mut flag = self.paused.lock().ok();
         self.suspended.store(true, Ordering::Relaxed);
-        if let Ok(mut p) = self.paused.lock() {
+        if let Some(p) = flag.as_mut() {
             p.insert(None);
         }
         for (_, entry) in self.all_pools() {
             entry.pool.pause_soft();
         }
+        drop(flag);
     }
 
     /// (paused, suspended) for SHOW STATE.
