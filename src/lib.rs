@@ -3,7 +3,8 @@
 //! Layers (a module imports only from lower layers):
 //! ```text
 //! L0 protocol/ config/ stats/ run_state.rs sql.rs   leaf modules
-//! L1 auth/ pool/                + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol
+//! L1 auth/ pool/ transport/     + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol;
+//!                               transport/ is the stream type and the TLS configurations
 //! L2 server/ cancel.rs          + L0-L1: connections to PostgreSQL, and cancel requests to them
 //! L3 shared.rs                  + L0-L2: the process's pools, limits, registries and running config
 //! L4 client/ admin/             + L0-L3: the per-client session and the admin console
@@ -25,3 +26,4 @@ pub mod shared;
 pub mod sql;
 pub mod stats;
 pub mod supervisor;
+pub mod transport;

@@ -178,6 +178,76 @@ pub struct General {
     /// Milliseconds sent data may stay unacknowledged before the connection is dropped (TCP_USER_TIMEOUT);
     /// 0 = the OS default. Default 0.
     pub tcp_user_timeout: u64,
+    /// TLS with clients: disable | allow | prefer | require | verify-ca | verify-full, PgBouncer's
+    /// meanings (allow = prefer; verify-full = verify-ca: a valid client certificate). Default disable.
+    pub client_tls_sslmode: SslMode,
+    /// Private key pgsluice accepts TLS clients with (PEM); relative to the config file. Default none.
+    pub client_tls_key_file: Option<PathBuf>,
+    /// Certificate (chain, PEM) for that key. Default none.
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// CA certificates client certificates are checked against (verify-ca, verify-full). Default none.
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions offered to clients: secure (tlsv1.2,tlsv1.3), all/legacy (the same: rustls has
+    /// nothing older), or a list. Default "secure".
+    pub client_tls_protocols: String,
+    /// TLS 1.2 cipher suites, in OpenSSL syntax (names and the classes rustls can express). Default "default".
+    pub client_tls_ciphers: String,
+    /// TLS 1.3 cipher suites; empty = from client_tls_ciphers. Default "".
+    pub client_tls13_ciphers: String,
+    /// Key-exchange groups: auto or curve names (X25519, P-256, P-384). Default "auto".
+    pub client_tls_ecdhcurve: String,
+    /// auto | none: rustls offers no finite-field DHE either way ("legacy" is refused). Default "auto".
+    pub client_tls_dheparams: String,
+    /// TLS with servers: disable | allow | prefer | require | verify-ca | verify-full, libpq's meanings.
+    /// Default prefer.
+    pub server_tls_sslmode: SslMode,
+    /// CA certificates server certificates are checked against (verify-ca, verify-full). Default none.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Private key of the client certificate pgsluice shows servers. Default none.
+    pub server_tls_key_file: Option<PathBuf>,
+    /// The client certificate pgsluice shows servers. Default none.
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// TLS versions pgsluice offers servers, as client_tls_protocols. Default "secure".
+    pub server_tls_protocols: String,
+    /// TLS 1.2 cipher suites offered to servers, as client_tls_ciphers. Default "default".
+    pub server_tls_ciphers: String,
+    /// TLS 1.3 cipher suites offered to servers; empty = from server_tls_ciphers. Default "".
+    pub server_tls13_ciphers: String,
+}
+
+/// A TLS mode (PgBouncer's `client_tls_sslmode` / `server_tls_sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Plain text is refused (require and the verify modes).
+    pub fn requires_tls(self) -> bool {
+        matches!(self, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+
+    /// The peer's certificate is checked against a CA.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
 }
 
 /// How pgsluice's TCP connections detect a dead peer (PgBouncer's tcp_* settings).
@@ -191,6 +261,24 @@ pub struct TcpOptions {
 }
 
 impl General {
+    /// Makes the file settings absolute, relative to `base` (the config file's directory).
+    pub(super) fn resolve_paths(&mut self, base: &std::path::Path) {
+        for p in [
+            &mut self.auth_file,
+            &mut self.client_tls_key_file,
+            &mut self.client_tls_cert_file,
+            &mut self.client_tls_ca_file,
+            &mut self.server_tls_ca_file,
+            &mut self.server_tls_key_file,
+            &mut self.server_tls_cert_file,
+        ] {
+            // An empty value (`client_tls_ca_file =` in a pgbouncer.ini) means not set.
+            if let Some(a) = p.take().filter(|a| !a.as_os_str().is_empty()) {
+                *p = Some(if a.is_absolute() { a } else { base.join(a) });
+            }
+        }
+    }
+
     pub fn tcp_options(&self) -> TcpOptions {
         TcpOptions {
             keepalive: self.tcp_keepalive,
@@ -308,6 +396,22 @@ impl Default for General {
             tcp_keepintvl: s(0),
             tcp_keepcnt: 0,
             tcp_user_timeout: 0,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_key_file: None,
+            client_tls_cert_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: "secure".into(),
+            client_tls_ciphers: "default".into(),
+            client_tls13_ciphers: String::new(),
+            client_tls_ecdhcurve: "auto".into(),
+            client_tls_dheparams: "auto".into(),
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_key_file: None,
+            server_tls_cert_file: None,
+            server_tls_protocols: "secure".into(),
+            server_tls_ciphers: "default".into(),
+            server_tls13_ciphers: String::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use general::{General, RESTART_ONLY, TcpOptions};
+pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
 pub use resolve::{PoolSettings, ServerTarget};
 use values::seconds_opt;
 
@@ -174,10 +174,7 @@ impl Config {
         let file: File = toml::from_str(text).map_err(|e| validate::parse_error(path, text, e))?;
         let mut general = file.pgsluice;
         validate::normalize_listen_addr(&mut general.listen_addr);
-        if let Some(a) = general.auth_file.take() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            general.auth_file = Some(if a.is_absolute() { a } else { base.join(a) });
-        }
+        general.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         let config = Config {
             general,
             databases: file.databases,

@@ -1,0 +1,184 @@
+//! One connection's byte stream, whatever carries it: plain TCP, TLS over TCP (either side), or a Unix
+//! socket. Reads and writes dispatch on the variant; a TLS write is flushed by `send`, and `poll_duplex`
+//! lets one task read and write the same stream without splitting it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connection to a client or to PostgreSQL.
+pub enum Stream {
+    Tcp(TcpStream),
+    /// Boxed: a TLS session's state is large next to a socket, and most connections have none.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+/// What `poll_duplex` finished first.
+pub enum Duplex {
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+}
+
+/// What a TLS session negotiated, as SHOW CLIENTS/SERVERS print it ("TLSv1.3/TLS_AES_256_GCM_SHA384").
+pub fn describe(state: &rustls::CommonState) -> String {
+    let version = match state.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        Some(v) => format!("{v:?}"),
+        None => "TLS".to_string(),
+    };
+    let suite = state.negotiated_cipher_suite().map(|s| s.suite().as_str().unwrap_or("?").to_string());
+    let group = state.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+    match (suite, group) {
+        (Some(s), Some(g)) => format!("{version}/{s}/ECDH={g}"),
+        (Some(s), None) => format!("{version}/{s}"),
+        _ => version,
+    }
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
+    }
+
+    /// The TCP socket under the stream (for socket options and addresses); `None` for a Unix socket.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref().0),
+            Stream::Unix(_) => None,
+        }
+    }
+
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The negotiated TLS version and cipher, or `None` in plain text.
+    pub fn tls_description(&self) -> Option<String> {
+        match self {
+            Stream::Tls(s) => Some(describe(s.get_ref().1)),
+            _ => None,
+        }
+    }
+
+    /// The peer's certificate chain, leaf first, when it presented one over TLS.
+    pub fn peer_certificates(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
+        match self {
+            Stream::Tls(s) => s.get_ref().1.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    /// Writes all of `bytes` and, over TLS, flushes them to the socket (a TLS write alone may leave
+    /// them in the session's buffer).
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await?;
+        if self.is_tls() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes now without waiting (`WouldBlock` if nothing). Over TLS nothing is
+    /// written here: the bytes are left to `poll_duplex`, which also flushes them.
+    pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(bytes),
+            Stream::Unix(s) => s.try_write(bytes),
+            Stream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Whether the peer sent something or hung up on an idle connection: `Ok(false)` when nothing is
+    /// there (the connection looks alive), `Ok(true)` when bytes or EOF arrived.
+    pub fn poll_idle_peer(&mut self) -> io::Result<bool> {
+        let mut probe = [0u8; 1];
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut buf = ReadBuf::new(&mut probe);
+        match Pin::new(self).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(e),
+        }
+    }
+
+    /// Best effort, never waiting: a Terminate (or any last bytes) on a plain connection; over TLS
+    /// nothing (the connection is simply closed).
+    pub fn write_goodbye(&self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+
+    /// Reads into `rbuf` or writes from `wbuf` (when it is not empty), whichever can go first; over
+    /// TLS, output the session still holds is flushed meanwhile. Written bytes leave `wbuf`.
+    pub fn poll_duplex(&mut self, cx: &mut Context<'_>, rbuf: &mut BytesMut, wbuf: &mut BytesMut) -> Poll<Duplex> {
+        if !wbuf.is_empty()
+            && let Poll::Ready(r) = Pin::new(&mut *self).poll_write(cx, wbuf)
+        {
+            if let Ok(n) = r {
+                wbuf.advance(n);
+            }
+            return Poll::Ready(Duplex::Wrote(r));
+        }
+        if let Stream::Tls(s) = self
+            && s.get_ref().1.wants_write()
+            && let Poll::Ready(Err(e)) = Pin::new(&mut **s).poll_flush(cx)
+        {
+            return Poll::Ready(Duplex::Wrote(Err(e)));
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(self), cx, rbuf) {
+            Poll::Ready(r) => Poll::Ready(Duplex::Read(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `poll_duplex` as a future.
+    pub async fn duplex(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut) -> Duplex {
+        std::future::poll_fn(|cx| self.poll_duplex(cx, rbuf, wbuf)).await
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
