@@ -11,6 +11,7 @@ use crate::config::auth_file::{AuthFile, Secret};
 use crate::config::{Config, PoolSettings};
 use crate::pool::{Limits, Pool, SharedLimit};
 use crate::server::{Credentials, ServerConnector};
+use crate::transport::{TlsSetup, TlsState};
 
 pub type ServerPool = Pool<ServerConnector>;
 
@@ -214,14 +215,17 @@ pub struct Shared {
     paused: Mutex<HashSet<Option<String>>>,
     disabled: Mutex<HashSet<String>>,
     suspended: std::sync::atomic::AtomicBool,
+    /// The TLS configuration new connections use, both sides (replaced by RELOAD).
+    pub tls: Arc<TlsState>,
     /// Running or draining; the supervisor acts on changes (the console's SHUTDOWN sets it).
     pub run_state: tokio::sync::watch::Sender<crate::run_state::RunState>,
 }
 
 impl Shared {
-    pub fn new(config: Config, auth: AuthFile) -> Arc<Self> {
+    pub fn new(config: Config, auth: AuthFile, tls: TlsSetup) -> Arc<Self> {
         Arc::new_cyclic(|me| Shared {
             me: me.clone(),
+            tls: Arc::new(TlsState::new(tls)),
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::default(),
@@ -323,6 +327,7 @@ impl Shared {
             internal_timeout: Some(settings.server_connect_timeout).filter(|t| !t.is_zero()).unwrap_or(NO_ANSWER),
             welcome: Mutex::new(None),
             registry: Some((self.server_registry.clone(), db.to_string())),
+            tls: self.tls.clone(),
         };
         let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
         let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);
@@ -439,19 +444,22 @@ impl Shared {
         }
     }
 
-    fn read_config_files(&self) -> Result<ReloadReport, crate::config::ConfigError> {
+    /// The config, the auth file and every TLS file read again; all or nothing.
+    fn read_config_files(&self) -> Result<ReloadReport, String> {
         let old = self.config();
         let new = if old.from_pgbouncer_ini {
-            Config::load_pgbouncer_ini(&old.path).map(|(c, _)| c)?
+            Config::load_pgbouncer_ini(&old.path).map(|(c, _)| c)
         } else {
-            Config::load(&old.path)?
+            Config::load(&old.path)
         };
-        let auth = new.load_auth_file()?;
-        Ok(self.apply(new, auth))
+        let new = new.map_err(|e| e.to_string())?;
+        let auth = new.load_auth_file().map_err(|e| e.to_string())?;
+        let tls = TlsSetup::load(&new.general).map_err(|e| e.to_string())?;
+        Ok(self.apply(new, auth, tls))
     }
 
     /// Makes `new` the running config (RELOAD, SET): see `reload`.
-    pub fn apply(&self, mut new: Config, auth: AuthFile) -> ReloadReport {
+    pub fn apply(&self, mut new: Config, auth: AuthFile, tls: TlsSetup) -> ReloadReport {
         let old = self.config();
         // Settings read only at startup keep their running values (so SHOW CONFIG shows what is in
         // effect); the change is reported as needing a restart.
@@ -460,6 +468,13 @@ impl Shared {
         let new = Arc::new(new);
         if let Ok(mut c) = self.config.write() {
             *c = new.clone();
+        }
+        // New handshakes use the new files; open connections keep theirs. A changed server-side TLS
+        // setting closes every server once released, as PgBouncer does, so none stays on the old terms.
+        self.tls.replace(tls);
+        if old.general.server_tls_settings() != new.general.server_tls_settings() {
+            tracing::info!("server TLS settings changed: reconnecting every server");
+            self.reconnect(None);
         }
         if let Ok(mut a) = self.auth.write() {
             *a = Arc::new(auth);
@@ -497,6 +512,20 @@ impl Shared {
             }
         }
         report
+    }
+
+    /// RECONNECT (`db` = None: every database): each server open now is closed once released (SHOW
+    /// SERVERS says so until then), and new ones are made.
+    pub fn reconnect(&self, db: Option<&str>) {
+        let pools = self.pools_of(db);
+        for s in self.server_registry.list() {
+            if pools.iter().any(|(k, e)| k.db == s.db && e.pool.connector().user == s.user) {
+                s.mark_close_needed();
+            }
+        }
+        for (_, e) in pools {
+            e.pool.reconnect();
+        }
     }
 
     /// PAUSE (`db` = None: every database): pools of the database stop handing out servers.

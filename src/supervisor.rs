@@ -19,6 +19,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
 }
 
 /// Binds the configured address and serves until shut down.
@@ -52,7 +54,8 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     let auth = config.load_auth_file()?;
     let metrics_addr = config.general.metrics_addr.clone();
     let reuse_port = config.general.so_reuseport;
-    let shared = Shared::new(config, auth);
+    let tls = crate::transport::TlsSetup::load(&config.general)?;
+    let shared = Shared::new(config, auth, tls);
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
     tokio::spawn(reap_auto_pools(Arc::downgrade(&shared)));
     let (stop_accepting, accepting) = watch::channel(false);

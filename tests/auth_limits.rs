@@ -298,10 +298,7 @@ async fn greedy_scram_server(iterations: u64) -> u16 {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut len = [0u8; 4];
-                s.read_exact(&mut len).await?;
-                let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-                s.read_exact(&mut startup).await?;
+                common::wire::read_startup_as_server(&mut s).await?;
                 s.write_all(&reply(10, b"SCRAM-SHA-256\0\0")).await?;
                 let mut head = [0u8; 5];
                 s.read_exact(&mut head).await?;

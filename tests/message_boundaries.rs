@@ -156,10 +156,7 @@ async fn fake_server(reply_tag: u8) -> u16 {
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut len = [0u8; 4];
-                sock.read_exact(&mut len).await?;
-                let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-                sock.read_exact(&mut startup).await?;
+                common::wire::read_startup_as_server(&mut sock).await?;
                 let mut hello = fe::msg(b'R', &0u32.to_be_bytes());
                 hello.extend(fe::msg(b'S', b"server_version\x0015.0\0"));
                 hello.extend(fe::msg(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));

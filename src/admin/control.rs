@@ -74,17 +74,7 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
             Ok("RESUME".into())
         }
         "RECONNECT" => {
-            let db = args.first().map(String::as_str);
-            let pools = shared.pools_of(db);
-            // Every server open now is closed once released: SHOW SERVERS says so until then.
-            for s in shared.server_registry.list() {
-                if pools.iter().any(|(k, e)| k.db == s.db && e.pool.connector().user == s.user) {
-                    s.mark_close_needed();
-                }
-            }
-            for (_, e) in pools {
-                e.pool.reconnect();
-            }
+            shared.reconnect(args.first().map(String::as_str));
             Ok("RECONNECT".into())
         }
         "WAIT_CLOSE" => {
@@ -131,7 +121,9 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
                 };
                 PgError::error(code, e)
             })?;
-            shared.apply(config, (*shared.auth()).clone());
+            let tls = crate::transport::TlsSetup::load(&config.general)
+                .map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e.to_string()))?;
+            shared.apply(config, (*shared.auth()).clone(), tls);
             tracing::info!(%key, %value, "SET");
             Ok("SET".into())
         }

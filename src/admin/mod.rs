@@ -7,9 +7,9 @@ mod show;
 
 use std::sync::Arc;
 
+use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::config::{AuthType, General};
 use crate::protocol::frame::whole_message;
@@ -114,7 +114,7 @@ impl AdminCommand {
 }
 
 /// Serves console commands until the user leaves.
-pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut, role: Role) {
+pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, role: Role) {
     let mut out = BytesMut::new();
     // After an extended-protocol message is refused, the rest of its batch is skipped up to Sync.
     let mut skipping = false;
@@ -128,7 +128,7 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
             Err(e) => {
                 let err = PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string());
                 err.encode(&mut out);
-                let _ = sock.write_all(&out).await;
+                let _ = sock.send(&out).await;
                 return;
             }
         };
@@ -149,7 +149,7 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
             tag if !messages::is_frontend_type(tag) => {
                 let err = PgError::from(crate::protocol::ProtocolError::InvalidFrontendType(tag));
                 err.encode(&mut out);
-                let _ = sock.write_all(&out).await;
+                let _ = sock.send(&out).await;
                 return;
             }
             _ => {
@@ -161,7 +161,7 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: TcpStream, mut buf: BytesMut,
                 }
             }
         }
-        if !out.is_empty() && sock.write_all(&out).await.is_err() {
+        if !out.is_empty() && sock.send(&out).await.is_err() {
             return;
         }
     }

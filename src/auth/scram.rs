@@ -118,10 +118,39 @@ pub struct ScramServer {
     /// False for unknown users and unusable secrets: the exchange runs, then fails.
     genuine: bool,
     state: ScramExchange,
+    /// The tls-server-end-point data of the client's TLS connection, when SCRAM-SHA-256-PLUS is offered.
+    channel_binding: Option<Vec<u8>>,
+    /// The client chose SCRAM-SHA-256-PLUS.
+    plus: bool,
 }
 
 impl ScramServer {
     pub const MECHANISM: &'static str = "SCRAM-SHA-256";
+    pub const MECHANISM_PLUS: &'static str = "SCRAM-SHA-256-PLUS";
+
+    /// Offers SCRAM-SHA-256-PLUS bound to `data` (RFC 5929 tls-server-end-point) besides SCRAM-SHA-256.
+    pub fn with_channel_binding(mut self, data: Option<Vec<u8>>) -> Self {
+        self.channel_binding = data;
+        self
+    }
+
+    /// The mechanisms to offer, in PostgreSQL's order (the channel-bound one first).
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        match self.channel_binding {
+            Some(_) => &[Self::MECHANISM_PLUS, Self::MECHANISM],
+            None => &[Self::MECHANISM],
+        }
+    }
+
+    /// Takes the client's choice among `mechanisms`.
+    pub fn choose(&mut self, mechanism: &[u8]) -> Result<(), AuthError> {
+        match mechanism {
+            m if m == Self::MECHANISM.as_bytes() => self.plus = false,
+            m if m == Self::MECHANISM_PLUS.as_bytes() && self.channel_binding.is_some() => self.plus = true,
+            _ => return Err(AuthError::UnsupportedMechanism),
+        }
+        Ok(())
+    }
 
     /// An exchange for `user`. Unknown users get a mock verifier with `user`'s own salt, so two attempts
     /// show the same salt and iteration count, as for a real user; the exchange then fails at the proof.
@@ -138,7 +167,7 @@ impl ScramServer {
             stored_key: rand::random(),
             server_key: rand::random(),
         });
-        Ok(ScramServer { secret, genuine, state: ScramExchange::AwaitFirst })
+        Ok(ScramServer { secret, genuine, state: ScramExchange::AwaitFirst, channel_binding: None, plus: false })
     }
 
     pub fn handle_client_first(&mut self, client_first: &[u8]) -> Result<Vec<u8>, AuthError> {
@@ -149,10 +178,17 @@ impl ScramServer {
         let msg = text(client_first)?;
         let mut parts = msg.splitn(3, ',');
         let cbind = parts.next().ok_or(AuthError::Malformed("empty message"))?;
-        match cbind {
-            "n" | "y" => {}
-            c if c.starts_with("p=") => {
-                return Err(AuthError::Malformed("channel binding is not supported"));
+        // As PostgreSQL: the flag must agree with the mechanism chosen, and a client that would bind
+        // but believes the server cannot ("y") while it was offered PLUS is being downgraded.
+        match (cbind, self.plus) {
+            ("n", false) => {}
+            ("y", false) if self.channel_binding.is_none() => {}
+            ("y", false) => return Err(AuthError::Malformed("channel binding was offered but the client thinks not")),
+            ("p=tls-server-end-point", true) => {}
+            (c, true) if c.starts_with("p=") => return Err(AuthError::Malformed("unsupported channel binding type")),
+            (_, true) => return Err(AuthError::Malformed("SCRAM-SHA-256-PLUS without channel binding")),
+            (c, false) if c.starts_with("p=") => {
+                return Err(AuthError::Malformed("channel binding requested without SCRAM-SHA-256-PLUS"));
             }
             _ => return Err(AuthError::Malformed("bad channel binding flag")),
         }
@@ -193,7 +229,13 @@ impl ScramServer {
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(AuthError::Malformed("missing proof"))?;
         let mut parts = without_proof.split(',');
         let cbind = attr(parts.next(), 'c')?;
-        if STANDARD.decode(cbind).ok().as_deref() != Some(gs2_header.as_bytes()) {
+        let mut expected = gs2_header.into_bytes();
+        if self.plus {
+            expected.extend_from_slice(self.channel_binding.as_deref().unwrap_or_default());
+        }
+        // A binding that differs is a proof made over another TLS connection (a man in the middle);
+        // PostgreSQL calls it a protocol violation ("SCRAM channel binding check failed").
+        if !STANDARD.decode(cbind).is_ok_and(|c| ct_eq(&c, &expected)) {
             return Err(AuthError::Malformed("channel binding does not match"));
         }
         if attr(parts.next(), 'r')? != nonce {

@@ -78,6 +78,10 @@ fn main() -> ExitCode {
         eprintln!("pgsluice: {e}");
         return ExitCode::FAILURE;
     }
+    if let Err(e) = pgsluice::transport::TlsSetup::load(&config.general) {
+        eprintln!("pgsluice: {}: {e}", config.path.display());
+        return ExitCode::FAILURE;
+    }
     if cli.check {
         println!("{}: OK", config.path.display());
         return ExitCode::SUCCESS;

@@ -61,6 +61,12 @@ pub enum ClientError {
     QueryTimeout,
     #[error("transaction blocks not allowed in statement pooling mode")]
     StatementModeTransaction,
+    /// A plain-text login where client_tls_sslmode requires TLS.
+    #[error("TLS is required (client_tls_sslmode = {0}): connect with sslmode=require or stronger")]
+    TlsRequired(&'static str),
+    /// The handshake failed: nothing more can be said to the client.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
 }
 
 impl ClientError {
@@ -94,6 +100,8 @@ impl ClientError {
             E::DatabaseDisabled(_) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
             E::ClientSendTimeout => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
             E::StatementModeTransaction => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),
+            E::TlsRequired(_) => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
+            E::TlsHandshake(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
         }
     }
 

@@ -1,14 +1,14 @@
-//! A client's login: the startup packet (SSL/GSS refused with 'N', cancel requests routed), limits,
+//! A client's login after its StartupMessage (see `opening` for what comes before): limits,
 //! authentication against the auth file, and the welcome (ParameterStatus, BackendKeyData, ReadyForQuery).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use super::ClientError;
+use super::opening::Startup;
 use super::params::{ClientParams, PROTOCOL_PARAMS};
 use crate::auth::scram::ScramServer;
 use crate::auth::{self, Method};
@@ -16,10 +16,10 @@ use crate::config::AuthType;
 use crate::config::auth_file::Secret;
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
-use crate::protocol::startup::StartupPacket;
 use crate::protocol::{PgError, ProtocolError};
 use crate::server::Credentials;
 use crate::shared::{ClientCountGuard, PoolEntry, Shared};
+use crate::transport::{Acceptor, Stream};
 
 /// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: no login message may be larger.
 const MAX_LOGIN_MESSAGE: usize = 10_000;
@@ -44,53 +44,8 @@ pub enum Login {
     Admin { user: String, role: crate::admin::Role },
 }
 
-/// Result of reading the opening packets.
-pub enum Opening {
-    Startup {
-        minor: u16,
-        params: Vec<(String, String)>,
-    },
-    /// A CancelRequest was handled; close the connection.
-    Cancelled,
-}
-
-/// Reads packets until a StartupMessage (answering SSLRequest/GSSENCRequest with 'N').
-pub async fn read_opening(sock: &mut TcpStream, buf: &mut BytesMut, shared: &Shared) -> Result<Opening, ClientError> {
-    loop {
-        match StartupPacket::parse(buf)? {
-            None => {
-                if sock.read_buf(buf).await? == 0 {
-                    return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-            }
-            Some((packet, n)) => {
-                buf.advance(n);
-                match packet {
-                    StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                        if !buf.is_empty() {
-                            return Err(ProtocolError::DataAfterSslRequest.into());
-                        }
-                        sock.write_all(b"N").await?;
-                    }
-                    StartupPacket::Cancel { pid, key } => {
-                        let wait = shared.config().general.cancel_wait_timeout;
-                        shared.cancel.cancel(pid, key, wait).await;
-                        return Ok(Opening::Cancelled);
-                    }
-                    StartupPacket::UnsupportedVersion { major, minor } => {
-                        return Err(ClientError::UnsupportedProtocol(major, minor));
-                    }
-                    StartupPacket::Startup { minor, params } => {
-                        return Ok(Opening::Startup { minor, params });
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Reads the next whole message from the client during login.
-async fn read_login_message(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8, Vec<u8>), ClientError> {
+async fn read_login_message(sock: &mut Stream, buf: &mut BytesMut) -> Result<(u8, Vec<u8>), ClientError> {
     loop {
         if let Some((tag, body, n)) = whole_message(buf, MAX_LOGIN_MESSAGE)? {
             let out = (tag, body.to_vec());
@@ -104,7 +59,7 @@ async fn read_login_message(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<
 }
 
 /// Reads a PasswordMessage-family ('p') message, rejecting anything else.
-async fn read_password(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<u8>, ClientError> {
+async fn read_password(sock: &mut Stream, buf: &mut BytesMut) -> Result<Vec<u8>, ClientError> {
     match read_login_message(sock, buf).await? {
         (b'p', body) => Ok(body),
         (tag, _) => Err(ProtocolError::UnexpectedMessage(tag).into()),
@@ -113,10 +68,11 @@ async fn read_password(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<Vec<u
 
 /// Runs the configured authentication exchange. On success returns the SCRAM ClientKey when one was learned.
 async fn authenticate(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     buf: &mut BytesMut,
     shared: &Shared,
     user: &str,
+    tls: Option<&Acceptor>,
 ) -> Result<Option<[u8; 32]>, ClientError> {
     let auth_type = shared.config().general.auth_type;
     let secret = shared.secret(user);
@@ -126,7 +82,7 @@ async fn authenticate(
         Method::Trust => Ok(None),
         Method::Plain => {
             messages::auth_cleartext(&mut out);
-            sock.write_all(&out).await?;
+            sock.send(&out).await?;
             let body = read_password(sock, buf).await?;
             let pw = messages::password_body(&body)?;
             let ok = auth::verify_plain(secret.as_ref(), user, pw).await.map_err(|e| scram_error(e, user))?;
@@ -135,43 +91,46 @@ async fn authenticate(
         Method::Md5 => {
             let salt = auth::md5::new_salt();
             messages::auth_md5(&mut out, salt);
-            sock.write_all(&out).await?;
+            sock.send(&out).await?;
             let body = read_password(sock, buf).await?;
             let response = messages::password_body(&body)?;
             auth::md5::verify(secret.as_ref(), user, salt, response).then_some(None).ok_or_else(failed)
         }
-        Method::ScramSha256 => scram_exchange(sock, buf, shared, secret.as_ref(), user).await,
+        Method::ScramSha256 => {
+            let binding = tls.and_then(|t| t.end_point.clone());
+            scram_exchange(sock, buf, shared, secret.as_ref(), user, binding).await
+        }
     }
 }
 
 async fn scram_exchange(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     buf: &mut BytesMut,
     shared: &Shared,
     secret: Option<&Secret>,
     user: &str,
+    channel_binding: Option<Vec<u8>>,
 ) -> Result<Option<[u8; 32]>, ClientError> {
     let failed = || ClientError::AuthFailed(user.to_string());
     // A plain-text secret's keys are derived (once, then kept) off the async threads; the wait for a
     // permit is bounded by client_login_timeout around the whole login.
-    let mut scram = ScramServer::new(&shared.scram, user, secret).await.map_err(|e| scram_error(e, user))?;
+    let scram = ScramServer::new(&shared.scram, user, secret).await.map_err(|e| scram_error(e, user))?;
+    let mut scram = scram.with_channel_binding(channel_binding);
     let mut out = BytesMut::new();
-    messages::auth_sasl(&mut out, ScramServer::MECHANISM);
-    sock.write_all(&out).await?;
+    messages::auth_sasl(&mut out, scram.mechanisms());
+    sock.send(&out).await?;
     let body = read_password(sock, buf).await?;
     let (mechanism, data) = messages::sasl_initial_response(&body)?;
-    if mechanism != ScramServer::MECHANISM.as_bytes() {
-        return Err(ProtocolError::Malformed("unsupported SASL mechanism").into());
-    }
+    scram.choose(mechanism).map_err(|_| ProtocolError::Malformed("unsupported SASL mechanism"))?;
     let server_first = scram.handle_client_first(data).map_err(|e| scram_error(e, user))?;
     out.clear();
     messages::auth_sasl_continue(&mut out, &server_first);
-    sock.write_all(&out).await?;
+    sock.send(&out).await?;
     let body = read_password(sock, buf).await?;
     let server_final = scram.handle_client_final(&body).map_err(|e| scram_error(e, user))?;
     out.clear();
     messages::auth_sasl_final(&mut out, &server_final);
-    sock.write_all(&out).await?;
+    sock.send(&out).await?;
     match secret {
         Some(Secret::Scram(_)) => Ok(scram.client_key()),
         Some(_) => Ok(None),
@@ -189,14 +148,14 @@ fn scram_error(e: auth::AuthError, user: &str) -> ClientError {
 
 /// The whole login after the StartupMessage. Sends AuthenticationOk and the welcome on success.
 pub async fn login(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     buf: &mut BytesMut,
     shared: &Shared,
     peer: SocketAddr,
-    minor: u16,
-    startup: Vec<(String, String)>,
+    startup: Startup,
     cancel_key: (u32, u32),
 ) -> Result<Login, ClientError> {
+    let Startup { minor, params: startup, tls } = startup;
     let config = shared.config();
     let get = |k: &str| startup.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let user = get("user").filter(|u| !u.is_empty()).ok_or(ClientError::NoUser)?;
@@ -206,14 +165,14 @@ pub async fn login(
         let unknown: Vec<&str> =
             startup.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.as_str()).collect();
         messages::negotiate_protocol_version(&mut out, &unknown);
-        sock.write_all(&out).await?;
+        sock.send(&out).await?;
         out.clear();
     }
-    let client_key = authenticate(sock, buf, shared, &user).await?;
+    let client_key = authenticate(sock, buf, shared, &user, tls.as_deref()).await?;
     if crate::admin::is_admin_db(&db) {
         let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
         crate::admin::welcome(&mut out, cancel_key);
-        sock.write_all(&out).await?;
+        sock.send(&out).await?;
         return Ok(Login::Admin { user, role });
     }
     // Draining: without SO_REUSEPORT the port stays open (for the console) and new clients are refused;
@@ -290,9 +249,9 @@ pub async fn login(
     }
     messages::backend_key_data(&mut out, cancel_key.0, cancel_key.1);
     messages::ready_for_query(&mut out, TxStatus::Idle);
-    sock.write_all(&out).await?;
+    sock.send(&out).await?;
     let app = params.get("application_name").unwrap_or_default().to_string();
-    let registered = shared.client_registry.register(&db, &user, peer, sock.local_addr().ok(), &app);
+    let registered = shared.client_registry.register(&db, &user, peer, sock.local_addr(), sock.tls_description(), &app);
     let held_prepared = shared.held_prepared.clone();
     Ok(Login::Pooled(LoggedIn {
         db,
@@ -320,11 +279,11 @@ async fn welcome_params(pool: &PoolEntry, db: &str) -> Result<Vec<(String, Strin
 }
 
 /// Sends a login error (best effort) before the connection is closed.
-pub async fn send_error(sock: &mut TcpStream, err: &PgError) {
+pub async fn send_error(sock: &mut Stream, err: &PgError) {
     let mut out = BytesMut::new();
     err.encode(&mut out);
     // Bounded: a peer that does not read cannot hold its task here.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.write_all(&out)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.send(&out)).await;
 }
 
 /// The `options` startup parameter, when it holds only `-c name=value` / `--name=value` settings

@@ -3,6 +3,7 @@
 
 mod error;
 mod login;
+mod opening;
 mod params;
 mod prepared;
 mod session;
@@ -15,35 +16,42 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use crate::transport::Stream;
+
 pub use error::ClientError;
-use login::{Login, Opening};
+use login::Login;
+use opening::Opening;
 use session::Session;
 
 use crate::shared::{PendingLogin, Shared};
 
 /// Serves one accepted client connection to the end. Never panics on client input.
-pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, pending: PendingLogin) {
-    let _ = sock.set_nodelay(true);
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, pending: PendingLogin) {
+    let _ = tcp.set_nodelay(true);
     let config = shared.config();
     let general = &config.general;
-    if let Err(e) = crate::server::tcp::apply(&sock, &general.tcp_options()) {
+    if let Err(e) = crate::server::tcp::apply(&tcp, &general.tcp_options()) {
         tracing::debug!(%peer, error = %e, "could not set TCP options");
     }
     let registration = shared.cancel.register();
     let mut buf = BytesMut::with_capacity(8192);
+    // Outside the login, so that a login cut short (timeout, eviction) can still be told why.
+    let mut sock = Some(Stream::Tcp(tcp));
     let login = async {
-        let (minor, params) = match login::read_opening(&mut sock, &mut buf, &shared).await? {
+        let opening = opening::open(&mut sock, &mut buf, &shared).await?;
+        let s = sock.as_mut().ok_or_else(|| ClientError::Io(std::io::ErrorKind::NotConnected.into()))?;
+        let startup = match opening {
             Opening::Cancelled => return Ok(None),
-            Opening::Startup { minor, params } => (minor, params),
+            Opening::Startup(s) => s,
         };
         // The admin console stays reachable when the proxy is full.
-        let admin = params.iter().any(|(k, v)| k == "database" && crate::admin::is_admin_db(v));
+        let admin = startup.params.iter().any(|(k, v)| k == "database" && crate::admin::is_admin_db(v));
         // Counted among the logged-in clients: those still logging in have their own budget.
         if !admin && general.max_client_conn != 0 && shared.logged_in_count() >= general.max_client_conn {
             return Err(ClientError::TooManyClients("max_client_conn"));
         }
         let key = (registration.slot.pid, registration.slot.key);
-        login::login(&mut sock, &mut buf, &shared, peer, minor, params, key).await.map(Some)
+        login::login(s, &mut buf, &shared, peer, startup, key).await.map(Some)
     };
     let login = async {
         tokio::select! {
@@ -57,18 +65,18 @@ pub async fn serve(shared: Arc<Shared>, mut sock: TcpStream, peer: SocketAddr, p
     } else {
         tokio::time::timeout(timeout, login).await.unwrap_or(Err(ClientError::LoginTimeout))
     };
-    let logged_in = match result {
-        Ok(Some(l)) => l,
-        Ok(None) => return,
-        Err(e) => {
+    let (logged_in, sock) = match (result, sock) {
+        (Ok(Some(l)), Some(s)) => (l, s),
+        (Ok(_), _) => return,
+        (Err(e), sock) => {
             // A peer that connects and leaves (a health check, a port probe) is not an error.
             if matches!(e, ClientError::Io(_)) {
                 tracing::debug!(%peer, error = %e, "connection closed during login");
             } else if general.log_pooler_errors {
                 tracing::info!(%peer, error = %e, "login failed");
             }
-            if !matches!(e, ClientError::Io(_)) {
-                login::send_error(&mut sock, &e.to_pg()).await;
+            if let Some(mut s) = sock.filter(|_| !matches!(e, ClientError::Io(_))) {
+                login::send_error(&mut s, &e.to_pg()).await;
             }
             return;
         }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -31,6 +31,7 @@ use crate::protocol::{PgError, Scan};
 use crate::server::{ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
+use crate::transport::Duplex;
 use buffers::{MAX_TO_SERVER, ensure_room, shrink};
 use release::{cancel_if_running, close_if_mid_message, give_back, unlink};
 
@@ -70,7 +71,7 @@ enum Flow {
 }
 
 pub struct Session {
-    sock: TcpStream,
+    sock: Stream,
     cbuf: BytesMut,
     client_scanner: FrameScanner,
     /// Bytes of a client message being dropped as they arrive (one too big to hold that pgsluice
@@ -121,13 +122,7 @@ enum Insert {
 }
 
 impl Session {
-    pub fn new(
-        sock: TcpStream,
-        cbuf: BytesMut,
-        login: LoggedIn,
-        cancel: Arc<CancelSlot>,
-        cancel_wait: Duration,
-    ) -> Self {
+    pub fn new(sock: Stream, cbuf: BytesMut, login: LoggedIn, cancel: Arc<CancelSlot>, cancel_wait: Duration) -> Self {
         let settings_version = login.pool.settings_version();
         let settings = login.pool.settings();
         let rewrite = settings.pool_mode != PoolMode::Session;
@@ -199,7 +194,7 @@ impl Session {
                 pg.encode(&mut out);
                 // Bounded: a client that does not read must not keep its server.
                 let limit = Some(self.settings.client_send_timeout).filter(|t| !t.is_zero());
-                let _ = tokio::time::timeout(limit.unwrap_or(Duration::from_secs(5)), self.sock.write_all(&out)).await;
+                let _ = tokio::time::timeout(limit.unwrap_or(Duration::from_secs(5)), self.sock.send(&out)).await;
             }
         }
         self.finish().await;
@@ -358,7 +353,7 @@ impl Session {
     async fn reject_pending(&mut self, err: &PgError) -> Result<bool, ClientError> {
         let mut out = BytesMut::new();
         err.encode(&mut out);
-        self.sock.write_all(&out).await?;
+        self.sock.send(&out).await?;
         let simple = matches!(crate::protocol::frame::read_header(&self.cbuf), Some((b'Q' | b'F', _)));
         loop {
             let mut done = false;
@@ -392,7 +387,7 @@ impl Session {
         }
         out.clear();
         messages::ready_for_query(&mut out, TxStatus::Idle);
-        self.sock.write_all(&out).await?;
+        self.sock.send(&out).await?;
         Ok(true)
     }
 
@@ -493,7 +488,7 @@ impl Session {
         // server has not taken what it was sent, the client is not read (backpressure).
         let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
         let client_readable = self.cbuf.len() < read_limit && self.to_server.len() < MAX_TO_SERVER;
-        let (mut server_rd, mut server_wr) = conn.stream.split();
+        let server = conn.stream.duplex(&mut conn.rbuf, &mut self.to_server);
         tokio::select! {
             r = self.sock.read_buf(&mut self.cbuf), if client_readable => {
                 if r? == 0 {
@@ -501,31 +496,25 @@ impl Session {
                 }
                 self.forward_client().await
             }
-            r = server_rd.read_buf(&mut conn.rbuf) => {
-                match r {
-                    Ok(0) | Err(_) => {
-                        conn.broken = true;
-                        Err(ClientError::ServerLost("server closed the connection unexpectedly".into()))
-                    }
-                    Ok(_) => self.forward_server().await,
+            io = server => match io {
+                Duplex::Read(Ok(0) | Err(_)) => {
+                    conn.broken = true;
+                    Err(ClientError::ServerLost("server closed the connection unexpectedly".into()))
                 }
-            }
-            r = server_wr.write_buf(&mut self.to_server), if !self.to_server.is_empty() => {
-                match r {
-                    Ok(0) | Err(_) => {
-                        conn.broken = true;
-                        Err(ClientError::ServerLost("could not send to the server".into()))
-                    }
-                    Ok(_) if self.to_server.is_empty() => {
-                        shrink(&mut self.to_server);
-                        self.forward_client().await // what waited behind it, and maybe the release
-                    }
-                    Ok(_) => {
-                        self.to_server_progress = Instant::now();
-                        Ok(Flow::Continue)
-                    }
+                Duplex::Read(Ok(_)) => self.forward_server().await,
+                Duplex::Wrote(Ok(0) | Err(_)) => {
+                    conn.broken = true;
+                    Err(ClientError::ServerLost("could not send to the server".into()))
                 }
-            }
+                Duplex::Wrote(Ok(_)) if self.to_server.is_empty() => {
+                    shrink(&mut self.to_server);
+                    self.forward_client().await // what waited behind it, and maybe the release
+                }
+                Duplex::Wrote(Ok(_)) => {
+                    self.to_server_progress = Instant::now();
+                    Ok(Flow::Continue)
+                }
+            },
             _ = &mut self.killed => {
                 conn.broken = true; // killed mid-transaction: the server is closed, not pooled
                 Err(ClientError::Killed)

@@ -261,6 +261,17 @@ pub struct TcpOptions {
 }
 
 impl General {
+    /// Everything that shapes TLS to servers: when it changes, servers are reconnected.
+    pub fn server_tls_settings(&self) -> impl PartialEq + use<> {
+        (
+            self.server_tls_sslmode,
+            self.server_tls_ca_file.clone(),
+            self.server_tls_key_file.clone(),
+            self.server_tls_cert_file.clone(),
+            (self.server_tls_protocols.clone(), self.server_tls_ciphers.clone(), self.server_tls13_ciphers.clone()),
+        )
+    }
+
     /// Makes the file settings absolute, relative to `base` (the config file's directory).
     pub(super) fn resolve_paths(&mut self, base: &std::path::Path) {
         for p in [

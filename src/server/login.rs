@@ -1,63 +1,89 @@
-//! Opening a connection to PostgreSQL and logging in as a client: startup, authentication (trust,
-//! cleartext, md5, SCRAM-SHA-256), then ParameterStatus/BackendKeyData until ReadyForQuery.
+//! Opening a connection to PostgreSQL and logging in as a client: TLS as server_tls_sslmode says,
+//! startup, authentication (trust, cleartext, md5, SCRAM-SHA-256), then ParameterStatus/BackendKeyData
+//! until ReadyForQuery.
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
-use super::{Credentials, MAX_INTERNAL_MESSAGE, ServerConn, ServerError, Tracker};
+use super::{Credentials, MAX_INTERNAL_MESSAGE, ServerConn, ServerError};
 use crate::auth::md5::md5_hex_secret;
 use crate::auth::scram::ScramClient;
-use crate::config::ServerTarget;
+use crate::config::{ServerTarget, SslMode};
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
+use crate::transport::{Connector, Stream};
 
-/// Connects and logs in. The returned connection is idle (ReadyForQuery 'I' seen).
+/// Connects and logs in. The returned connection is idle (ReadyForQuery 'I' seen). With
+/// server_tls_sslmode = allow, a server that refuses the plain-text login (28000: its pg_hba.conf
+/// wants TLS) is tried again over TLS.
 pub async fn connect(
     target: &ServerTarget,
     user: &str,
     creds: &Credentials,
     tcp: &crate::config::TcpOptions,
+    tls: Option<&Connector>,
+) -> Result<ServerConn, ServerError> {
+    let first = tls.filter(|t| t.mode != SslMode::Allow);
+    match connect_once(target, user, creds, tcp, first).await {
+        Err(ServerError::Refused { code, .. }) if code == "28000" && first.is_none() && tls.is_some() => {
+            connect_once(target, user, creds, tcp, tls).await
+        }
+        other => other,
+    }
+}
+
+async fn connect_once(
+    target: &ServerTarget,
+    user: &str,
+    creds: &Credentials,
+    tcp: &crate::config::TcpOptions,
+    tls: Option<&Connector>,
 ) -> Result<ServerConn, ServerError> {
     let addr_text = format!("{}:{}", target.host, target.port);
     let stream = TcpStream::connect(&addr_text).await.map_err(|e| ServerError::connect_failed(&addr_text, &e))?;
     stream.set_nodelay(true)?;
     super::tcp::apply(&stream, tcp)?;
     let addr = stream.peer_addr()?;
-    let now = Instant::now();
-    let mut conn = ServerConn {
-        stream,
-        addr,
-        pid: 0,
-        key: 0,
-        params: Vec::new(),
-        tracker: Tracker::default(),
-        rbuf: BytesMut::with_capacity(8192),
-        connected_at: now,
-        last_used: now,
-        broken: false,
-        check_query: None,
-        internal_timeout: std::time::Duration::from_secs(15),
-        reported: Vec::new(),
-        synced_fingerprint: 0,
-        session_settings: Vec::new(),
-        sql_statements: Vec::new(),
-        notifications: Default::default(),
-        replies: Default::default(),
-        statements: Default::default(),
-        registered: None,
-        cancels: Default::default(),
+    let stream = match tls {
+        Some(t) => negotiate_tls(stream, t, &target.host).await?,
+        None => Stream::Tcp(stream),
     };
+    let mut conn = ServerConn::new(stream, addr);
     let mut out = BytesMut::new();
     let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];
     frontend::startup_message(params.iter().copied(), &mut out)?;
-    conn.stream.write_all(&out).await?;
+    conn.stream.send(&out).await?;
     authenticate(&mut conn, user, creds).await?;
     finish_startup(&mut conn).await?;
     conn.reported = conn.params.iter().map(|(k, _)| k.clone()).collect();
     Ok(conn)
+}
+
+/// SSLRequest, then the handshake if the server agrees. Exactly one byte of answer is read, so
+/// nothing a man in the middle sends in plain text before the handshake is taken as the server's
+/// (CVE-2021-23222). A server that says no gets plain text under prefer and allow, an error otherwise.
+async fn negotiate_tls(mut stream: TcpStream, tls: &Connector, host: &str) -> Result<Stream, ServerError> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    stream.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {}
+        b'N' if !tls.mode.requires_tls() => return Ok(Stream::Tcp(stream)),
+        b'N' => {
+            let mode = tls.mode.as_str();
+            return Err(ServerError::Tls(format!("the server does not accept TLS (server_tls_sslmode = {mode})")));
+        }
+        other => return Err(ServerError::Protocol(format!("unexpected answer 0x{other:02x} to SSLRequest"))),
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| ServerError::Tls(format!("{host:?} is not a name TLS can check")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = connector.connect(name, stream).await.map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(Stream::Tls(Box::new(stream.into())))
 }
 
 async fn read_message(conn: &mut ServerConn) -> Result<(u8, Vec<u8>), ServerError> {
@@ -88,7 +114,7 @@ fn auth_code(body: &[u8]) -> Result<(u32, &[u8]), ServerError> {
 }
 
 async fn send(conn: &mut ServerConn, out: &mut BytesMut) -> Result<(), ServerError> {
-    conn.stream.write_all(out).await?;
+    conn.stream.send(out).await?;
     out.clear();
     Ok(())
 }

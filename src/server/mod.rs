@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::stats::servers::ServerState;
 
+use crate::transport::Stream;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::config::ServerTarget;
@@ -50,6 +50,8 @@ pub enum ServerError {
     UnsupportedAuth(String),
     #[error("no password available to log in to the server as {0}")]
     NoPassword(String),
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
 }
 
 impl ServerError {
@@ -87,7 +89,7 @@ pub enum Credentials {
 
 /// One connection to PostgreSQL.
 pub struct ServerConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub addr: SocketAddr,
     pub pid: u32,
     pub key: u32,
@@ -206,8 +208,32 @@ impl ServerConn {
         }
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    /// A fresh connection's state, before its login.
+    pub(crate) fn new(stream: Stream, addr: SocketAddr) -> ServerConn {
+        let now = Instant::now();
+        ServerConn {
+            stream,
+            addr,
+            pid: 0,
+            key: 0,
+            params: Vec::new(),
+            tracker: Tracker::default(),
+            rbuf: BytesMut::with_capacity(8192),
+            connected_at: now,
+            last_used: now,
+            broken: false,
+            check_query: None,
+            internal_timeout: std::time::Duration::from_secs(15),
+            reported: Vec::new(),
+            synced_fingerprint: 0,
+            session_settings: Vec::new(),
+            sql_statements: Vec::new(),
+            notifications: Default::default(),
+            replies: Default::default(),
+            statements: Default::default(),
+            registered: None,
+            cancels: Default::default(),
+        }
     }
 
     /// Sends one simple query and reads until its ReadyForQuery, discarding results (tracking
@@ -249,7 +275,7 @@ impl ServerConn {
     ) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         let mut first_error = None;
         loop {
             let (tag, body) = self.read_internal().await?;
@@ -314,7 +340,7 @@ impl ServerConn {
 
     /// Best-effort Terminate without blocking, so PostgreSQL logs a clean disconnect.
     fn say_goodbye(&self) {
-        let _ = self.stream.try_write(b"X\0\0\0\x04");
+        self.stream.write_goodbye(b"X\0\0\0\x04");
     }
 }
 
@@ -330,11 +356,8 @@ impl Poolable for ServerConn {
     }
 
     fn is_alive(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            Ok(_) => false, // EOF, or bytes on an idle server (e.g. FATAL on shutdown): not reusable
-        }
+        // EOF, or bytes on an idle server (e.g. FATAL on shutdown): not reusable.
+        matches!(self.stream.poll_idle_peer(), Ok(false))
     }
 
     async fn check(&mut self) -> bool {
@@ -361,6 +384,8 @@ pub struct ServerConnector {
     pub welcome: Mutex<Option<Vec<(String, String)>>>,
     /// Where new connections are listed, under this client-visible database name.
     pub registry: Option<(Arc<crate::stats::servers::ServerRegistry>, String)>,
+    /// The running TLS configuration (RELOAD replaces it; new connections take the new one).
+    pub tls: Arc<crate::transport::TlsState>,
 }
 
 impl Connect for ServerConnector {
@@ -373,12 +398,13 @@ impl Connect for ServerConnector {
 
     async fn connect(&self) -> Result<ServerConn, ServerError> {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
-        let mut conn = login::connect(&self.target, &self.user, &creds, &self.tcp).await?;
+        let tls = self.tls.current().servers;
+        let mut conn = login::connect(&self.target, &self.user, &creds, &self.tcp, tls.as_deref()).await?;
         conn.check_query = self.check_query.clone();
         conn.internal_timeout = self.internal_timeout;
         if let Some((registry, db)) = &self.registry {
-            let local = conn.stream.local_addr().ok();
-            conn.registered = Some(registry.register(db, &self.user, conn.addr, local, conn.pid));
+            let (local, tls) = (conn.stream.local_addr(), conn.stream.tls_description());
+            conn.registered = Some(registry.register(db, &self.user, conn.addr, local, tls, conn.pid));
         }
         if let Ok(mut w) = self.welcome.lock()
             && w.is_none()

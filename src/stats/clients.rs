@@ -38,6 +38,8 @@ pub struct ClientEntry {
     pub user: String,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
+    /// The negotiated TLS ("TLSv1.3/TLS_AES_256_GCM_SHA384/..."), empty in plain text.
+    pub tls: String,
     pub application_name: String,
     /// Microseconds since the epoch.
     pub connect_time: u64,
@@ -133,6 +135,7 @@ impl Registry<ClientEntry> {
         user: &str,
         addr: SocketAddr,
         local: Option<SocketAddr>,
+        tls: Option<String>,
         application_name: &str,
     ) -> Registered {
         let now = now_us();
@@ -142,6 +145,7 @@ impl Registry<ClientEntry> {
             user: user.to_string(),
             addr,
             local,
+            tls: tls.unwrap_or_default(),
             application_name: application_name.to_string(),
             connect_time: now,
             state: AtomicU8::new(ClientState::Idle as u8),
@@ -173,8 +177,8 @@ mod tests {
     fn registered_clients_are_listed_until_dropped_and_can_be_killed() {
         let r = Arc::new(ClientRegistry::default());
         let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
-        let a = r.register("app", "u", addr, None, "");
-        let b = r.register("other", "u", addr, None, "");
+        let a = r.register("app", "u", addr, None, None, "");
+        let b = r.register("other", "u", addr, None, None, "");
         assert_eq!(r.list().len(), 2);
         assert_eq!(r.kill(|e| e.db == "app"), 1);
         assert!(a.entry.kill.is_cancelled() && !b.entry.kill.is_cancelled());

@@ -23,6 +23,8 @@ pub struct ServerEntry {
     pub user: String,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
+    /// The negotiated TLS, empty in plain text.
+    pub tls: String,
     pub connect_time: u64,
     pub remote_pid: u32,
     state: AtomicU8,
@@ -96,6 +98,7 @@ impl Registry<ServerEntry> {
         user: &str,
         addr: SocketAddr,
         local: Option<SocketAddr>,
+        tls: Option<String>,
         remote_pid: u32,
     ) -> RegisteredServer {
         let now = now_us();
@@ -105,6 +108,7 @@ impl Registry<ServerEntry> {
             user: user.to_string(),
             addr,
             local,
+            tls: tls.unwrap_or_default(),
             connect_time: now,
             remote_pid,
             state: AtomicU8::new(ServerState::Idle as u8),

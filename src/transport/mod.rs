@@ -7,4 +7,4 @@ mod suites;
 pub mod tls;
 
 pub use stream::{Duplex, Stream, describe};
-pub use tls::{Acceptor, Connector, TlsError, TlsSetup};
+pub use tls::{Acceptor, Connector, TlsError, TlsSetup, TlsState};

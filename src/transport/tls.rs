@@ -61,6 +61,27 @@ impl TlsSetup {
     }
 }
 
+/// The TLS configuration in force: what new connections use. RELOAD replaces it whole.
+#[derive(Default)]
+pub struct TlsState(std::sync::RwLock<TlsSetup>);
+
+impl TlsState {
+    pub fn new(setup: TlsSetup) -> TlsState {
+        TlsState(std::sync::RwLock::new(setup))
+    }
+
+    pub fn current(&self) -> TlsSetup {
+        self.0.read().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn replace(&self, setup: TlsSetup) {
+        match self.0.write() {
+            Ok(mut s) => *s = setup,
+            Err(e) => *e.into_inner() = setup,
+        }
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     let fail = |reason: String| TlsError::File { path: path.display().to_string(), reason };
     let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! Integration-test harness: a real PostgreSQL per test and the real pgsluice binary in front of it.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod console;
 pub mod fault;
 pub mod pg;

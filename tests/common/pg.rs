@@ -215,10 +215,38 @@ pub struct TestPg {
 
 impl TestPg {
     pub async fn start() -> TestPg {
-        tokio::task::spawn_blocking(Self::start_blocking).await.expect("start postgres")
+        tokio::task::spawn_blocking(|| Self::start_blocking(|_| {})).await.expect("start postgres")
     }
 
-    fn start_blocking() -> TestPg {
+    /// Starts one whose data directory `setup` changed first (postgresql.conf, pg_hba.conf, files).
+    pub async fn start_with(setup: impl FnOnce(&Path) + Send + 'static) -> TestPg {
+        tokio::task::spawn_blocking(move || Self::start_blocking(setup)).await.expect("start postgres")
+    }
+
+    /// Starts one with `ssl = on` (certs' server.crt, and ca.crt for client certificates) whose
+    /// pg_hba.conf takes TCP logins only over TLS (`hostssl`), after the `hba_extra` lines, and refuses
+    /// plain text (`hostnossl ... reject`).
+    pub async fn start_tls(certs: &super::certs::TestCerts, hba_extra: &str) -> TestPg {
+        let (crt, key, ca) = (certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
+        let hba_extra = hba_extra.to_string();
+        Self::start_with(move |data| {
+            for (from, to) in [(&crt, "server.crt"), (&key, "server.key"), (&ca, "root.crt")] {
+                std::fs::copy(from, data.join(to)).unwrap();
+            }
+            set_mode(&data.join("server.key"), 0o600);
+            let mut conf = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+            use std::io::Write;
+            writeln!(conf, "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'")
+                .unwrap();
+            let hba = format!(
+                "local all all trust\n{hba_extra}hostssl all trust_user 127.0.0.1/32 trust\nhostssl all md5_user 127.0.0.1/32 md5\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n"
+            );
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        })
+        .await
+    }
+
+    fn start_blocking(setup: impl FnOnce(&Path)) -> TestPg {
         let started = Instant::now();
         let template = template();
         let dir = std::env::temp_dir().join(format!("pgsluice-test-{}-{}", std::process::id(), free_port()));
@@ -232,8 +260,9 @@ impl TestPg {
             },
             "copy template",
         );
-        chown_postgres(&dir);
         let data = dir.join("data");
+        setup(&data);
+        chown_postgres(&dir);
         let _ = std::fs::remove_file(data.join("postmaster.pid"));
         let mut last = None;
         for _ in 0..5 {

@@ -365,3 +365,20 @@ impl RawConn {
         self.read_answer(within).await
     }
 }
+
+/// A stand-in server's side of the opening: declines an SSLRequest with 'N' (as a PostgreSQL without
+/// TLS does) and returns the body of the StartupMessage that follows.
+pub async fn read_startup_as_server(sock: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).await?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        sock.read_exact(&mut body).await?;
+        if body == 80_877_103u32.to_be_bytes() {
+            sock.write_all(b"N").await?;
+            continue;
+        }
+        return Ok(body);
+    }
+}

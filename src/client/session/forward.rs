@@ -3,7 +3,6 @@
 //! swallowed or added), and the release of a server at a clean ReadyForQuery.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::{Flow, Insert, Session, Splice, State};
@@ -169,7 +168,7 @@ impl Session {
             let wbuf = &mut self.wbuf;
             conn.replies.take_due(&mut |b| wbuf.extend_from_slice(&b));
             if !self.wbuf.is_empty() {
-                self.sock.write_all(&self.wbuf).await?;
+                self.sock.send(&self.wbuf).await?;
             }
         }
         if let Some(tag) = invalid {
@@ -320,9 +319,9 @@ impl Session {
                 // (bounded memory), and one that stops reading is dropped after client_send_timeout.
                 let limit = self.settings.client_send_timeout;
                 if limit.is_zero() {
-                    self.sock.write_all(out).await?;
+                    self.sock.send(out).await?;
                 } else {
-                    match tokio::time::timeout(limit, self.sock.write_all(out)).await {
+                    match tokio::time::timeout(limit, self.sock.send(out)).await {
                         Ok(r) => r?,
                         Err(_) => {
                             conn.broken = true;

@@ -3,8 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::io::AsyncWriteExt;
-
 use super::{Session, State};
 use crate::client::ClientError;
 use crate::client::login::LoggedIn;
@@ -31,7 +29,7 @@ impl Session {
         if pinned && !notifications.is_empty() {
             // Those that came during the check are the listener's; a client not reading is bounded.
             let limit = Some(self.settings.client_send_timeout).filter(|t| !t.is_zero());
-            let write = self.sock.write_all(&notifications);
+            let write = self.sock.send(&notifications);
             let _ = tokio::time::timeout(limit.unwrap_or(std::time::Duration::from_secs(5)), write).await;
         }
         pinned
