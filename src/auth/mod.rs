@@ -1,7 +1,8 @@
 //! Verifying clients against the auth file (the proxy as server): which method to ask for, md5 and
 //! cleartext checks, and the SCRAM-SHA-256 exchanges. No I/O; the one async part is PBKDF2, which runs
-//! on tokio's blocking threads (`keys`). Imports: config.
+//! on tokio's blocking threads (`keys`); and the HBA/ident files (`hba`). Imports: config.
 
+pub mod hba;
 pub mod keys;
 pub mod md5;
 pub mod scram;
