@@ -217,3 +217,37 @@ async fn a_server_first_message_with_oversized_or_bad_fields_is_refused() {
     let first = format!("r={nonce}srv,s={},i=16", STANDARD.encode([7u8; MAX_SALT]));
     client.handle_server_first(first.as_bytes()).await.expect("a MAX_SALT salt is fine");
 }
+
+/// One exchange where the server offers PLUS bound to `server_binding` and the client picks `mechanism`
+/// with its own idea of the binding.
+async fn bound_exchange(server_binding: &[u8], mechanism: &str, client: ChannelBinding) -> Result<(), AuthError> {
+    let secret = scram_secret("pw");
+    let server = ScramServer::new(&ScramVerifiers::default(), "bob", Some(&secret)).await?;
+    let mut server = server.with_channel_binding(Some(server_binding.to_vec()));
+    assert_eq!(server.mechanisms(), &[ScramServer::MECHANISM_PLUS, ScramServer::MECHANISM]);
+    server.choose(mechanism.as_bytes())?;
+    let mut client = ScramSha256::new(b"pw", client);
+    let first = server.handle_client_first(client.message())?;
+    client.update(&first).map_err(|_| AuthError::Malformed("client rejected server-first"))?;
+    let fin = server.handle_client_final(client.message())?;
+    client.finish(&fin).map_err(|_| AuthError::Malformed("client rejected server-final"))
+}
+
+#[tokio::test]
+async fn channel_binding_holds_only_for_the_same_tls_connection() {
+    let plus = ScramServer::MECHANISM_PLUS;
+    let binding = [7u8; 32];
+    bound_exchange(&binding, plus, ChannelBinding::tls_server_end_point(binding.to_vec())).await.unwrap();
+    // A proof bound to another connection's certificate (a man in the middle relaying) fails.
+    let relayed = bound_exchange(&binding, plus, ChannelBinding::tls_server_end_point(vec![8u8; 32])).await;
+    assert!(matches!(relayed, Err(AuthError::Malformed(_))), "{relayed:?}");
+    // Plain SCRAM still works for clients that do not bind ("n").
+    bound_exchange(&binding, ScramServer::MECHANISM, ChannelBinding::unsupported()).await.unwrap();
+    // "y": the client could bind but believes the server cannot, though PLUS was offered: a downgrade.
+    let downgraded = bound_exchange(&binding, ScramServer::MECHANISM, ChannelBinding::unrequested()).await;
+    assert!(matches!(downgraded, Err(AuthError::Malformed(_))), "{downgraded:?}");
+    // PLUS is not taken where it was not offered.
+    let mut server = scram_server(&scram_secret("pw")).await;
+    assert_eq!(server.mechanisms(), &[ScramServer::MECHANISM]);
+    assert_eq!(server.choose(plus.as_bytes()), Err(AuthError::UnsupportedMechanism));
+}

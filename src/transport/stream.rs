@@ -24,7 +24,8 @@ pub enum Duplex {
     Wrote(io::Result<usize>),
 }
 
-/// What a TLS session negotiated, as SHOW CLIENTS/SERVERS print it ("TLSv1.3/TLS_AES_256_GCM_SHA384").
+/// What a TLS session negotiated, as PgBouncer's SHOW CLIENTS/SERVERS print it, in OpenSSL's names
+/// ("TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519").
 pub fn describe(state: &rustls::CommonState) -> String {
     let version = match state.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
@@ -32,8 +33,8 @@ pub fn describe(state: &rustls::CommonState) -> String {
         Some(v) => format!("{v:?}"),
         None => "TLS".to_string(),
     };
-    let suite = state.negotiated_cipher_suite().map(|s| s.suite().as_str().unwrap_or("?").to_string());
-    let group = state.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+    let suite = state.negotiated_cipher_suite().and_then(super::suites::openssl_name);
+    let group = state.negotiated_key_exchange_group().map(|g| super::suites::group_name(g.name()));
     match (suite, group) {
         (Some(s), Some(g)) => format!("{version}/{s}/ECDH={g}"),
         (Some(s), None) => format!("{version}/{s}"),

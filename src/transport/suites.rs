@@ -111,6 +111,21 @@ fn select(setting: &'static str, text: &str, tls13: bool) -> Result<Vec<Supporte
     Ok(chosen)
 }
 
+/// The OpenSSL name of a suite (what PgBouncer's SHOW columns print).
+pub fn openssl_name(suite: SupportedCipherSuite) -> Option<&'static str> {
+    SUITES.iter().find(|s| s.0.suite() == suite.suite()).map(|s| s.1)
+}
+
+/// The OpenSSL name of a key-exchange group.
+pub fn group_name(group: rustls::NamedGroup) -> String {
+    match group {
+        rustls::NamedGroup::X25519 => "X25519".into(),
+        rustls::NamedGroup::secp256r1 => "prime256v1".into(),
+        rustls::NamedGroup::secp384r1 => "secp384r1".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn names() -> String {
     SUITES.iter().map(|s| s.1).collect::<Vec<_>>().join(", ")
 }

@@ -24,7 +24,8 @@ impl TestCerts {
     pub fn new() -> TestCerts {
         let dir = tempfile::tempdir().unwrap();
         let key = KeyPair::generate().unwrap();
-        let params = ca_params("pgsluice test CA");
+        // Each CA its own name, so a chain is never built against another test's CA of the same name.
+        let params = ca_params(&format!("pgsluice test CA {:016x}", rand::random::<u64>()));
         let cert = params.self_signed(&key).unwrap();
         std::fs::write(dir.path().join("ca.crt"), cert.pem()).unwrap();
         let certs = TestCerts { dir, ca: Issuer::new(params, key) };

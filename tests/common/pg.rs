@@ -223,11 +223,12 @@ impl TestPg {
         tokio::task::spawn_blocking(move || Self::start_blocking(setup)).await.expect("start postgres")
     }
 
-    /// Starts one with `ssl = on` (certs' server.crt, and ca.crt for client certificates) whose
+    /// Starts one with `ssl = on` (certs' `<cert>.crt`, and ca.crt for client certificates) whose
     /// pg_hba.conf takes TCP logins only over TLS (`hostssl`), after the `hba_extra` lines, and refuses
     /// plain text (`hostnossl ... reject`).
-    pub async fn start_tls(certs: &super::certs::TestCerts, hba_extra: &str) -> TestPg {
-        let (crt, key, ca) = (certs.path("server.crt"), certs.path("server.key"), certs.path("ca.crt"));
+    pub async fn start_tls(certs: &super::certs::TestCerts, cert: &str, hba_extra: &str) -> TestPg {
+        let (crt, key) = (certs.path(&format!("{cert}.crt")), certs.path(&format!("{cert}.key")));
+        let ca = certs.path("ca.crt");
         let hba_extra = hba_extra.to_string();
         Self::start_with(move |data| {
             for (from, to) in [(&crt, "server.crt"), (&key, "server.key"), (&ca, "root.crt")] {

@@ -81,8 +81,9 @@ impl ProxyBuilder {
         for (name, fields) in &self.databases {
             have_app |= name == "app";
             let port = if fields.contains("port") { String::new() } else { format!(", port = {}", self.pg_port) };
-            let sep = if fields.is_empty() { "" } else { ", " };
-            s.push_str(&format!("{name:?} = {{ host = \"127.0.0.1\"{port}{sep}{fields} }}\n"));
+            let host = if fields.contains("host =") { "" } else { "host = \"127.0.0.1\"" };
+            let sep = if fields.is_empty() || host.is_empty() { "" } else { ", " };
+            s.push_str(&format!("{name:?} = {{ {host}{sep}{fields}{port} }}\n"));
         }
         if !have_app {
             s.push_str(&format!("app = {{ host = \"127.0.0.1\", port = {}, dbname = \"app\" }}\n", self.pg_port));
