@@ -2,7 +2,6 @@
 //! server the client is currently using (address and the server's real key), and only that server.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,11 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::server::{CancelInFlight, CancelsInFlight, ServerConn};
+use crate::stats::PeerAddr;
+use crate::transport::Stream;
 
 /// Where a client's cancel request must go right now.
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
-    pub addr: SocketAddr,
+    pub addr: PeerAddr,
     pub pid: u32,
     pub key: u32,
     /// The server's count of cancels in flight (see `CancelsInFlight`).
@@ -23,7 +24,7 @@ pub struct CancelTarget {
 
 impl CancelTarget {
     pub fn of(conn: &ServerConn) -> CancelTarget {
-        CancelTarget { addr: conn.addr, pid: conn.pid, key: conn.key, in_flight: conn.cancels.clone() }
+        CancelTarget { addr: conn.addr.clone(), pid: conn.pid, key: conn.key, in_flight: conn.cancels.clone() }
     }
 }
 
@@ -109,7 +110,10 @@ impl CancelRegistry {
 /// `in_flight` keeps the server out of the pool until then.
 pub async fn send_cancel(target: CancelTarget, in_flight: CancelInFlight, wait: Duration) -> bool {
     let send = async {
-        let mut s = TcpStream::connect(target.addr).await?;
+        let mut s = match &target.addr {
+            PeerAddr::Tcp(a) => Stream::Tcp(TcpStream::connect(a).await?),
+            PeerAddr::Unix { path, .. } => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+        };
         let mut pkt = Vec::with_capacity(16);
         pkt.extend_from_slice(&16u32.to_be_bytes());
         pkt.extend_from_slice(&80_877_102u32.to_be_bytes());

@@ -32,6 +32,20 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     serve(config, listener, shutdown).await
 }
 
+/// The Unix socket in unix_socket_dir, if one is configured.
+fn bind_unix(g: &crate::config::General) -> Result<Option<crate::listener::UnixSocket>, RunError> {
+    if g.unix_socket_dir.is_empty() {
+        return Ok(None);
+    }
+    let mode = g.unix_socket_mode_bits().unwrap_or(0o777);
+    crate::listener::UnixSocket::bind(&g.unix_socket_dir, g.listen_port, mode, &g.unix_socket_group, g.so_reuseport)
+        .map(Some)
+        .map_err(|source| RunError::Listen {
+            addr: format!("{}/.s.PGSQL.{}", g.unix_socket_dir, g.listen_port),
+            source,
+        })
+}
+
 /// A listening socket, with SO_REUSEPORT when asked (rolling restarts).
 fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -52,6 +66,7 @@ fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
 /// Serves on an already-bound listener until `shutdown` turns true, a signal or SHUTDOWN ends it.
 pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let auth = config.load_auth_file()?;
+    let unix = bind_unix(&config.general)?;
     let metrics_addr = config.general.metrics_addr.clone();
     let reuse_port = config.general.so_reuseport;
     let tls = crate::transport::TlsSetup::load(&config.general)?;
@@ -67,6 +82,10 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
         tracing::info!(%addr, "metrics endpoint listening");
         tokio::spawn(crate::metrics::serve(metrics, shared.clone(), metrics_stopped));
     }
+    let unix_accept = unix.map(|u| {
+        tracing::info!(path = %u.path().display(), "listening on a Unix socket");
+        tokio::spawn(u.accept_loop(shared.clone(), accepting.clone(), shared.config().general.listen_port))
+    });
     let accept = tokio::spawn(crate::listener::accept_loop(listener, shared.clone(), accepting));
     let mut signals = Signals::new();
     let mut state = shared.run_state.subscribe();
@@ -103,6 +122,9 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     let _ = stop_accepting.send(true);
     let _ = stop_metrics.send(true);
     let _ = accept.await;
+    if let Some(u) = unix_accept {
+        let _ = u.await; // the socket file goes with it
+    }
     for (_, entry) in shared.all_pools() {
         entry.pool.shut();
     }

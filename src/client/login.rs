@@ -1,7 +1,6 @@
 //! A client's login after its StartupMessage (see `opening` for what comes before): limits,
 //! authentication against the auth file, and the welcome (ParameterStatus, BackendKeyData, ReadyForQuery).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -19,6 +18,7 @@ use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, ProtocolError};
 use crate::server::Credentials;
 use crate::shared::{ClientCountGuard, PoolEntry, Shared};
+use crate::stats::PeerAddr;
 use crate::transport::{Acceptor, Stream};
 
 /// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: no login message may be larger.
@@ -151,7 +151,7 @@ pub async fn login(
     sock: &mut Stream,
     buf: &mut BytesMut,
     shared: &Shared,
-    peer: SocketAddr,
+    peer: &PeerAddr,
     startup: Startup,
     cancel_key: (u32, u32),
 ) -> Result<Login, ClientError> {
@@ -226,7 +226,7 @@ pub async fn login(
     }
     if general.application_name_add_host {
         let app = params.get("application_name").unwrap_or_default().to_string();
-        params.set("application_name", &format!("{app} - {}:{}", peer.ip(), peer.port()));
+        params.set("application_name", &format!("{app} - {}:{}", peer.host_text(), peer.port()));
     }
     // Keys learned from the client log in to the server only as that same user (not a forced one).
     if let (Some(ck), Some(Secret::Scram(s))) = (client_key, shared.secret(&user))
@@ -251,7 +251,8 @@ pub async fn login(
     messages::ready_for_query(&mut out, TxStatus::Idle);
     sock.send(&out).await?;
     let app = params.get("application_name").unwrap_or_default().to_string();
-    let registered = shared.client_registry.register(&db, &user, peer, sock.local_addr(), sock.tls_description(), &app);
+    let registered =
+        shared.client_registry.register(&db, &user, peer.clone(), sock.local_addr(), sock.tls_description(), &app);
     let held_prepared = shared.held_prepared.clone();
     Ok(Login::Pooled(LoggedIn {
         db,

@@ -10,13 +10,11 @@ mod session;
 mod session_state;
 mod sql_prepared;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::net::TcpStream;
-
+use crate::stats::PeerAddr;
 use crate::transport::Stream;
+use bytes::BytesMut;
 
 pub use error::ClientError;
 use login::Login;
@@ -26,17 +24,19 @@ use session::Session;
 use crate::shared::{PendingLogin, Shared};
 
 /// Serves one accepted client connection to the end. Never panics on client input.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, pending: PendingLogin) {
-    let _ = tcp.set_nodelay(true);
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending: PendingLogin) {
     let config = shared.config();
     let general = &config.general;
-    if let Err(e) = crate::server::tcp::apply(&tcp, &general.tcp_options()) {
-        tracing::debug!(%peer, error = %e, "could not set TCP options");
+    if let Some(tcp) = stream.tcp() {
+        let _ = tcp.set_nodelay(true);
+        if let Err(e) = crate::server::tcp::apply(tcp, &general.tcp_options()) {
+            tracing::debug!(%peer, error = %e, "could not set TCP options");
+        }
     }
     let registration = shared.cancel.register();
     let mut buf = BytesMut::with_capacity(8192);
     // Outside the login, so that a login cut short (timeout, eviction) can still be told why.
-    let mut sock = Some(Stream::Tcp(tcp));
+    let mut sock = Some(stream);
     let login = async {
         let opening = opening::open(&mut sock, &mut buf, &shared).await?;
         let s = sock.as_mut().ok_or_else(|| ClientError::Io(std::io::ErrorKind::NotConnected.into()))?;
@@ -51,7 +51,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, pendin
             return Err(ClientError::TooManyClients("max_client_conn"));
         }
         let key = (registration.slot.pid, registration.slot.key);
-        login::login(s, &mut buf, &shared, peer, startup, key).await.map(Some)
+        login::login(s, &mut buf, &shared, &peer, startup, key).await.map(Some)
     };
     let login = async {
         tokio::select! {

@@ -58,7 +58,10 @@ pub async fn open(slot: &mut Option<Stream>, buf: &mut BytesMut, shared: &Shared
             return after_handshake(slot.as_mut().ok_or_else(gone)?, buf, a, shared).await;
         }
     }
-    let offer = if acceptor.is_some() { Offer::Tls } else { Offer::PlainOnly };
+    // TLS is for TCP: over a Unix socket an SSLRequest gets 'N' and plain text is never refused (as
+    // PostgreSQL and PgBouncer).
+    let tcp = matches!(slot, Some(Stream::Tcp(_)));
+    let offer = if acceptor.is_some() && tcp { Offer::Tls } else { Offer::PlainOnly };
     let opening = read_opening(slot.as_mut().ok_or_else(gone)?, buf, shared, offer).await?;
     let (Some(opening), mode) = (opening, acceptor.as_ref().map(|a| a.mode)) else {
         // SSLRequest with TLS on offer: 'S', then the handshake.
@@ -67,7 +70,7 @@ pub async fn open(slot: &mut Option<Stream>, buf: &mut BytesMut, shared: &Shared
         return after_handshake(slot.as_mut().ok_or_else(gone)?, buf, a, shared).await;
     };
     match (opening, mode) {
-        (Opening::Startup(_), Some(mode)) if mode.requires_tls() => Err(ClientError::TlsRequired(mode.as_str())),
+        (Opening::Startup(_), Some(mode)) if mode.requires_tls() && tcp => Err(ClientError::TlsRequired(mode.as_str())),
         (o, _) => Ok(o),
     }
 }

@@ -15,8 +15,15 @@ pub struct General {
     /// Address to listen on: an IP address or host name, "*" = all IPv4 addresses (bound as 0.0.0.0).
     /// Default "127.0.0.1". Needs restart.
     pub listen_addr: String,
-    /// TCP port. Default 6432. Needs restart.
+    /// TCP port, also in the Unix socket's name. Default 6432. Needs restart.
     pub listen_port: u16,
+    /// Directory of the Unix socket `.s.PGSQL.<listen_port>` pgsluice also listens on; empty = none.
+    /// Default "/tmp" (PgBouncer's). Needs restart.
+    pub unix_socket_dir: String,
+    /// Permissions of that socket, octal. Default "0777". Needs restart.
+    pub unix_socket_mode: String,
+    /// Group the socket is given; empty = the process's. Default "". Needs restart.
+    pub unix_socket_group: String,
     /// session | transaction | statement. Default transaction.
     pub pool_mode: PoolMode,
     /// isolate | refuse | leak: what transaction and statement mode do with a client's session state
@@ -261,6 +268,11 @@ pub struct TcpOptions {
 }
 
 impl General {
+    /// unix_socket_mode as permission bits (`None` when it is not an octal mode).
+    pub fn unix_socket_mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(self.unix_socket_mode.trim(), 8).ok().filter(|m| *m <= 0o777)
+    }
+
     /// Everything that shapes TLS to servers: when it changes, servers are reconnected.
     pub fn server_tls_settings(&self) -> impl PartialEq + use<> {
         (
@@ -325,6 +337,9 @@ macro_rules! restart_only {
 restart_only!(
     listen_addr,
     listen_port,
+    unix_socket_dir,
+    unix_socket_mode,
+    unix_socket_group,
     workers,
     so_reuseport,
     metrics_addr,
@@ -348,6 +363,9 @@ impl Default for General {
         General {
             listen_addr: "127.0.0.1".into(),
             listen_port: 6432,
+            unix_socket_dir: "/tmp".into(),
+            unix_socket_mode: "0777".into(),
+            unix_socket_group: String::new(),
             pool_mode: PoolMode::Transaction,
             session_state: SessionStatePolicy::Isolate,
             pinned_idle_timeout: s(600),

@@ -42,6 +42,9 @@ const GENERAL: &[(&str, Kind)] = &[
     ("tcp_keepintvl", Kind::Num),
     ("tcp_keepcnt", Kind::Int),
     ("tcp_user_timeout", Kind::Int),
+    ("unix_socket_dir", Kind::Str),
+    ("unix_socket_mode", Kind::Str),
+    ("unix_socket_group", Kind::Str),
     ("client_tls_sslmode", Kind::Str),
     ("client_tls_key_file", Kind::Str),
     ("client_tls_cert_file", Kind::Str),
@@ -197,7 +200,6 @@ pub fn convert(text: &str) -> Result<Converted, String> {
                 },
                 "databases" => {
                     let mut entry = Table::new();
-                    entry.insert("host".into(), Value::String("127.0.0.1".into()));
                     for (k, v) in conn_pairs(raw)? {
                         match DATABASE.iter().find(|(pk, _, _)| *pk == k) {
                             Some((_, name, kind)) => {
@@ -222,6 +224,19 @@ pub fn convert(text: &str) -> Result<Converted, String> {
                 }
                 other => unsupported.push(format!("[{other}] {key}")),
             }
+        }
+    }
+    // As PgBouncer: an entry without a host connects over the Unix socket in unix_socket_dir.
+    let socket_dir = match general.get("unix_socket_dir") {
+        Some(Value::String(d)) => d.clone(),
+        _ => "/tmp".to_string(),
+    };
+    let default_host = if socket_dir.is_empty() { "127.0.0.1".to_string() } else { socket_dir };
+    for (_, entry) in databases.iter_mut() {
+        if let Value::Table(t) = entry
+            && !t.contains_key("host")
+        {
+            t.insert("host".into(), Value::String(default_host.clone()));
         }
     }
     let mut doc = Table::new();

@@ -128,7 +128,10 @@ fn unknown_keys_and_wrong_types_name_the_key_path_and_line() {
     );
     assert_rejected(trusting("pool_mode = \"sometimes\"", ""), "pgsluice.pool_mode", "unknown variant");
     let db = |host: &str| trusting("", &format!("[databases]\napp = {{ host = {host:?} }}"));
-    assert_rejected(db("/var/run/postgresql"), "databases.app.host", "Unix-socket directory");
+    assert!(db("/var/run/postgresql").is_ok(), "a Unix-socket directory is a host");
+    assert_rejected(db("@abstract"), "databases.app.host", "abstract namespace");
+    assert_rejected(trusting("unix_socket_dir = \"relative\"", ""), "pgsluice.unix_socket_dir", "absolute");
+    assert_rejected(trusting("unix_socket_mode = \"rwx\"", ""), "pgsluice.unix_socket_mode", "octal");
     assert_rejected(db("a.example,b.example"), "databases.app.host", "several hosts");
     let e = trusting("listen_port = 70000", "").unwrap_err().to_string();
     assert!(e.contains("key `pgsluice.listen_port`") && e.contains("(line 3)"), "{e}");

@@ -25,6 +25,13 @@ impl Config {
         {
             return Err(self.invalid("pgsluice.metrics_addr", reason));
         }
+        if !g.unix_socket_dir.is_empty() && !g.unix_socket_dir.starts_with('/') {
+            let why = "must be an absolute directory, or empty for no Unix socket (the abstract namespace, @name, is not supported)";
+            return Err(self.invalid("pgsluice.unix_socket_dir", why));
+        }
+        if g.unix_socket_mode_bits().is_none() {
+            return Err(self.invalid("pgsluice.unix_socket_mode", "must be an octal mode such as \"0777\""));
+        }
         if g.default_pool_size == 0 {
             return Err(self.invalid("pgsluice.default_pool_size", "must be at least 1"));
         }
@@ -62,9 +69,8 @@ impl Config {
             if db.host.trim().is_empty() {
                 return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
             }
-            // Refused here rather than accepted and then failing every login.
-            if db.host.starts_with('/') {
-                let why = "a Unix-socket directory: pgsluice connects to servers over TCP only for now (use host = \"127.0.0.1\" or the server's address)";
+            if db.host.starts_with('@') {
+                let why = "a Unix socket in the abstract namespace: not supported (use a directory such as \"/var/run/postgresql\")";
                 return Err(self.invalid(format!("databases.{name}.host"), why));
             }
             if db.host.contains(',') {

@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::{Credentials, MAX_INTERNAL_MESSAGE, ServerConn, ServerError};
 use crate::auth::md5::md5_hex_secret;
@@ -13,6 +13,7 @@ use crate::auth::scram::ScramClient;
 use crate::config::{ServerTarget, SslMode};
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
+use crate::stats::PeerAddr;
 use crate::transport::{Connector, Stream};
 
 /// Connects and logs in. The returned connection is idle (ReadyForQuery 'I' seen). With
@@ -41,15 +42,7 @@ async fn connect_once(
     tcp: &crate::config::TcpOptions,
     tls: Option<&Connector>,
 ) -> Result<ServerConn, ServerError> {
-    let addr_text = format!("{}:{}", target.host, target.port);
-    let stream = TcpStream::connect(&addr_text).await.map_err(|e| ServerError::connect_failed(&addr_text, &e))?;
-    stream.set_nodelay(true)?;
-    super::tcp::apply(&stream, tcp)?;
-    let addr = stream.peer_addr()?;
-    let stream = match tls {
-        Some(t) => negotiate_tls(stream, t, &target.host).await?,
-        None => Stream::Tcp(stream),
-    };
+    let (stream, addr) = open_stream(target, tcp, tls).await?;
     let mut conn = ServerConn::new(stream, addr);
     let mut out = BytesMut::new();
     let params = [("user", user), ("database", target.dbname.as_str()), ("client_encoding", "UTF8")];
@@ -59,6 +52,31 @@ async fn connect_once(
     finish_startup(&mut conn).await?;
     conn.reported = conn.params.iter().map(|(k, _)| k.clone()).collect();
     Ok(conn)
+}
+
+/// The connection to the server: TCP (TLS as `tls` says), or its Unix socket when the host is a
+/// directory (`<host>/.s.PGSQL.<port>`, plain text as libpq: TLS is not spoken over Unix sockets).
+async fn open_stream(
+    target: &ServerTarget,
+    tcp: &crate::config::TcpOptions,
+    tls: Option<&Connector>,
+) -> Result<(Stream, PeerAddr), ServerError> {
+    if target.host.starts_with('/') {
+        let path = std::path::Path::new(&target.host).join(format!(".s.PGSQL.{}", target.port));
+        let text = path.display().to_string();
+        let stream = UnixStream::connect(&path).await.map_err(|e| ServerError::connect_failed(&text, &e))?;
+        return Ok((Stream::Unix(stream), PeerAddr::Unix { path: path.into(), port: target.port }));
+    }
+    let addr_text = format!("{}:{}", target.host, target.port);
+    let stream = TcpStream::connect(&addr_text).await.map_err(|e| ServerError::connect_failed(&addr_text, &e))?;
+    stream.set_nodelay(true)?;
+    super::tcp::apply(&stream, tcp)?;
+    let addr = PeerAddr::Tcp(stream.peer_addr()?);
+    let stream = match tls {
+        Some(t) => negotiate_tls(stream, t, &target.host).await?,
+        None => Stream::Tcp(stream),
+    };
+    Ok((stream, addr))
 }
 
 /// SSLRequest, then the handshake if the server agrees. Exactly one byte of answer is read, so

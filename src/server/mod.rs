@@ -8,7 +8,6 @@ pub mod statements;
 pub mod tcp;
 pub mod tracker;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::stats::servers::ServerState;
@@ -90,7 +89,7 @@ pub enum Credentials {
 /// One connection to PostgreSQL.
 pub struct ServerConn {
     pub(crate) stream: Stream,
-    pub addr: SocketAddr,
+    pub addr: crate::stats::PeerAddr,
     pub pid: u32,
     pub key: u32,
     /// Reported parameters (ParameterStatus) as this server currently has them.
@@ -209,7 +208,7 @@ impl ServerConn {
     }
 
     /// A fresh connection's state, before its login.
-    pub(crate) fn new(stream: Stream, addr: SocketAddr) -> ServerConn {
+    pub(crate) fn new(stream: Stream, addr: crate::stats::PeerAddr) -> ServerConn {
         let now = Instant::now();
         ServerConn {
             stream,
@@ -404,7 +403,7 @@ impl Connect for ServerConnector {
         conn.internal_timeout = self.internal_timeout;
         if let Some((registry, db)) = &self.registry {
             let (local, tls) = (conn.stream.local_addr(), conn.stream.tls_description());
-            conn.registered = Some(registry.register(db, &self.user, conn.addr, local, tls, conn.pid));
+            conn.registered = Some(registry.register(db, &self.user, conn.addr.clone(), local, tls, conn.pid));
         }
         if let Ok(mut w) = self.welcome.lock()
             && w.is_none()

@@ -36,7 +36,7 @@ pub struct ClientEntry {
     pub id: u64,
     pub db: String,
     pub user: String,
-    pub addr: SocketAddr,
+    pub addr: super::PeerAddr,
     pub local: Option<SocketAddr>,
     /// The negotiated TLS ("TLSv1.3/TLS_AES_256_GCM_SHA384/..."), empty in plain text.
     pub tls: String,
@@ -133,7 +133,7 @@ impl Registry<ClientEntry> {
         self: &Arc<Self>,
         db: &str,
         user: &str,
-        addr: SocketAddr,
+        addr: super::PeerAddr,
         local: Option<SocketAddr>,
         tls: Option<String>,
         application_name: &str,
@@ -176,8 +176,8 @@ mod tests {
     #[test]
     fn registered_clients_are_listed_until_dropped_and_can_be_killed() {
         let r = Arc::new(ClientRegistry::default());
-        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
-        let a = r.register("app", "u", addr, None, None, "");
+        let addr = crate::stats::PeerAddr::Tcp("127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!()));
+        let a = r.register("app", "u", addr.clone(), None, None, "");
         let b = r.register("other", "u", addr, None, None, "");
         assert_eq!(r.list().len(), 2);
         assert_eq!(r.kill(|e| e.db == "app"), 1);

@@ -13,6 +13,40 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Where a connection's peer is: a TCP address, or a Unix socket (shown as PgBouncer does: address
+/// "unix", and the port in the socket's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAddr {
+    Tcp(std::net::SocketAddr),
+    Unix { path: std::sync::Arc<std::path::Path>, port: u16 },
+}
+
+impl PeerAddr {
+    /// The address column of SHOW CLIENTS/SERVERS.
+    pub fn host_text(&self) -> String {
+        match self {
+            PeerAddr::Tcp(a) => a.ip().to_string(),
+            PeerAddr::Unix { .. } => "unix".to_string(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            PeerAddr::Tcp(a) => a.port(),
+            PeerAddr::Unix { port, .. } => *port,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Tcp(a) => write!(f, "{a}"),
+            PeerAddr::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// `session_state` events of one pool: events are counted as they happen (they are rare: a client
 /// pinned, settings applied to a server, a statement refused), `pinned` is a gauge.
 #[derive(Debug, Default)]

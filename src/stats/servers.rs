@@ -21,7 +21,7 @@ pub struct ServerEntry {
     /// The client-visible database and the server-side user.
     pub db: String,
     pub user: String,
-    pub addr: SocketAddr,
+    pub addr: super::PeerAddr,
     pub local: Option<SocketAddr>,
     /// The negotiated TLS, empty in plain text.
     pub tls: String,
@@ -96,7 +96,7 @@ impl Registry<ServerEntry> {
         self: &std::sync::Arc<Self>,
         db: &str,
         user: &str,
-        addr: SocketAddr,
+        addr: super::PeerAddr,
         local: Option<SocketAddr>,
         tls: Option<String>,
         remote_pid: u32,
