@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::auth::hba::HbaFiles;
 use crate::cancel::CancelRegistry;
 use crate::config::auth_file::{AuthFile, Secret};
 use crate::config::{Config, PoolSettings};
@@ -217,15 +218,40 @@ pub struct Shared {
     suspended: std::sync::atomic::AtomicBool,
     /// The TLS configuration new connections use, both sides (replaced by RELOAD).
     pub tls: Arc<TlsState>,
+    /// auth_hba_file's rules and auth_ident_file's maps, when configured (replaced by RELOAD).
+    hba: RwLock<Option<Arc<HbaFiles>>>,
     /// Running or draining; the supervisor acts on changes (the console's SHUTDOWN sets it).
     pub run_state: tokio::sync::watch::Sender<crate::run_state::RunState>,
 }
 
+/// What the config's files hold, read together: the auth file, the TLS keys and certificates, and
+/// the HBA and ident files. Loaded whole or not at all (startup, RELOAD, SET).
+pub struct Files {
+    pub auth: AuthFile,
+    pub tls: TlsSetup,
+    pub hba: Option<Arc<HbaFiles>>,
+}
+
+impl Files {
+    pub fn load(config: &Config) -> Result<Files, String> {
+        let g = &config.general;
+        let auth = config.load_auth_file().map_err(|e| e.to_string())?;
+        let tls = TlsSetup::load(g).map_err(|e| e.to_string())?;
+        let hba = match &g.auth_hba_file {
+            Some(p) => Some(Arc::new(HbaFiles::load(p, g.auth_ident_file.as_deref())?)),
+            None => None,
+        };
+        Ok(Files { auth, tls, hba })
+    }
+}
+
 impl Shared {
-    pub fn new(config: Config, auth: AuthFile, tls: TlsSetup) -> Arc<Self> {
+    pub fn new(config: Config, files: Files) -> Arc<Self> {
+        let Files { auth, tls, hba } = files;
         Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             tls: Arc::new(TlsState::new(tls)),
+            hba: RwLock::new(hba),
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::default(),
@@ -252,6 +278,11 @@ impl Shared {
 
     pub fn config(&self) -> Arc<Config> {
         self.config.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The HBA rules in force (auth_type = hba), with their ident maps.
+    pub fn hba(&self) -> Option<Arc<HbaFiles>> {
+        self.hba.read().map(|h| h.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
     pub fn auth(&self) -> Arc<AuthFile> {
@@ -444,7 +475,7 @@ impl Shared {
         }
     }
 
-    /// The config, the auth file and every TLS file read again; all or nothing.
+    /// The config and every file it names read again; all or nothing.
     fn read_config_files(&self) -> Result<ReloadReport, String> {
         let old = self.config();
         let new = if old.from_pgbouncer_ini {
@@ -453,13 +484,13 @@ impl Shared {
             Config::load(&old.path)
         };
         let new = new.map_err(|e| e.to_string())?;
-        let auth = new.load_auth_file().map_err(|e| e.to_string())?;
-        let tls = TlsSetup::load(&new.general).map_err(|e| e.to_string())?;
-        Ok(self.apply(new, auth, tls))
+        let files = Files::load(&new)?;
+        Ok(self.apply(new, files))
     }
 
     /// Makes `new` the running config (RELOAD, SET): see `reload`.
-    pub fn apply(&self, mut new: Config, auth: AuthFile, tls: TlsSetup) -> ReloadReport {
+    pub fn apply(&self, mut new: Config, files: Files) -> ReloadReport {
+        let Files { auth, tls, hba } = files;
         let old = self.config();
         // Settings read only at startup keep their running values (so SHOW CONFIG shows what is in
         // effect); the change is reported as needing a restart.
@@ -472,6 +503,9 @@ impl Shared {
         // New handshakes use the new files; open connections keep theirs. A changed server-side TLS
         // setting closes every server once released, as PgBouncer does, so none stays on the old terms.
         self.tls.replace(tls);
+        if let Ok(mut h) = self.hba.write() {
+            *h = hba;
+        }
         if old.general.server_tls_settings() != new.general.server_tls_settings() {
             tracing::info!("server TLS settings changed: reconnecting every server");
             self.reconnect(None);

@@ -19,8 +19,9 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
-    #[error(transparent)]
-    Tls(#[from] crate::transport::TlsError),
+    /// The auth, TLS or HBA files.
+    #[error("{0}")]
+    Files(String),
 }
 
 /// Binds the configured address and serves until shut down.
@@ -65,12 +66,11 @@ fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
 
 /// Serves on an already-bound listener until `shutdown` turns true, a signal or SHUTDOWN ends it.
 pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    let auth = config.load_auth_file()?;
+    let files = crate::shared::Files::load(&config).map_err(RunError::Files)?;
     let unix = bind_unix(&config.general)?;
     let metrics_addr = config.general.metrics_addr.clone();
     let reuse_port = config.general.so_reuseport;
-    let tls = crate::transport::TlsSetup::load(&config.general)?;
-    let shared = Shared::new(config, auth, tls);
+    let shared = Shared::new(config, files);
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
     tokio::spawn(reap_auto_pools(Arc::downgrade(&shared)));
     let (stop_accepting, accepting) = watch::channel(false);

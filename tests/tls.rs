@@ -10,54 +10,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::certs::TestCerts;
+use common::certs::{TestCerts, message, psql, quoted, tls_proxy};
 use common::console::{show, value};
 use common::wire::{RawConn, error_fields, fe};
-use common::{Proxy, ProxyBuilder, TestPg};
+use common::{Proxy, TestPg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-
-/// An error's message as pgsluice or PostgreSQL sent it.
-fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
-}
-
-fn quoted(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
-
-/// pgsluice in front of `pg`, TLS with clients in `mode` with the test certificates, and TLS to the
-/// server checked in full against the test CA.
-fn tls_proxy(pg: &TestPg, certs: &TestCerts, mode: &str) -> ProxyBuilder {
-    Proxy::builder(pg)
-        .general("client_tls_sslmode", &format!("{mode:?}"))
-        .general("client_tls_key_file", &quoted(&certs.path("server.key")))
-        .general("client_tls_cert_file", &quoted(&certs.path("server.crt")))
-        .general("client_tls_ca_file", &quoted(&certs.path("ca.crt")))
-        .general("server_tls_sslmode", "\"verify-full\"")
-        .general("server_tls_ca_file", &quoted(&certs.path("ca.crt")))
-        .general("admin_users", "[\"scram_user\", \"trust_user\"]")
-}
-
-/// Runs one statement with psql (libpq) over `conninfo`: Ok(output) or Err(stderr).
-async fn psql(conninfo: String, sql: &str) -> Result<String, String> {
-    let sql = sql.to_string();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &conninfo, "-c", &sql])
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .expect("psql is installed");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    })
-    .await
-    .unwrap()
-}
 
 fn conninfo(port: u16, host: &str, db: &str, extra: &str) -> String {
     format!("host={host} port={port} user=scram_user password=scram_pw dbname={db} {extra}")

@@ -121,9 +121,9 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
                 };
                 PgError::error(code, e)
             })?;
-            let tls = crate::transport::TlsSetup::load(&config.general)
-                .map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e.to_string()))?;
-            shared.apply(config, (*shared.auth()).clone(), tls);
+            let files =
+                crate::shared::Files::load(&config).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
+            shared.apply(config, files);
             tracing::info!(%key, %value, "SET");
             Ok("SET".into())
         }

@@ -26,16 +26,27 @@ pub enum AuthError {
     Unavailable,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
     Trust,
     Plain,
     Md5,
     ScramSha256,
+    /// The TLS client certificate's common name must be the user (or map to it in `map`).
+    Cert {
+        map: Option<String>,
+    },
+    /// The Unix socket peer's OS user must be the user (or map to it in `map`).
+    Peer {
+        map: Option<String>,
+    },
+    /// Refused, saying why (an HBA `reject` line, no line at all, a method pgsluice lacks).
+    Reject(&'static str),
 }
 
 /// What to ask a client for. As PgBouncer: md5 configured but only a SCRAM secret known -> SCRAM.
 /// An unknown user gets the configured method and fails at the end, like a wrong password.
+/// `auth_type = hba` is decided per connection (`hba_method`).
 pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
     match (auth_type, secret) {
         (AuthType::Trust | AuthType::Any, _) => Method::Trust,
@@ -44,6 +55,25 @@ pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
         (AuthType::Md5, _) => Method::Md5,
         (AuthType::ScramSha256, Some(Secret::Md5(_))) => Method::Md5,
         (AuthType::ScramSha256, _) => Method::ScramSha256,
+        (AuthType::Cert, _) => Method::Cert { map: None },
+        (AuthType::Hba, _) => Method::Reject("no pg_hba.conf entry"),
+    }
+}
+
+/// The method an HBA line asks for; `None` (no line matched) is refused, as PostgreSQL does.
+pub fn hba_method(rule: Option<&hba::HbaRule>, secret: Option<&Secret>) -> Method {
+    use hba::HbaMethod as H;
+    let Some(rule) = rule else { return Method::Reject("no pg_hba.conf entry") };
+    let as_type = |t| choose_method(t, secret);
+    match rule.method {
+        H::Trust => Method::Trust,
+        H::Reject => Method::Reject("pg_hba.conf rejects connection"),
+        H::Password => as_type(AuthType::Plain),
+        H::Md5 => as_type(AuthType::Md5),
+        H::ScramSha256 => as_type(AuthType::ScramSha256),
+        H::Cert => Method::Cert { map: rule.ident_map.clone() },
+        H::Peer => Method::Peer { map: rule.ident_map.clone() },
+        H::Ldap => Method::Reject("LDAP authentication is not supported"),
     }
 }
 

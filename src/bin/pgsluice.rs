@@ -74,11 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = config.load_auth_file() {
-        eprintln!("pgsluice: {e}");
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = pgsluice::transport::TlsSetup::load(&config.general) {
+    if let Err(e) = pgsluice::shared::Files::load(&config) {
         eprintln!("pgsluice: {}: {e}", config.path.display());
         return ExitCode::FAILURE;
     }

@@ -61,6 +61,9 @@ pub enum ClientError {
     QueryTimeout,
     #[error("transaction blocks not allowed in statement pooling mode")]
     StatementModeTransaction,
+    /// Refused by the HBA rules or by certificate/peer authentication (28000, PostgreSQL's wording).
+    #[error("{0}")]
+    Refused(String),
     /// A plain-text login where client_tls_sslmode requires TLS.
     #[error("TLS is required (client_tls_sslmode = {0}): connect with sslmode=require or stronger")]
     TlsRequired(&'static str),
@@ -100,7 +103,7 @@ impl ClientError {
             E::DatabaseDisabled(_) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, msg),
             E::ClientSendTimeout => PgError::fatal(SqlState::CONNECTION_FAILURE, msg),
             E::StatementModeTransaction => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, msg),
-            E::TlsRequired(_) => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
+            E::TlsRequired(_) | E::Refused(_) => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
             E::TlsHandshake(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
         }
     }

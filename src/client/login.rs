@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
-use super::ClientError;
 use super::opening::Startup;
 use super::params::{ClientParams, PROTOCOL_PARAMS};
+use super::{ClientError, identity};
 use crate::auth::scram::ScramServer;
 use crate::auth::{self, Method};
 use crate::config::AuthType;
@@ -71,15 +71,17 @@ async fn authenticate(
     sock: &mut Stream,
     buf: &mut BytesMut,
     shared: &Shared,
-    user: &str,
+    (peer, db, user): (&PeerAddr, &str, &str),
     tls: Option<&Acceptor>,
 ) -> Result<Option<[u8; 32]>, ClientError> {
-    let auth_type = shared.config().general.auth_type;
     let secret = shared.secret(user);
     let failed = || ClientError::AuthFailed(user.to_string());
     let mut out = BytesMut::new();
-    match auth::choose_method(auth_type, secret.as_ref()) {
+    match identity::method(shared, sock, peer, db, user, secret.as_ref()) {
         Method::Trust => Ok(None),
+        Method::Reject(why) => Err(identity::rejected(why, sock, peer, db, user)),
+        Method::Cert { map } => identity::check_certificate(shared, sock, map.as_deref(), user).map(|_| None),
+        Method::Peer { map } => identity::check_peer(shared, sock, map.as_deref(), user).map(|_| None),
         Method::Plain => {
             messages::auth_cleartext(&mut out);
             sock.send(&out).await?;
@@ -168,7 +170,7 @@ pub async fn login(
         sock.send(&out).await?;
         out.clear();
     }
-    let client_key = authenticate(sock, buf, shared, &user, tls.as_deref()).await?;
+    let client_key = authenticate(sock, buf, shared, (peer, &db, &user), tls.as_deref()).await?;
     if crate::admin::is_admin_db(&db) {
         let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
         crate::admin::welcome(&mut out, cancel_key);

@@ -2,6 +2,7 @@
 //! error becomes a PostgreSQL ErrorResponse. Imports: protocol, config, auth, pool, server, cancel, shared.
 
 mod error;
+mod identity;
 mod login;
 mod opening;
 mod params;

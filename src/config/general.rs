@@ -116,6 +116,11 @@ pub struct General {
     pub auth_type: AuthType,
     /// userlist.txt-format file; relative to the config file. Default none.
     pub auth_file: Option<PathBuf>,
+    /// pg_hba.conf-format file for auth_type = hba (PgBouncer's subset); relative to the config file.
+    /// RELOAD reads it again (a file that does not parse keeps the running rules). Default none.
+    pub auth_hba_file: Option<PathBuf>,
+    /// pg_ident.conf-format maps for the `map=` option of cert and peer lines. Default none.
+    pub auth_ident_file: Option<PathBuf>,
     /// Startup parameters accepted and ignored. Default [].
     #[serde(deserialize_with = "string_list", serialize_with = "values::ser_list")]
     pub ignore_startup_parameters: Vec<String>,
@@ -288,6 +293,8 @@ impl General {
     pub(super) fn resolve_paths(&mut self, base: &std::path::Path) {
         for p in [
             &mut self.auth_file,
+            &mut self.auth_hba_file,
+            &mut self.auth_ident_file,
             &mut self.client_tls_key_file,
             &mut self.client_tls_cert_file,
             &mut self.client_tls_ca_file,
@@ -400,6 +407,8 @@ impl Default for General {
             server_send_timeout: s(60),
             auth_type: AuthType::Md5,
             auth_file: None,
+            auth_hba_file: None,
+            auth_ident_file: None,
             ignore_startup_parameters: Vec::new(),
             track_extra_parameters: vec!["IntervalStyle".into()],
             admin_users: Vec::new(),

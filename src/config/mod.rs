@@ -77,6 +77,26 @@ pub enum AuthType {
     Md5,
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    /// A TLS client certificate valid under client_tls_ca_file; its common name is the user name.
+    #[serde(rename = "cert")]
+    Cert,
+    /// Per connection, as the first matching line of auth_hba_file says.
+    #[serde(rename = "hba")]
+    Hba,
+}
+
+impl AuthType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Trust => "trust",
+            AuthType::Any => "any",
+            AuthType::Plain => "plain",
+            AuthType::Md5 => "md5",
+            AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
+            AuthType::Hba => "hba",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

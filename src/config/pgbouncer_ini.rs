@@ -64,6 +64,8 @@ const GENERAL: &[(&str, Kind)] = &[
     ("cancel_wait_timeout", Kind::Num),
     ("auth_type", Kind::Str),
     ("auth_file", Kind::Str),
+    ("auth_hba_file", Kind::Str),
+    ("auth_ident_file", Kind::Str),
     ("ignore_startup_parameters", Kind::Str),
     ("admin_users", Kind::Str),
     ("stats_users", Kind::Str),

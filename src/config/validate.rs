@@ -44,17 +44,20 @@ impl Config {
         if g.workers > 1024 {
             return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
         }
-        let needs_secrets = !matches!(g.auth_type, AuthType::Trust | AuthType::Any);
+        let needs_secrets = matches!(g.auth_type, AuthType::Plain | AuthType::Md5 | AuthType::ScramSha256);
         if needs_secrets && g.auth_file.is_none() {
-            let name = match g.auth_type {
-                AuthType::Plain => "plain",
-                AuthType::Md5 => "md5",
-                _ => "scram-sha-256",
-            };
+            let name = g.auth_type.as_str();
             return Err(self.invalid(
                 "pgsluice.auth_file",
                 format!("auth_type = \"{name}\" needs an auth_file with the users' secrets (or auth_type = \"trust\")"),
             ));
+        }
+        if g.auth_type == AuthType::Hba && g.auth_hba_file.is_none() {
+            return Err(self.invalid("pgsluice.auth_hba_file", "auth_type = \"hba\" needs an auth_hba_file"));
+        }
+        if g.auth_type == AuthType::Cert && !(g.client_tls_sslmode.requires_tls() && g.client_tls_ca_file.is_some()) {
+            let why = "auth_type = \"cert\" needs client_tls_sslmode = \"verify-full\" (or require/verify-ca) and a client_tls_ca_file";
+            return Err(self.invalid("pgsluice.auth_type", why));
         }
         // PgBouncer: `any` "requires that all databases are configured to log in as a specific user".
         if g.auth_type == AuthType::Any

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::process::Command;
+
+use super::{Proxy, ProxyBuilder, TestPg};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, date_time_ymd};
 
 pub struct TestCerts {
@@ -87,4 +90,45 @@ impl TestCerts {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// An error's message as pgsluice or PostgreSQL sent it.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+pub fn quoted(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// pgsluice in front of `pg`, TLS with clients in `mode` with the test certificates, and TLS to the
+/// server checked in full against the test CA.
+pub fn tls_proxy(pg: &TestPg, certs: &TestCerts, mode: &str) -> ProxyBuilder {
+    Proxy::builder(pg)
+        .general("client_tls_sslmode", &format!("{mode:?}"))
+        .general("client_tls_key_file", &quoted(&certs.path("server.key")))
+        .general("client_tls_cert_file", &quoted(&certs.path("server.crt")))
+        .general("client_tls_ca_file", &quoted(&certs.path("ca.crt")))
+        .general("server_tls_sslmode", "\"verify-full\"")
+        .general("server_tls_ca_file", &quoted(&certs.path("ca.crt")))
+        .general("admin_users", "[\"scram_user\", \"trust_user\"]")
+}
+
+/// Runs one statement with psql (libpq) over `conninfo`: Ok(output) or Err(stderr).
+pub async fn psql(conninfo: String, sql: &str) -> Result<String, String> {
+    let sql = sql.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &conninfo, "-c", &sql])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql is installed");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await
+    .unwrap()
 }

@@ -254,6 +254,39 @@ pub fn load(path: &Path, ident: Option<&IdentMap>) -> Result<HbaRules, HbaError>
     HbaRules::parse(&text, ident, &include)
 }
 
+/// The HBA rules in force and the ident maps their `map=` options name, read together from
+/// auth_hba_file and auth_ident_file. Strict: any line that does not parse fails the whole load, so
+/// RELOAD keeps the running rules rather than quietly dropping, say, a `reject` line.
+#[derive(Debug)]
+pub struct HbaFiles {
+    pub rules: HbaRules,
+    pub ident: Option<IdentMap>,
+}
+
+impl HbaFiles {
+    pub fn load(hba: &Path, ident: Option<&Path>) -> Result<HbaFiles, String> {
+        let ident = match ident {
+            Some(p) => {
+                Some(IdentMap::load(p).and_then(IdentMap::into_strict).map_err(|e| format!("{}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let rules =
+            load(hba, ident.as_ref()).and_then(HbaRules::into_strict).map_err(|e| format!("{}: {e}", hba.display()))?;
+        Ok(HbaFiles { rules, ident })
+    }
+
+    /// Whether `system_user` (a certificate's common name, a Unix user) may log in as `db_user`:
+    /// the same name, or allowed by `map`.
+    pub fn allows(&self, map: Option<&str>, system_user: &str, db_user: &str) -> bool {
+        match (map, &self.ident) {
+            (None, _) => system_user == db_user,
+            (Some(m), Some(ident)) => ident.allows(m, system_user, db_user),
+            (Some(_), None) => false,
+        }
+    }
+}
+
 /// Reads at most `max` bytes of UTF-8 text from `path`; a longer file is an error.
 pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
