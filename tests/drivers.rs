@@ -1,7 +1,8 @@
 //! Driver compatibility matrix: real client drivers through pgsluice in transaction mode with a pool of
 //! 2 and 6 concurrent connections each, so their named prepared statements keep landing on servers that
 //! lack them. The drivers come from `tests/drivers/setup.sh` (run by `.ci/run`); tokio-postgres and
-//! pgbench are exercised by the other test files.
+//! pgbench are exercised by the other test files. The same programs run once more over TLS on both
+//! hops, each driver verifying pgsluice's certificate in full against the test CA.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::certs::{TestCerts, tls_proxy};
 use common::{Proxy, TestPg, scalar};
 
 const USER: &str = "scram_user";
@@ -28,6 +30,11 @@ fn require(path: &Path) {
 
 /// Runs one driver program against `px` with the libpq environment variables set; asserts it succeeded.
 async fn run_driver(px: &Proxy, program: &Path, args: &[&str]) -> String {
+    run_driver_with(px, program, args, &[]).await
+}
+
+/// As `run_driver`, with `env` set over the defaults.
+async fn run_driver_with(px: &Proxy, program: &Path, args: &[&str], env: &[(&str, String)]) -> String {
     require(program);
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -39,6 +46,7 @@ async fn run_driver(px: &Proxy, program: &Path, args: &[&str]) -> String {
         .env("PGDATABASE", "app")
         .env("PGSSLMODE", "disable")
         .env("NODE_PATH", env_dir().join("node/node_modules"))
+        .envs(env.iter().cloned())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
@@ -113,7 +121,13 @@ async fn node_postgres_named_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_past_prepare_threshold() {
     let (pg, px) = setup().await;
-    // Each JDBC connection setSchema()s its own schema, where `accounts` is a view of the real table.
+    jdbc_schemas(&pg).await;
+    run_driver(&px, &which("java"), &["-cp", &jdbc_jar(), "JdbcMatrix.java"]).await;
+    assert_statements_were_prepared(&pg, &px).await;
+}
+
+/// Each JDBC connection setSchema()s its own schema, where `accounts` is a view of the real table.
+async fn jdbc_schemas(pg: &TestPg) {
     let admin = pg.admin_client().await;
     for n in 0..6 {
         let s = format!("jdbc_schema_{n}");
@@ -125,11 +139,13 @@ async fn pgjdbc_past_prepare_threshold() {
             .await
             .unwrap();
     }
+}
+
+/// The pgjdbc jar (from Debian), java's class path for JdbcMatrix.java.
+fn jdbc_jar() -> String {
     let jar = Path::new("/usr/share/java/postgresql.jar");
     require(jar);
-    let java = which("java");
-    run_driver(&px, &java, &["-cp", &jar.display().to_string(), "JdbcMatrix.java"]).await;
-    assert_statements_were_prepared(&pg, &px).await;
+    jar.display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,6 +192,93 @@ async fn sqlx_with_its_statement_cache() {
         t.await.unwrap();
     }
     assert_statements_were_prepared(&pg, &px).await;
+}
+
+/// A PostgreSQL that takes TCP logins only over TLS (`hostnossl ... reject`), and pgsluice in front of
+/// it (transaction mode, pool of 2) requiring TLS of clients with the test certificates and checking
+/// the server's certificate in full (`server_tls_sslmode = "verify-full"`) against the test CA: plain
+/// text is refused on both hops, so every round trip of a driver is TLS end to end.
+struct Tls {
+    px: Proxy,
+    pg: TestPg,
+    certs: TestCerts,
+}
+
+impl Tls {
+    async fn start() -> Tls {
+        let certs = TestCerts::new();
+        let pg = TestPg::start_tls(&certs, "server", "").await;
+        let px = tls_proxy(&pg, &certs, "require").pool_size(2).start().await;
+        Tls { px, pg, certs }
+    }
+
+    /// The strongest check each driver makes with the test CA: verify-full against `localhost`, a name
+    /// the certificate carries. libpq's variables serve psycopg, psycopg2 and asyncpg as they are, and
+    /// JdbcMatrix.java maps them onto pgjdbc's `sslmode`/`sslrootcert`; node-postgres turns PGSSLMODE
+    /// into `ssl: true` (node's own checks of chain and host name) and trusts the CA through
+    /// NODE_EXTRA_CA_CERTS.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let ca = self.certs.path("ca.crt").display().to_string();
+        vec![
+            ("PGHOST", "localhost".into()),
+            ("PGSSLMODE", "verify-full".into()),
+            ("PGSSLROOTCERT", ca.clone()),
+            ("NODE_EXTRA_CA_CERTS", ca),
+        ]
+    }
+
+    /// Runs the driver program over TLS, then checks that TLS was in force on both hops.
+    async fn run(&self, program: &Path, args: &[&str]) {
+        run_driver_with(&self.px, program, args, &self.env()).await;
+        // The client hop: a plain-text login through the same pgsluice is refused.
+        let e = self.px.try_client(USER, PW, "app").await.expect_err("plain text refused under require");
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("28000"), "{e}");
+        // The server hop: PostgreSQL's own view of the pool's backends, no more than its 2.
+        let (tls, all): (i64, i64) = {
+            let row = self
+                .pg
+                .admin_client()
+                .await
+                .query_one(
+                    "select count(*) filter (where s.ssl), count(*) from pg_stat_activity a \
+                     join pg_stat_ssl s using (pid) where a.usename = $1 and a.backend_type = 'client backend'",
+                    &[&USER],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert!((1..=2).contains(&all), "{all} backends for {USER}");
+        assert_eq!(tls, all, "every server connection of pgsluice's is TLS");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_over_tls_verify_full() {
+    Tls::start().await.run(&python(), &["psycopg3_matrix.py"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2_over_tls_verify_full() {
+    Tls::start().await.run(&python(), &["psycopg2_matrix.py"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_over_tls_verify_full() {
+    Tls::start().await.run(&python(), &["asyncpg_matrix.py"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_over_tls_verify_full() {
+    require(&env_dir().join("node/node_modules/pg"));
+    Tls::start().await.run(&which("node"), &["node_pg_matrix.js"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_over_tls_verify_full() {
+    let tls = Tls::start().await;
+    jdbc_schemas(&tls.pg).await;
+    tls.run(&which("java"), &["-cp", &jdbc_jar(), "JdbcMatrix.java"]).await;
 }
 
 fn which(program: &str) -> PathBuf {

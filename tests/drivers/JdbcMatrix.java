@@ -1,6 +1,9 @@
 // The PostgreSQL JDBC driver through pgsluice: prepareThreshold=1 makes every PreparedStatement a named
 // server-side statement from its second execution on; later executions bind it on whichever server the
 // transaction lands. Run as a single-file program: java -cp postgresql.jar JdbcMatrix.java
+// TLS as libpq takes it from the environment: PGSSLMODE (plain text when unset) and PGSSLROOTCERT.
+import java.net.URLEncoder;
+import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
@@ -53,8 +56,11 @@ public class JdbcMatrix {
     }
 
     public static void main(String[] args) throws Exception {
+        String rootcert = System.getenv("PGSSLROOTCERT");
         String url = "jdbc:postgresql://" + System.getenv("PGHOST") + ":" + System.getenv("PGPORT") + "/"
-                + System.getenv("PGDATABASE") + "?prepareThreshold=1&sslmode=disable";
+                + System.getenv("PGDATABASE") + "?prepareThreshold=1&sslmode="
+                + URLEncoder.encode(System.getenv().getOrDefault("PGSSLMODE", "disable"), StandardCharsets.UTF_8)
+                + (rootcert == null ? "" : "&sslrootcert=" + URLEncoder.encode(rootcert, StandardCharsets.UTF_8));
         String user = System.getenv("PGUSER"), pw = System.getenv("PGPASSWORD");
         ConcurrentLinkedQueue<String> errors = new ConcurrentLinkedQueue<>();
         List<Thread> threads = new ArrayList<>();
