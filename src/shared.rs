@@ -218,11 +218,16 @@ pub struct Shared {
     suspended: std::sync::atomic::AtomicBool,
     /// The TLS configuration new connections use, both sides (replaced by RELOAD).
     pub tls: Arc<TlsState>,
+    /// auth_query lookups running now (at most `MAX_AUTH_LOOKUPS`).
+    pub auth_lookups: tokio::sync::Semaphore,
     /// auth_hba_file's rules and auth_ident_file's maps, when configured (replaced by RELOAD).
     hba: RwLock<Option<Arc<HbaFiles>>>,
     /// Running or draining; the supervisor acts on changes (the console's SHUTDOWN sets it).
     pub run_state: tokio::sync::watch::Sender<crate::run_state::RunState>,
 }
+
+/// auth_query lookups run at once; further logins wait their turn (within client_login_timeout).
+pub const MAX_AUTH_LOOKUPS: usize = 16;
 
 /// What the config's files hold, read together: the auth file, the TLS keys and certificates, and
 /// the HBA and ident files. Loaded whole or not at all (startup, RELOAD, SET).
@@ -252,6 +257,7 @@ impl Shared {
             me: me.clone(),
             tls: Arc::new(TlsState::new(tls)),
             hba: RwLock::new(hba),
+            auth_lookups: tokio::sync::Semaphore::new(MAX_AUTH_LOOKUPS),
             config: RwLock::new(Arc::new(config)),
             auth: RwLock::new(Arc::new(auth)),
             pools: Mutex::default(),

@@ -8,7 +8,7 @@ use tokio::io::AsyncReadExt;
 
 use super::opening::Startup;
 use super::params::{ClientParams, PROTOCOL_PARAMS};
-use super::{ClientError, identity};
+use super::{ClientError, auth_lookup, identity};
 use crate::auth::scram::ScramServer;
 use crate::auth::{self, Method};
 use crate::config::AuthType;
@@ -73,8 +73,9 @@ async fn authenticate(
     shared: &Shared,
     (peer, db, user): (&PeerAddr, &str, &str),
     tls: Option<&Acceptor>,
+    secret: Option<&Secret>,
 ) -> Result<Option<[u8; 32]>, ClientError> {
-    let secret = shared.secret(user);
+    let secret = secret.cloned();
     let failed = || ClientError::AuthFailed(user.to_string());
     let mut out = BytesMut::new();
     match identity::method(shared, sock, peer, db, user, secret.as_ref()) {
@@ -170,7 +171,8 @@ pub async fn login(
         sock.send(&out).await?;
         out.clear();
     }
-    let client_key = authenticate(sock, buf, shared, (peer, &db, &user), tls.as_deref()).await?;
+    let secret = auth_lookup::secret_for(shared, &db, &user).await?;
+    let client_key = authenticate(sock, buf, shared, (peer, &db, &user), tls.as_deref(), secret.as_ref()).await?;
     if crate::admin::is_admin_db(&db) {
         let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
         crate::admin::welcome(&mut out, cancel_key);
@@ -230,13 +232,19 @@ pub async fn login(
         let app = params.get("application_name").unwrap_or_default().to_string();
         params.set("application_name", &format!("{app} - {}:{}", peer.host_text(), peer.port()));
     }
-    // Keys learned from the client log in to the server only as that same user (not a forced one).
-    if let (Some(ck), Some(Secret::Scram(s))) = (client_key, shared.secret(&user))
-        && pool.pool.connector().user == user
-    {
-        let mut cell = pool.pool.connector().credentials.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(*cell, Credentials::None) {
-            *cell = Credentials::ScramKeys { client_key: ck, server_key: s.server_key };
+    // What the login proved logs in to the server as that same user (never a forced one): SCRAM keys
+    // from the client's proof (SCRAM passthrough: no password needed), or an md5 secret auth_query
+    // returned. Replaced each time, so a changed password takes effect at the next login.
+    if pool.pool.connector().user == user {
+        let learned = match (client_key, &secret) {
+            (Some(ck), Some(Secret::Scram(s))) => {
+                Some(Credentials::ScramKeys { client_key: ck, server_key: s.server_key })
+            }
+            (_, Some(Secret::Md5(h))) if shared.secret(&user).is_none() => Some(Credentials::Md5Hash(h.clone())),
+            _ => None,
+        };
+        if let Some(c) = learned {
+            *pool.pool.connector().credentials.lock().unwrap_or_else(|e| e.into_inner()) = c;
         }
     }
     let welcome = welcome_params(&pool, &db).await?;

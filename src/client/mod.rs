@@ -1,6 +1,7 @@
 //! One task per client connection: login, then the session loop. This is the edge where every
 //! error becomes a PostgreSQL ErrorResponse. Imports: protocol, config, auth, pool, server, cancel, shared.
 
+mod auth_lookup;
 mod error;
 mod identity;
 mod login;

@@ -116,6 +116,15 @@ pub struct General {
     pub auth_type: AuthType,
     /// userlist.txt-format file; relative to the config file. Default none.
     pub auth_file: Option<PathBuf>,
+    /// User that looks up, with auth_query, the secrets of users missing from auth_file; its own
+    /// password comes from auth_file. Unset = no lookups. Default none.
+    pub auth_user: Option<String>,
+    /// Query run by auth_user with the user name as $1; returns (name, secret), no row for an unknown
+    /// user, a NULL secret for one that may not log in. Default PgBouncer 1.25's, schema-qualified and
+    /// refusing expired (rolvaliduntil) and NOLOGIN roles.
+    pub auth_query: String,
+    /// Database (a [databases] name) whose pool runs auth_query; unset = the client's. Default none.
+    pub auth_dbname: Option<String>,
     /// pg_hba.conf-format file for auth_type = hba (PgBouncer's subset); relative to the config file.
     /// RELOAD reads it again (a file that does not parse keeps the running rules). Default none.
     pub auth_hba_file: Option<PathBuf>,
@@ -226,6 +235,11 @@ pub struct General {
     /// TLS 1.3 cipher suites offered to servers; empty = from server_tls_ciphers. Default "".
     pub server_tls13_ciphers: String,
 }
+
+/// PgBouncer 1.25's auth_query, with every name and operator schema-qualified so that nothing a user
+/// can create in a schema on the search path changes what it does (CVE-2025-12819), and expired or
+/// NOLOGIN roles getting no secret (CVE-2025-2291).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil OPERATOR(pg_catalog.<) pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname OPERATOR(pg_catalog.=) $1 AND rolcanlogin";
 
 /// A TLS mode (PgBouncer's `client_tls_sslmode` / `server_tls_sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -408,6 +422,9 @@ impl Default for General {
             auth_type: AuthType::Md5,
             auth_file: None,
             auth_hba_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: None,
             auth_ident_file: None,
             ignore_startup_parameters: Vec::new(),
             track_extra_parameters: vec!["IntervalStyle".into()],

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
-pub use resolve::{PoolSettings, ServerTarget};
+pub use resolve::{AuthLookup, PoolSettings, ServerTarget};
 use values::seconds_opt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -152,6 +152,10 @@ pub struct DatabaseConfig {
     pub session_state: Option<SessionStatePolicy>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
+    /// This database's auth_user, auth_query and auth_dbname, over the general ones.
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
 }
 
 /// A `[users]` entry.

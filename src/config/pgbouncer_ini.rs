@@ -65,6 +65,9 @@ const GENERAL: &[(&str, Kind)] = &[
     ("auth_type", Kind::Str),
     ("auth_file", Kind::Str),
     ("auth_hba_file", Kind::Str),
+    ("auth_user", Kind::Str),
+    ("auth_query", Kind::Str),
+    ("auth_dbname", Kind::Str),
     ("auth_ident_file", Kind::Str),
     ("ignore_startup_parameters", Kind::Str),
     ("admin_users", Kind::Str),
@@ -94,6 +97,9 @@ const DATABASE: &[(&str, &str, Kind)] = &[
     ("max_db_connections", "max_db_connections", Kind::Int),
     ("pool_mode", "pool_mode", Kind::Str),
     ("session_state", "session_state", Kind::Str),
+    ("auth_user", "auth_user", Kind::Str),
+    ("auth_query", "auth_query", Kind::Str),
+    ("auth_dbname", "auth_dbname", Kind::Str),
 ];
 
 const USER: &[(&str, Kind)] = &[

@@ -17,6 +17,15 @@ pub struct ServerTarget {
 }
 
 /// Everything one pool needs, resolved once.
+/// auth_query as it applies to one database: run by `user` in the pool of (`dbname`, `user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthLookup {
+    pub user: String,
+    pub query: String,
+    /// The client-visible database whose pool runs it (auth_dbname, else the client's database).
+    pub dbname: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSettings {
     pub server: ServerTarget,
@@ -63,6 +72,20 @@ impl Config {
     /// True when `db` has no entry of its own and is served by the `"*"` fallback.
     pub fn is_auto_database(&self, db: &str) -> bool {
         !self.databases.contains_key(db) && self.databases.contains_key("*")
+    }
+
+    /// How a user missing from the auth file is looked up for a login to `db` (auth_user and
+    /// auth_query, the database entry's over the general ones); `None` without an auth_user.
+    pub fn auth_lookup(&self, db: &str) -> Option<AuthLookup> {
+        let entry = self.databases.get(db).or_else(|| self.databases.get("*"));
+        let g = &self.general;
+        let user = entry.and_then(|e| e.auth_user.clone()).or_else(|| g.auth_user.clone())?;
+        let query = entry.and_then(|e| e.auth_query.clone()).unwrap_or_else(|| g.auth_query.clone());
+        let dbname = entry
+            .and_then(|e| e.auth_dbname.clone())
+            .or_else(|| g.auth_dbname.clone())
+            .unwrap_or_else(|| db.to_string());
+        Some(AuthLookup { user, query, dbname })
     }
 
     /// Settings for the pool of (`db`, `user`); `None` when `db` is not configured and there is no `"*"`.

@@ -45,7 +45,7 @@ impl Config {
             return Err(self.invalid("pgsluice.workers", "must be at most 1024"));
         }
         let needs_secrets = matches!(g.auth_type, AuthType::Plain | AuthType::Md5 | AuthType::ScramSha256);
-        if needs_secrets && g.auth_file.is_none() {
+        if needs_secrets && g.auth_file.is_none() && g.auth_user.is_none() {
             let name = g.auth_type.as_str();
             return Err(self.invalid(
                 "pgsluice.auth_file",

@@ -14,6 +14,7 @@ use crate::stats::servers::ServerState;
 
 use crate::transport::Stream;
 use bytes::BytesMut;
+use postgres_protocol::message::frontend;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
@@ -248,13 +249,53 @@ impl ServerConn {
         sql: &str,
         rows: Option<&mut Vec<Vec<Option<String>>>>,
     ) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        self.internal_request(sql, out, rows).await
+    }
+
+    /// One statement with text parameters over the extended protocol (so no parameter is ever
+    /// spliced into SQL), collecting its rows. Used for auth_query.
+    pub async fn query_with_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        rows: &mut Vec<Vec<Option<String>>>,
+    ) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, std::iter::empty(), &mut out)?;
+        let values = params.iter().map(|p| p.as_bytes());
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            values,
+            |v, buf| {
+                buf.extend_from_slice(v);
+                Ok(postgres_protocol::IsNull::No)
+            },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| ServerError::Protocol("cannot encode parameters".into()))?;
+        frontend::execute("", 0, &mut out)?;
+        frontend::sync(&mut out);
+        self.internal_request(sql, out, Some(rows)).await
+    }
+
+    async fn internal_request(
+        &mut self,
+        sql: &str,
+        out: BytesMut,
+        rows: Option<&mut Vec<Vec<Option<String>>>>,
+    ) -> Result<(), ServerError> {
         let entry = self.registered.as_ref().map(|r| r.entry.clone());
         let before = entry.as_ref().map(|e| e.state());
         if let Some(e) = &entry {
             e.set_tested(true, ServerState::Idle);
         }
         // Bounded: a server that stops answering pgsluice's own statements is closed, not waited on.
-        let result = match tokio::time::timeout(self.internal_timeout, self.run_internal_query(sql, rows)).await {
+        let result = match tokio::time::timeout(self.internal_timeout, self.run_internal_query(out, rows)).await {
             Ok(r) => r,
             Err(_) => {
                 self.broken = true;
@@ -269,11 +310,9 @@ impl ServerConn {
 
     async fn run_internal_query(
         &mut self,
-        sql: &str,
+        out: BytesMut,
         mut rows: Option<&mut Vec<Vec<Option<String>>>>,
     ) -> Result<(), ServerError> {
-        let mut out = BytesMut::new();
-        messages::query(&mut out, sql);
         self.stream.send(&out).await?;
         let mut first_error = None;
         loop {
