@@ -117,7 +117,7 @@ fn unknown_keys_and_wrong_types_name_the_key_path_and_line() {
     assert_rejected(
         trusting("", "[databases]\napp = { hots = \"x\" }"),
         "databases.app.hots",
-        "unknown key, expected one of `host`, `port`",
+        "unknown key (did you mean `host`?)",
     );
     assert_rejected(trusting("", "[users]\nbob = { pool_sise = 2 }"), "users.bob.pool_sise", "unknown key");
     assert_rejected(trusting("default_pool_size = \"big\"", ""), "pgsluice.default_pool_size", "invalid type");
