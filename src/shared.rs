@@ -365,6 +365,7 @@ impl Shared {
             welcome: Mutex::new(None),
             registry: Some((self.server_registry.clone(), db.to_string())),
             tls: self.tls.clone(),
+            host_turn: Default::default(),
         };
         let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
         let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
-pub use resolve::{AuthLookup, PoolSettings, ServerTarget};
+pub use resolve::{AuthLookup, LoadBalance, PoolSettings, ServerTarget};
 use values::seconds_opt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -152,6 +152,8 @@ pub struct DatabaseConfig {
     pub session_state: Option<SessionStatePolicy>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
+    /// round-robin | disable: how a host list is used (PgBouncer 1.24). Default round-robin.
+    pub load_balance_hosts: Option<LoadBalance>,
     /// This database's auth_user, auth_query and auth_dbname, over the general ones.
     pub auth_user: Option<String>,
     pub auth_query: Option<String>,

@@ -97,6 +97,7 @@ const DATABASE: &[(&str, &str, Kind)] = &[
     ("max_db_connections", "max_db_connections", Kind::Int),
     ("pool_mode", "pool_mode", Kind::Str),
     ("session_state", "session_state", Kind::Str),
+    ("load_balance_hosts", "load_balance_hosts", Kind::Str),
     ("auth_user", "auth_user", Kind::Str),
     ("auth_query", "auth_query", Kind::Str),
     ("auth_dbname", "auth_dbname", Kind::Str),

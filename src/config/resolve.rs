@@ -8,7 +8,10 @@ use super::{Config, PoolMode};
 /// Where and as whom a pool's server connections log in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerTarget {
+    /// One host, or several separated by commas (see `hosts`).
     pub host: String,
+    /// How a host list is walked (load_balance_hosts).
+    pub load_balance: LoadBalance,
     pub port: u16,
     pub dbname: String,
     /// Forced server user from the database entry; `None` = the client's user.
@@ -16,7 +19,6 @@ pub struct ServerTarget {
     pub password: Option<String>,
 }
 
-/// Everything one pool needs, resolved once.
 /// auth_query as it applies to one database: run by `user` in the pool of (`dbname`, `user`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthLookup {
@@ -26,6 +28,25 @@ pub struct AuthLookup {
     pub dbname: String,
 }
 
+/// PgBouncer's load_balance_hosts: which host of a list a new server connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalance {
+    /// Each new connection to the next host.
+    #[default]
+    RoundRobin,
+    /// The same host until a connection to it fails, then the next.
+    Disable,
+}
+
+impl ServerTarget {
+    /// The hosts of the entry, in order (one unless `host` is a comma-separated list).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.host.split(',').map(str::trim).filter(|h| !h.is_empty())
+    }
+}
+
+/// Everything one pool needs, resolved once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSettings {
     pub server: ServerTarget,
@@ -102,6 +123,7 @@ impl Config {
         Some(PoolSettings {
             server: ServerTarget {
                 host: entry.host.clone(),
+                load_balance: entry.load_balance_hosts.unwrap_or_default(),
                 port: entry.port,
                 dbname,
                 user: entry.user.clone(),

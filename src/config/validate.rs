@@ -7,6 +7,9 @@ use std::path::Path;
 use super::auth_file::Secret;
 use super::{AuthType, Config, ConfigError};
 
+/// The most hosts one database entry may list.
+const MAX_HOSTS: usize = 16;
+
 impl Config {
     pub(super) fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { path: self.path.clone(), key: key.into(), reason: reason.into() }
@@ -72,12 +75,13 @@ impl Config {
             if db.host.trim().is_empty() {
                 return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
             }
-            if db.host.starts_with('@') {
+            if db.host.trim().starts_with('@') {
                 let why = "a Unix socket in the abstract namespace: not supported (use a directory such as \"/var/run/postgresql\")";
                 return Err(self.invalid(format!("databases.{name}.host"), why));
             }
-            if db.host.contains(',') {
-                let why = "several hosts in one entry (load_balance_hosts) are not supported: give one host";
+            let hosts: Vec<&str> = db.host.split(',').map(str::trim).collect();
+            if hosts.len() > MAX_HOSTS || hosts.iter().any(|h| h.is_empty() || h.starts_with('@')) {
+                let why = format!("a host list has 1 to {MAX_HOSTS} hosts, none empty or in the abstract namespace");
                 return Err(self.invalid(format!("databases.{name}.host"), why));
             }
             if db.port == 0 {

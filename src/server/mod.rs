@@ -18,10 +18,11 @@ use postgres_protocol::message::frontend;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use crate::config::ServerTarget;
+use crate::config::{LoadBalance, ServerTarget};
 use crate::pool::{Connect, Poolable};
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
+use std::sync::atomic::Ordering;
 pub use tracker::Tracker;
 
 /// Largest message accepted from a server while pgsluice itself reads its replies (login, reset).
@@ -424,6 +425,24 @@ pub struct ServerConnector {
     pub registry: Option<(Arc<crate::stats::servers::ServerRegistry>, String)>,
     /// The running TLS configuration (RELOAD replaces it; new connections take the new one).
     pub tls: Arc<crate::transport::TlsState>,
+    /// Which host of a host list is next (see `next_target`).
+    pub host_turn: std::sync::atomic::AtomicUsize,
+}
+
+impl ServerConnector {
+    /// Where the next connection goes: with a host list, the next host (round-robin) or the current
+    /// one (load_balance_hosts = disable, which moves on only when a connection fails).
+    fn next_target(&self) -> ServerTarget {
+        let hosts: Vec<&str> = self.target.hosts().collect();
+        if hosts.len() <= 1 {
+            return self.target.clone();
+        }
+        let turn = match self.target.load_balance {
+            LoadBalance::RoundRobin => self.host_turn.fetch_add(1, Ordering::Relaxed),
+            LoadBalance::Disable => self.host_turn.load(Ordering::Relaxed),
+        };
+        ServerTarget { host: hosts[turn % hosts.len()].to_string(), ..self.target.clone() }
+    }
 }
 
 impl Connect for ServerConnector {
@@ -437,7 +456,12 @@ impl Connect for ServerConnector {
     async fn connect(&self) -> Result<ServerConn, ServerError> {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
         let tls = self.tls.current().servers;
-        let mut conn = login::connect(&self.target, &self.user, &creds, &self.tcp, tls.as_deref()).await?;
+        let target = self.next_target();
+        let result = login::connect(&target, &self.user, &creds, &self.tcp, tls.as_deref()).await;
+        if result.is_err() && self.target.load_balance == LoadBalance::Disable {
+            self.host_turn.fetch_add(1, Ordering::Relaxed); // that host failed: the next one from now on
+        }
+        let mut conn = result?;
         conn.check_query = self.check_query.clone();
         conn.internal_timeout = self.internal_timeout;
         if let Some((registry, db)) = &self.registry {
