@@ -219,3 +219,42 @@ fn load_connector(g: &General) -> Result<Option<Connector>, TlsError> {
 pub fn default_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn general(cert: &Path, key: &Path) -> General {
+        General {
+            client_tls_sslmode: SslMode::Require,
+            client_tls_cert_file: Some(cert.into()),
+            client_tls_key_file: Some(key.into()),
+            server_tls_sslmode: SslMode::Disable,
+            ..General::default()
+        }
+    }
+
+    #[test]
+    fn a_key_that_does_not_go_with_the_certificate_is_refused_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_a, key_a) = write_pair(dir.path(), "a");
+        let (_, key_b) = write_pair(dir.path(), "b");
+        assert!(TlsSetup::load(&general(&cert_a, &key_a)).unwrap().clients.is_some());
+        let e = TlsSetup::load(&general(&cert_a, &key_b)).err().expect("mismatched").to_string();
+        assert!(e.contains("client_tls_key_file"), "{e}");
+        let e = TlsSetup::load(&general(&key_a, &key_a)).err().expect("a key is no certificate").to_string();
+        assert!(e.contains("a.key"), "{e}");
+        let missing = General { client_tls_key_file: None, ..general(&cert_a, &key_a) };
+        let e = TlsSetup::load(&missing).err().expect("no key").to_string();
+        assert!(e.contains("needs client_tls_key_file"), "{e}");
+    }
+}
