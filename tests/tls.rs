@@ -304,3 +304,22 @@ async fn reload_rotates_the_certificate_under_load_and_keeps_it_when_the_new_fil
     assert!(message(&e).contains("live.crt"), "{e:?}");
     assert_eq!(psql(verify(&next.path("ca.crt")), "select 1").await.unwrap(), "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgsluice_shows_servers_its_own_client_certificate() {
+    let certs = TestCerts::new();
+    certs.client("pgsluice", "md5_user");
+    // PostgreSQL lets md5_user in by certificate only (its CN must be the user).
+    let pg = TestPg::start_tls(&certs, "server", "hostssl all md5_user 127.0.0.1/32 cert\n").await;
+    let with_cert = tls_proxy(&pg, &certs, "prefer")
+        .general("server_tls_cert_file", &quoted(&certs.path("pgsluice.crt")))
+        .general("server_tls_key_file", &quoted(&certs.path("pgsluice.key")))
+        .start()
+        .await;
+    let c = with_cert.client("md5_user", "md5_pw", "app").await;
+    assert_eq!(common::scalar(&c, "select current_user").await, "md5_user");
+    // Without it PostgreSQL refuses, and the client is told.
+    let without = tls_proxy(&pg, &certs, "prefer").start().await;
+    let e = without.try_client("md5_user", "md5_pw", "app").await.expect_err("no certificate");
+    assert!(message(&e).contains("certificate"), "{e:?}");
+}
