@@ -36,7 +36,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
         }
     }
     let registration = shared.cancel.register();
-    let mut buf = BytesMut::with_capacity(8192);
+    // Small: login messages are (a StartupMessage, a password); the session reads into pooled buffers.
+    let mut buf = BytesMut::with_capacity(512);
     // Outside the login, so that a login cut short (timeout, eviction) can still be told why.
     let mut sock = Some(stream);
     let login = async {
@@ -55,6 +56,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
         let key = (registration.slot.pid, registration.slot.key);
         login::login(s, &mut buf, &shared, &peer, startup, key).await.map(Some)
     };
+    // Boxed, and gone once the client is in: the login's state (TLS handshake, SCRAM, lookups) is
+    // several times the session's, and inline every idle client's task would keep its size.
+    let login = Box::pin(login);
     let login = async {
         tokio::select! {
             r = login => r,
@@ -100,7 +104,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
         tracing::info!(%peer, %db, %user, "login");
     }
     let cancel_wait = general.cancel_wait_timeout;
-    Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait).run().await;
+    let mut session = Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait);
+    session.run().await;
+    drop(session);
     if general.log_disconnections {
         tracing::info!(%peer, %db, %user, "disconnected");
     }

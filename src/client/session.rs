@@ -163,7 +163,7 @@ impl Session {
     }
 
     /// Runs until the client leaves; a fatal error is sent to the client before returning.
-    pub async fn run(mut self) {
+    pub async fn run(&mut self) {
         let stats_pool = self.login.pool.clone();
         stats_pool.stats.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats_pool.stats.client_login_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -262,11 +262,31 @@ impl Session {
             return Err(ClientError::Protocol(crate::protocol::ProtocolError::BadLength { tag, len }));
         }
         let Some((tag, _)) = header else {
-            ensure_room(&mut self.cbuf);
             let idle_timeout = self.settings.client_idle_timeout;
             if !idle_timeout.is_zero() {
                 arm(&mut self.timer, since + idle_timeout);
             }
+            // Nothing buffered: wait for the socket to be readable without holding a read buffer (TLS
+            // may hold decrypted bytes the socket's readiness does not show, so it reads directly).
+            // A readiness left over from the last read may be stale: the read then finds nothing
+            // (which clears it) and the wait starts again, the buffer handed back.
+            while self.cbuf.is_empty() && !self.sock.is_tls() {
+                buffers::park(&mut self.cbuf);
+                tokio::select! {
+                    r = self.sock.readable() => r?,
+                    _ = &mut self.timer, if !idle_timeout.is_zero() => return Err(ClientError::ClientIdleTimeout),
+                    _ = &mut self.killed => return Err(ClientError::Killed),
+                }
+                buffers::unpark(&mut self.cbuf);
+                ensure_room(&mut self.cbuf);
+                match self.sock.try_read_buf(&mut self.cbuf) {
+                    Ok(0) => return Ok(Flow::Done),
+                    Ok(_) => return Ok(Flow::Continue),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ensure_room(&mut self.cbuf);
             let got = tokio::select! {
                 r = self.sock.read_buf(&mut self.cbuf) => r? > 0,
                 _ = &mut self.timer, if !idle_timeout.is_zero() => return Err(ClientError::ClientIdleTimeout),
@@ -572,8 +592,8 @@ enum Acquired {
 }
 
 #[allow(dead_code)]
-fn _assert_send(s: Session) -> impl std::future::Future<Output = ()> + Send {
-    s.run()
+fn _assert_send(mut s: Session) -> impl std::future::Future<Output = ()> + Send {
+    async move { s.run().await }
 }
 
 #[allow(dead_code)]

@@ -324,11 +324,11 @@ impl<C: Connect> Pool<C> {
         let connect_timeout = self.limits().server_connect_timeout;
         self.lock().connecting += 1;
         let _login = LoginGuard { pool: self };
-        let result = if connect_timeout.is_zero() {
-            Ok(self.connector.connect().await)
-        } else {
-            timeout(connect_timeout, self.connector.connect()).await
-        };
+        // Boxed: a login (TCP, TLS, authentication) is a large future, and only this rare path needs it;
+        // inline, every waiting client's task would carry its size.
+        let connect = Box::pin(self.connector.connect());
+        let result =
+            if connect_timeout.is_zero() { Ok(connect.await) } else { timeout(connect_timeout, connect).await };
         match result {
             Ok(Ok(conn)) => {
                 std::mem::forget(slot); // the lease owns the slot now

@@ -80,6 +80,26 @@ impl Stream {
         }
     }
 
+    /// Waits until the socket has something to read (or is closed). Over TLS it returns at once:
+    /// the session may already hold decrypted bytes.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+
+    /// Reads what the socket has now without waiting (`WouldBlock` if nothing; always over TLS,
+    /// whose callers read with `read_buf` instead).
+    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// Writes all of `bytes` and, over TLS, flushes them to the socket (a TLS write alone may leave
     /// them in the session's buffer).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {

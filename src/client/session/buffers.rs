@@ -19,6 +19,39 @@ pub(super) fn ensure_room(buf: &mut BytesMut) {
     }
 }
 
+/// Read buffers idle clients handed back, per worker thread, for the next client that wakes.
+const SPARE_PER_THREAD: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An idle client with nothing buffered gives its read buffer's storage to this thread's spares (or
+/// back to the allocator past `SPARE_PER_THREAD`): thousands of idle clients then hold none.
+pub(super) fn park(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        return;
+    }
+    let storage = std::mem::take(buf);
+    if storage.capacity() <= 4 * READ_CHUNK {
+        SPARE.with_borrow_mut(|s| {
+            if s.len() < SPARE_PER_THREAD {
+                s.push(storage);
+            }
+        });
+    }
+}
+
+/// A client that woke takes a spare buffer (no allocation in steady state) or a new one.
+pub(super) fn unpark(buf: &mut BytesMut) {
+    if buf.capacity() == 0
+        && let Some(mut spare) = SPARE.with_borrow_mut(Vec::pop)
+    {
+        spare.clear();
+        *buf = spare;
+    }
+}
+
 /// Buffers above this capacity are reallocated small once what they hold fits in a read chunk.
 const SHRINK_ABOVE: usize = 256 * 1024;
 
