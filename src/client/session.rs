@@ -592,8 +592,8 @@ enum Acquired {
 }
 
 #[allow(dead_code)]
-fn _assert_send(mut s: Session) -> impl std::future::Future<Output = ()> + Send {
-    async move { s.run().await }
+fn _assert_send(s: &mut Session) -> impl std::future::Future<Output = ()> + Send + '_ {
+    s.run()
 }
 
 #[allow(dead_code)]
