@@ -96,7 +96,7 @@ impl UnixSocket {
         let listener = UnixListener::bind(&staging)?;
         std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
         if !group.is_empty() {
-            let gid = group_id(group).ok_or_else(|| {
+            let gid = crate::transport::system::group_id(group).ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::NotFound, format!("unix_socket_group: no group {group:?}"))
             })?;
             std::os::unix::fs::chown(&staging, None, Some(gid))?;
@@ -135,17 +135,4 @@ impl Drop for UnixSocket {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-/// A group's id from /etc/group (bounded: the first 4 MiB).
-fn group_id(name: &str) -> Option<u32> {
-    if let Ok(gid) = name.parse() {
-        return Some(gid);
-    }
-    let text = std::fs::read("/etc/group").ok()?;
-    let text = String::from_utf8_lossy(&text[..text.len().min(4 << 20)]).into_owned();
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name))
-        .and_then(|f| f.get(2)?.parse().ok())
 }

@@ -72,16 +72,6 @@ pub fn check_peer(shared: &Shared, sock: &Stream, map: Option<&str>, user: &str)
         return Err(ClientError::Refused("peer authentication is only available on Unix sockets".into()));
     };
     let uid = unix.peer_cred().map_err(|_| failed())?.uid();
-    let name = user_name(uid).ok_or_else(failed)?;
+    let name = crate::transport::system::user_name(uid).ok_or_else(failed)?;
     if allowed(shared.hba().as_deref(), map, &name, user) { Ok(()) } else { Err(failed()) }
-}
-
-/// An OS user's name from /etc/passwd (bounded: the first 4 MiB).
-fn user_name(uid: u32) -> Option<String> {
-    let text = std::fs::read("/etc/passwd").ok()?;
-    let text = String::from_utf8_lossy(&text[..text.len().min(4 << 20)]).into_owned();
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&uid.to_string().as_str()))
-        .and_then(|f| f.first().map(|n| n.to_string()))
 }

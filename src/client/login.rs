@@ -75,10 +75,9 @@ async fn authenticate(
     tls: Option<&Acceptor>,
     secret: Option<&Secret>,
 ) -> Result<Option<[u8; 32]>, ClientError> {
-    let secret = secret.cloned();
     let failed = || ClientError::AuthFailed(user.to_string());
     let mut out = BytesMut::new();
-    match identity::method(shared, sock, peer, db, user, secret.as_ref()) {
+    match identity::method(shared, sock, peer, db, user, secret) {
         Method::Trust => Ok(None),
         Method::Reject(why) => Err(identity::rejected(why, sock, peer, db, user)),
         Method::Cert { map } => identity::check_certificate(shared, sock, map.as_deref(), user).map(|_| None),
@@ -88,7 +87,7 @@ async fn authenticate(
             sock.send(&out).await?;
             let body = read_password(sock, buf).await?;
             let pw = messages::password_body(&body)?;
-            let ok = auth::verify_plain(secret.as_ref(), user, pw).await.map_err(|e| scram_error(e, user))?;
+            let ok = auth::verify_plain(secret, user, pw).await.map_err(|e| scram_error(e, user))?;
             ok.then_some(None).ok_or_else(failed)
         }
         Method::Md5 => {
@@ -97,11 +96,11 @@ async fn authenticate(
             sock.send(&out).await?;
             let body = read_password(sock, buf).await?;
             let response = messages::password_body(&body)?;
-            auth::md5::verify(secret.as_ref(), user, salt, response).then_some(None).ok_or_else(failed)
+            auth::md5::verify(secret, user, salt, response).then_some(None).ok_or_else(failed)
         }
         Method::ScramSha256 => {
             let binding = tls.and_then(|t| t.end_point.clone());
-            scram_exchange(sock, buf, shared, secret.as_ref(), user, binding).await
+            scram_exchange(sock, buf, shared, secret, user, binding).await
         }
     }
 }

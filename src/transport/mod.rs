@@ -4,6 +4,7 @@
 pub mod cert;
 mod stream;
 mod suites;
+pub mod system;
 pub mod tls;
 
 pub use stream::{Duplex, Stream, describe};
