@@ -24,7 +24,7 @@ pub struct CancelTarget {
 
 impl CancelTarget {
     pub fn of(conn: &ServerConn) -> CancelTarget {
-        CancelTarget { addr: conn.addr.clone(), pid: conn.pid, key: conn.key, in_flight: conn.cancels.clone() }
+        CancelTarget { addr: conn.addr().clone(), pid: conn.pid(), key: conn.key(), in_flight: conn.cancels().clone() }
     }
 }
 

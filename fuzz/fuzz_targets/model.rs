@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
-use client::prepared::{Edit, ServerSide, Statements};
+use client::prepared::{Edit, Statements};
 use pgsluice::protocol::frame::{FrameScanner, Header, MAX_MESSAGE_LEN};
 use pgsluice::protocol::messages::TxStatus;
 use pgsluice::protocol::{ProtocolError, Scan};
-use pgsluice::server::Tracker;
-use pgsluice::server::replies::{Outcome, PlanChanged, ReplyQueue};
-use pgsluice::server::statements::StatementCache;
+use pgsluice::server::ServerModel;
+use pgsluice::server::replies::{Outcome, PlanChanged};
 
 /// src/client/prepared.rs itself (and its submodules). `client::prepared` is private to pgsluice, so
 /// the targets compile the file against pgsluice's public modules: each target's root imports
@@ -70,9 +69,7 @@ impl Chunks {
 /// One server connection as the session sees it, and the client attached to it.
 pub struct Session {
     pub stmts: Statements,
-    pub tracker: Tracker,
-    pub replies: ReplyQueue,
-    pub statements: StatementCache,
+    pub server: ServerModel,
     client_scanner: FrameScanner,
     server_scanner: FrameScanner,
     /// Client bytes read and not yet forwarded.
@@ -94,9 +91,7 @@ impl Session {
     pub fn new(opts: &Options) -> Session {
         Session {
             stmts: Statements::new(opts.max_prepared, Arc::new(AtomicU64::new(7))),
-            tracker: Tracker::default(),
-            replies: ReplyQueue::default(),
-            statements: StatementCache::default(),
+            server: ServerModel::default(),
             client_scanner: FrameScanner::new(opts.max_len),
             server_scanner: FrameScanner::new(opts.max_len),
             cbuf: Vec::new(),
@@ -138,8 +133,7 @@ impl Session {
         let rewrite = self.stmts.enabled();
         self.extra.clear();
         let (stmts, extra, cbuf) = (&mut self.stmts, &mut self.extra, &self.cbuf);
-        let mut side =
-            ServerSide { tracker: &mut self.tracker, replies: &mut self.replies, statements: &mut self.statements };
+        let side = &mut self.server;
         let (mut discard, mut invalid) = (0, false);
         let scanned = self.client_scanner.scan(
             cbuf,
@@ -157,7 +151,7 @@ impl Session {
                     invalid = true; // FATAL 08P01 from pgsluice; the server never sees it
                     return Scan::StopBefore;
                 }
-                let edit = if rewrite { stmts.rewrite(&h, &mut side, extra) } else { Edit::Keep };
+                let edit = if rewrite { stmts.rewrite(&h, side, extra) } else { Edit::Keep };
                 match edit {
                     Edit::Keep => side.tracker.on_client(h.tag),
                     Edit::HoldWhole => {
@@ -189,7 +183,7 @@ impl Session {
             self.closed = Some(ProtocolError::UnexpectedMessage(0));
         }
         if rewrite {
-            self.replies.take_due(&mut |_| {});
+            self.server.replies.take_due(&mut |_| {});
         }
         discard
     }
@@ -206,7 +200,7 @@ impl Session {
         let mut retry = None;
         let mut went_stale = Vec::new();
         let (stmts, rbuf) = (&self.stmts, &self.rbuf);
-        let (tracker, replies) = (&mut self.tracker, &mut self.replies);
+        let ServerModel { tracker, replies, .. } = &mut self.server;
         let scanned = self.server_scanner.scan(
             rbuf,
             |t| {
@@ -251,17 +245,16 @@ impl Session {
     }
 
     fn apply(&mut self, mut effects: Outcome, went_stale: Vec<PlanChanged>, retry: Option<Bytes>) {
-        let mut side =
-            ServerSide { tracker: &mut self.tracker, replies: &mut self.replies, statements: &mut self.statements };
-        self.stmts.apply_to(&mut effects, &mut side);
+        let side = &mut self.server;
+        self.stmts.apply(&mut effects, side);
         for p in &went_stale {
             self.stmts.plan_went_stale(p);
         }
         if let Some(name) = retry {
             self.extra.clear();
-            self.stmts.retry_on(&name, &mut side, &mut self.extra);
+            self.stmts.retry(&name, side, &mut self.extra);
         }
-        if self.tracker.is_clean() && self.replies.is_empty() {
+        if self.server.is_clean() {
             self.stmts.on_new_server();
         }
     }

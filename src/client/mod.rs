@@ -11,6 +11,7 @@ mod prepared;
 mod session;
 mod session_state;
 mod sql_prepared;
+mod step;
 
 use std::sync::Arc;
 

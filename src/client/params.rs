@@ -143,7 +143,7 @@ impl ClientParams {
             }
         }
         self.refresh_fingerprint();
-        server.synced_fingerprint = self.fingerprint;
+        server.set_synced_fingerprint(self.fingerprint);
     }
 }
 

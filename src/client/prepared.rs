@@ -13,25 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
-use crate::server::replies::ReplyQueue;
+use crate::server::ServerModel;
 use crate::server::replies::{BoundStatement, Drift, Entry, Outcome, PlanChanged, Prepared, Request, Undo};
-use crate::server::statements::StatementCache;
-use crate::server::{ServerConn, Tracker};
-
-/// The parts of a server connection that rewriting reads and changes: what the server owes (tracker,
-/// reply queue) and the statements it holds. Borrowed from a `ServerConn`, or owned elsewhere (the fuzz
-/// targets drive the rewriting without a socket).
-pub struct ServerSide<'a> {
-    pub tracker: &'a mut Tracker,
-    pub replies: &'a mut ReplyQueue,
-    pub statements: &'a mut StatementCache,
-}
-
-impl<'a> ServerSide<'a> {
-    pub fn of(conn: &'a mut ServerConn) -> Self {
-        ServerSide { tracker: &mut conn.tracker, replies: &mut conn.replies, statements: &mut conn.statements }
-    }
-}
 
 mod names;
 mod sql;
@@ -195,12 +178,7 @@ impl Statements {
 
     /// Handles one client message bound for `conn`; replacement bytes are appended to `out`. `body` is
     /// the whole body when held; `prefix` its start for a wanted message too big to hold.
-    pub fn on_message(&mut self, msg: &Header<'_>, conn: &mut ServerConn, out: &mut BytesMut) -> Edit {
-        self.rewrite(msg, &mut ServerSide::of(conn), out)
-    }
-
-    /// `on_message` on the parts of a server connection it uses.
-    pub fn rewrite(&mut self, msg: &Header<'_>, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+    pub fn rewrite(&mut self, msg: &Header<'_>, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         let (tag, body, prefix) = (msg.tag, msg.body, msg.prefix);
         if let Some(p) = prefix
             && tag == b'P'
@@ -307,13 +285,7 @@ impl Statements {
 
     /// A Bind too big to hold: only its header and names are rewritten, the parameters stream through.
     /// `len` is the message's length field.
-    fn on_big_bind(
-        &mut self,
-        prefix: &[u8],
-        len: usize,
-        server: &mut ServerSide<'_>,
-        out: &mut BytesMut,
-    ) -> Option<Edit> {
+    fn on_big_bind(&mut self, prefix: &[u8], len: usize, server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
         let (portal, after_portal) = cstr(prefix)?;
         let (name, _) = cstr(after_portal)?;
         let stmt = self.by_name.get(name)?.clone();
@@ -348,7 +320,7 @@ impl Statements {
 
     /// The client uses its unnamed statement on a server that may hold somebody else's: prepares the
     /// client's own there first, or closes the stranger's so the server answers 26000 as PostgreSQL would.
-    fn put_unnamed(&mut self, server: &mut ServerSide<'_>, out: &mut BytesMut) {
+    fn put_unnamed(&mut self, server: &mut ServerModel, out: &mut BytesMut) {
         self.unnamed_here = true;
         if self.unnamed == Unnamed::Known {
             put_message(out, b'P', |b| {
@@ -364,7 +336,7 @@ impl Statements {
 
     /// Answers with pgsluice's own error and makes the server fail the batch too (a Parse that cannot
     /// succeed), so an implicit transaction is rolled back and a block fails, as PostgreSQL would have.
-    fn raise(&mut self, err: PgError, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+    fn raise(&mut self, err: PgError, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         let start = out.len();
         server.replies.push(synth(|b| err.encode(b)));
         put_message(out, b'P', |b| {
@@ -378,7 +350,7 @@ impl Statements {
     }
 
     /// Makes sure `stmt` exists on `server`, writing a Parse (whose reply is swallowed) if needed.
-    fn ensure(&mut self, stmt: &Statement, server: &mut ServerSide<'_>, out: &mut BytesMut) {
+    fn ensure(&mut self, stmt: &Statement, server: &mut ServerModel, out: &mut BytesMut) {
         if server.statements.contains(&stmt.server_name) {
             return;
         }
@@ -390,7 +362,7 @@ impl Statements {
         stmt: &Statement,
         client_name: Option<Bytes>,
         swallow: bool,
-        server: &mut ServerSide<'_>,
+        server: &mut ServerModel,
         out: &mut BytesMut,
     ) {
         server.statements.insert(stmt.server_name.clone());
@@ -415,7 +387,7 @@ impl Statements {
         });
     }
 
-    fn on_parse(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
+    fn on_parse(&mut self, body: &[u8], server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
         let (name, rest) = cstr(body)?;
         if name.is_empty() {
             return None;
@@ -442,7 +414,7 @@ impl Statements {
     }
 
     /// `first`: the first Bind of its batch, which can be replayed if its cached plan went stale.
-    fn on_bind(&mut self, body: &[u8], first: bool, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
+    fn on_bind(&mut self, body: &[u8], first: bool, server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
         let (portal, after_portal) = cstr(body)?;
         let (name, rest) = cstr(after_portal)?;
         let stmt = self.by_name.get(name)?.clone();
@@ -473,7 +445,7 @@ impl Statements {
         Some(Edit::Replace(start..out.len()))
     }
 
-    fn on_describe(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
+    fn on_describe(&mut self, body: &[u8], server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
         let (name, _) = cstr(body.get(1..)?)?;
         let stmt = self.by_name.get(name)?.clone();
         let start = out.len();
@@ -486,7 +458,7 @@ impl Statements {
         Some(Edit::Replace(start..out.len()))
     }
 
-    fn on_close(&mut self, name: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
+    fn on_close(&mut self, name: &[u8], server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
         let (name, _) = cstr(name)?;
         if name.is_empty() {
             return None;
@@ -503,12 +475,7 @@ impl Statements {
 
     /// Applies what the server's replies showed: requests it never ran are taken back, newest first, and
     /// the cache of its statements is corrected where it drifted.
-    pub fn apply(&mut self, outcome: &mut Outcome, conn: &mut ServerConn) {
-        self.apply_to(outcome, &mut ServerSide::of(conn));
-    }
-
-    /// `apply` on the parts of a server connection it uses.
-    pub fn apply_to(&mut self, outcome: &mut Outcome, server: &mut ServerSide<'_>) {
+    pub fn apply(&mut self, outcome: &mut Outcome, server: &mut ServerModel) {
         if outcome.statements_dropped {
             self.by_name.clear();
             server.statements.clear();
@@ -556,12 +523,7 @@ impl Statements {
 
     /// Replays the captured batch after a stale-plan error: closes the stale statement on the server and
     /// sends the client's messages again (the Bind re-prepares it). The bytes for the server go to `out`.
-    pub fn retry(&mut self, server_name: &[u8], conn: &mut ServerConn, out: &mut BytesMut) {
-        self.retry_on(server_name, &mut ServerSide::of(conn), out);
-    }
-
-    /// `retry` on the parts of a server connection it uses.
-    pub fn retry_on(&mut self, server_name: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) {
+    pub fn retry(&mut self, server_name: &[u8], server: &mut ServerModel, out: &mut BytesMut) {
         if self.capture_state != Capture::Complete {
             return;
         }

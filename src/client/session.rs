@@ -22,13 +22,14 @@ mod timers;
 use super::login::LoggedIn;
 use super::prepared::{HeldLimits, Statements};
 use super::session_state::SessionState;
+use super::step::Edits;
 use crate::cancel::{CancelSlot, CancelTarget};
 use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
 use crate::protocol::frame::{FrameScanner, MAX_READ_BODY};
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::{PgError, Scan};
-use crate::server::{ServerConn, ServerConnector};
+use crate::server::{CloseReason, ServerConn, ServerConnector};
 use crate::stats::Collected;
 use crate::stats::clients::ClientState;
 use crate::transport::Duplex;
@@ -94,9 +95,8 @@ pub struct Session {
     stmts: Statements,
     /// The client's session settings and what pins it to its server (`session_state`).
     session_state: SessionState,
-    /// Reused buffers for rewritten output: replacement bytes, edits, and the assembled write.
-    extra: BytesMut,
-    edits: Vec<Splice>,
+    /// Reused buffers for rewritten output: the edits of a pass, and the assembled write.
+    edits: Edits,
     wbuf: BytesMut,
     /// Counted since the last flush to the pool's stats (at every server release).
     counted: Collected,
@@ -107,18 +107,6 @@ pub struct Session {
     killed: std::pin::Pin<Box<WaitForCancellationFutureOwned>>,
     /// The next client timeout, re-armed only when its deadline changes.
     timer: std::pin::Pin<Box<Sleep>>,
-}
-
-/// One change to a forwarded chunk: at `at`, drop `drop` bytes and insert `insert` (from `extra`, or owned).
-struct Splice {
-    at: usize,
-    drop: usize,
-    insert: Insert,
-}
-
-enum Insert {
-    Extra(std::ops::Range<usize>),
-    Owned(bytes::Bytes),
 }
 
 impl Session {
@@ -152,8 +140,7 @@ impl Session {
             cancel_wait,
             stmts,
             session_state,
-            extra: BytesMut::new(),
-            edits: Vec::new(),
+            edits: Edits::default(),
             wbuf: BytesMut::new(),
             counted: Collected::default(),
             tx_query: Vec::new(),
@@ -227,10 +214,20 @@ impl Session {
             } else {
                 reset.is_empty() || conn.run_internal(&reset).await.is_ok()
             };
-            conn.broken |= !clean;
+            if !clean {
+                conn.close_after(CloseReason::InternalFailed);
+            }
         }
         isolation::note_pin_change(&self.login, pinned, None);
         give_back(lease, self.cancel_wait, &self.login.pool.stats);
+    }
+
+    /// The leased server, while the client is active.
+    fn conn(&mut self) -> Option<&mut ServerConn> {
+        match &mut self.state {
+            State::Active(active) => active.lease.conn(),
+            State::Idle { .. } => None,
+        }
     }
 
     /// The client is halfway through a message: partly forwarded, or partly dropped.
@@ -416,22 +413,19 @@ impl Session {
         let Some(conn) = lease.conn() else {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
-        if conn.synced_fingerprint != self.login.params.fingerprint() {
+        if conn.synced_fingerprint() != self.login.params.fingerprint() {
             if let Some(sql) = self.login.params.sync_sql(conn)
                 && let Err(e) = isolation::run_killable(conn, &sql, &mut self.killed).await
             {
-                conn.broken = true;
+                conn.close_after(CloseReason::InternalFailed);
                 return Err(e);
             }
             self.login.params.after_sync(conn);
         }
         self.sync_session_settings(conn).await?;
-        conn.last_used = Instant::now();
         let client = &self.login.registered.entry;
-        client.set_state(ClientState::Active, conn.pid);
-        if let Some(r) = &conn.registered {
-            r.entry.set_link(client.id, conn.statements.len());
-        }
+        client.set_state(ClientState::Active, conn.pid());
+        conn.link(client.id);
         self.cancel.set(Some(CancelTarget::of(conn)));
         self.stmts.on_new_server();
         let now = Instant::now();
@@ -500,7 +494,6 @@ impl Session {
         let Some(conn) = active.lease.conn() else {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
-        ensure_room(&mut conn.rbuf);
         if let Some((at, _)) = deadline {
             arm(&mut self.timer, at);
         }
@@ -508,7 +501,7 @@ impl Session {
         // server has not taken what it was sent, the client is not read (backpressure).
         let read_limit = MAX_PENDING_CLIENT_BYTES.max(self.client_scanner.held_len());
         let client_readable = self.cbuf.len() < read_limit && self.to_server.len() < MAX_TO_SERVER;
-        let server = conn.stream.duplex(&mut conn.rbuf, &mut self.to_server);
+        let server = conn.duplex(&mut self.to_server);
         tokio::select! {
             r = self.sock.read_buf(&mut self.cbuf), if client_readable => {
                 if r? == 0 {
@@ -518,12 +511,12 @@ impl Session {
             }
             io = server => match io {
                 Duplex::Read(Ok(0) | Err(_)) => {
-                    conn.broken = true;
+                    conn.close_after(CloseReason::Lost);
                     Err(ClientError::ServerLost("server closed the connection unexpectedly".into()))
                 }
                 Duplex::Read(Ok(_)) => self.forward_server().await,
                 Duplex::Wrote(Ok(0) | Err(_)) => {
-                    conn.broken = true;
+                    conn.close_after(CloseReason::Lost);
                     Err(ClientError::ServerLost("could not send to the server".into()))
                 }
                 Duplex::Wrote(Ok(_)) if self.to_server.is_empty() => {
@@ -536,7 +529,7 @@ impl Session {
                 }
             },
             _ = &mut self.killed => {
-                conn.broken = true; // killed mid-transaction: the server is closed, not pooled
+                conn.close_after(CloseReason::ClientGone); // killed mid-transaction: closed, not pooled
                 Err(ClientError::Killed)
             }
             _ = &mut self.timer, if deadline.is_some() => {
@@ -566,7 +559,9 @@ impl Session {
                     r = conn.run_internal(&reset) => r.is_ok(),
                     _ = kill.cancelled() => false,
                 };
-                conn.broken |= !reset_ok;
+                if !reset_ok {
+                    conn.close_after(CloseReason::InternalFailed);
+                }
             }
         }
         self.detach();

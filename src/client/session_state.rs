@@ -16,7 +16,7 @@ use super::sql_prepared::SqlStatements;
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::protocol::messages::{put_cstr, put_message};
 use crate::protocol::{PgError, SqlState};
-use crate::server::ServerConn;
+use crate::server::{ServerConn, SessionRecord};
 
 /// Why a client holds its server between transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,9 +333,8 @@ impl SessionState {
         if self.computed_setting {
             pin = pin.or(Some(Pin::ComputedSetting));
         }
-        conn.session_settings = settings.clone();
         self.sql.keep_present(&sql_names);
-        conn.sql_statements = sql_names;
+        conn.set_session(SessionRecord { settings: settings.clone(), sql_statements: sql_names });
         self.settings = settings;
         self.pin = pin;
         self.unchecked = false;
@@ -384,7 +383,8 @@ impl SessionState {
     /// Statements that make `conn`'s session settings the client's, or `None` when they already are.
     /// Session authorization first (it resets the role), then the role, then the rest.
     pub fn sync_sql(&self, conn: &ServerConn) -> Option<String> {
-        if !self.active || (self.settings == conn.session_settings && self.sql.matches(&conn.sql_statements)) {
+        let on_server = conn.session();
+        if !self.active || (self.settings == on_server.settings && self.sql.matches(&on_server.sql_statements)) {
             return None;
         }
         let get = |list: &[(String, String)], name: &str| list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -392,11 +392,11 @@ impl SessionState {
         for (name, reset) in [("session_authorization", "reset session authorization;"), ("role", "reset role;")] {
             match get(&self.settings, name) {
                 Some(v) => push_set_config(&mut sql, name, &v),
-                None if get(&conn.session_settings, name).is_some() || name == "role" => sql.push_str(reset),
+                None if get(&on_server.settings, name).is_some() || name == "role" => sql.push_str(reset),
                 None => {}
             }
         }
-        for (name, _) in &conn.session_settings {
+        for (name, _) in &on_server.settings {
             if !is_identity(name) && get(&self.settings, name).is_none() {
                 sql.push_str("reset \"");
                 sql.push_str(&name.replace('"', "\"\""));
@@ -404,17 +404,17 @@ impl SessionState {
             }
         }
         for (name, value) in &self.settings {
-            if !is_identity(name) && get(&conn.session_settings, name).as_ref() != Some(value) {
+            if !is_identity(name) && get(&on_server.settings, name).as_ref() != Some(value) {
                 push_set_config(&mut sql, name, value);
             }
         }
-        sql.push_str(&self.sql.sync(&conn.sql_statements).0);
+        sql.push_str(&self.sql.sync(&on_server.sql_statements).0);
         Some(sql)
     }
 
     /// The client's SQL statements `conn` lacks: (pgsluice's name, the PREPARE to run).
     pub fn missing_statements(&self, conn: &ServerConn) -> Vec<(String, String)> {
-        self.sql.sync(&conn.sql_statements).1
+        self.sql.sync(&conn.session().sql_statements).1
     }
 
     /// One of them could not be prepared on the new server: it is gone for the client.
@@ -424,8 +424,7 @@ impl SessionState {
 
     /// After `sync_sql` ran on `conn`.
     pub fn after_sync(&self, conn: &mut ServerConn) {
-        conn.session_settings = self.settings.clone();
-        conn.sql_statements = self.sql.server_names();
+        conn.set_session(SessionRecord { settings: self.settings.clone(), sql_statements: self.sql.server_names() });
     }
 }
 

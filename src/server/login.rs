@@ -7,11 +7,10 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{Credentials, MAX_INTERNAL_MESSAGE, ServerConn, ServerError};
+use super::{Credentials, ServerConn, ServerError};
 use crate::auth::md5::md5_hex_secret;
 use crate::auth::scram::ScramClient;
 use crate::config::{ServerTarget, SslMode};
-use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
 use crate::stats::PeerAddr;
 use crate::transport::{Connector, Stream};
@@ -104,21 +103,6 @@ async fn negotiate_tls(mut stream: TcpStream, tls: &Connector, host: &str) -> Re
     Ok(Stream::Tls(Box::new(stream.into())))
 }
 
-async fn read_message(conn: &mut ServerConn) -> Result<(u8, Vec<u8>), ServerError> {
-    loop {
-        if let Some((tag, body, n)) =
-            whole_message(&conn.rbuf, MAX_INTERNAL_MESSAGE).map_err(|e| ServerError::Protocol(e.to_string()))?
-        {
-            let out = (tag, body.to_vec());
-            let _ = conn.rbuf.split_to(n);
-            return Ok(out);
-        }
-        if conn.stream.read_buf(&mut conn.rbuf).await? == 0 {
-            return Err(ServerError::Closed);
-        }
-    }
-}
-
 fn refused(body: &[u8]) -> ServerError {
     let (severity, code, message) = messages::error_fields(body);
     ServerError::Refused { severity, code, message }
@@ -141,7 +125,7 @@ async fn authenticate(conn: &mut ServerConn, user: &str, creds: &Credentials) ->
     let mut out = BytesMut::new();
     let mut scram: Option<ScramClient> = None;
     loop {
-        let (tag, body) = read_message(conn).await?;
+        let (tag, body) = conn.read_internal().await?;
         match tag {
             b'E' => return Err(refused(&body)),
             b'R' => {}
@@ -222,7 +206,7 @@ fn md5_salted(hashed: &str, salt: [u8; 4]) -> String {
 
 async fn finish_startup(conn: &mut ServerConn) -> Result<(), ServerError> {
     loop {
-        let (tag, body) = read_message(conn).await?;
+        let (tag, body) = conn.read_internal().await?;
         match tag {
             b'S' => {
                 if let Some((n, v)) = messages::parameter_status_fields(&body) {

@@ -63,9 +63,8 @@ impl ServerEntry {
         }
     }
 
-    /// Marks (or unmarks) an internal query on the server; returns the state to restore.
-    pub fn set_tested(&self, tested: bool, restore: ServerState) {
-        let state = if tested { ServerState::Tested } else { restore };
+    /// Shows a change of state that keeps the linked client (entering or leaving Tested).
+    pub fn set_state(&self, state: ServerState) {
         self.state.store(state as u8, Ordering::Relaxed);
     }
 

@@ -1,6 +1,7 @@
 //! How bytes reach a peer: the stream type every connection uses (TCP, TLS, Unix socket), and the
 //! TLS configurations made from the settings. Imports: config.
 
+pub mod buffers;
 pub mod cert;
 mod stream;
 mod suites;

@@ -3,15 +3,15 @@
 
 use bytes::BytesMut;
 
-use super::{Edit, ServerSide, Statements, Unnamed, synth};
+use super::{Edit, Statements, Unnamed, synth};
 use crate::protocol::messages::{self, put_message};
 use crate::protocol::{PgError, SqlState};
-use crate::server::ServerConn;
+use crate::server::ServerModel;
 use crate::server::replies::{Entry, Request};
 
 impl Statements {
     /// DEALLOCATE and DISCARD ALL sent as SQL act on the client's names.
-    pub(super) fn on_query(&mut self, body: &[u8], server: &mut ServerSide<'_>, out: &mut BytesMut) -> Option<Edit> {
+    pub(super) fn on_query(&mut self, body: &[u8], server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
         // Most queries are neither: decide on the first bytes without allocating.
         let head = body.trim_ascii_start();
         let starts = |w: &[u8]| head.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w));
@@ -39,7 +39,7 @@ impl Statements {
     /// Answers a simple Query with `reply` in pgsluice's place. A query goes to the server instead, so its
     /// ReadyForQuery carries the server's real transaction status: an empty one, or (`fail`) one that
     /// fails, so that an error fails a transaction block as PostgreSQL's own would.
-    fn answer_query(&mut self, reply: Entry, fail: bool, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+    fn answer_query(&mut self, reply: Entry, fail: bool, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         server.replies.push(reply);
         let start = out.len();
         let shadow: &[u8] = if fail { b"pgsluice: fail this query" } else { b";" };
@@ -50,7 +50,7 @@ impl Statements {
 
     /// A Query or Parse whose text names one of pgsluice's server-side statements: refused with 42501,
     /// since running, replacing or deallocating one would reach into other clients' statements.
-    pub(super) fn refuse_reserved_name(&mut self, tag: u8, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+    pub(super) fn refuse_reserved_name(&mut self, tag: u8, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         let msg = "prepared statement names of the form pgsluice_<16 hex digits> are reserved by pgsluice";
         self.refuse_with(tag, PgError::error(SqlState::INSUFFICIENT_PRIVILEGE, msg), server, out)
     }
@@ -58,11 +58,11 @@ impl Statements {
     /// A Query or Parse (`tag`) refused with `err` as PostgreSQL refuses a statement: a Parse fails its
     /// batch up to Sync, a Query fails as one statement would (a transaction block is aborted). `None`
     /// while the rest of a failed batch is being skipped anyway.
-    pub fn refuse(&mut self, tag: u8, err: PgError, conn: &mut ServerConn, out: &mut BytesMut) -> Option<Edit> {
-        (!self.skipping).then(|| self.refuse_with(tag, err, &mut ServerSide::of(conn), out))
+    pub fn refuse(&mut self, tag: u8, err: PgError, server: &mut ServerModel, out: &mut BytesMut) -> Option<Edit> {
+        (!self.skipping).then(|| self.refuse_with(tag, err, server, out))
     }
 
-    fn refuse_with(&mut self, tag: u8, err: PgError, server: &mut ServerSide<'_>, out: &mut BytesMut) -> Edit {
+    fn refuse_with(&mut self, tag: u8, err: PgError, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         if tag == b'P' {
             return self.raise(err, server, out);
         }

@@ -1,23 +1,12 @@
-//! The session's buffers: room for reads, giving back what grew for one large message, and the queue of
+//! The session's buffers: idle clients' read buffers lent to a per-thread spare list, and the queue of
 //! client bytes the server's socket did not take at once.
 
 use bytes::BytesMut;
 
 use crate::client::ClientError;
-use crate::server::ServerConn;
-
-/// Size of one socket read.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Makes room for a full-sized read. `reserve` reuses the buffer's own storage once what was read
-/// has been forwarded, so this does not allocate in steady state. A buffer that grew for one large
-/// message is given back once it is mostly empty.
-pub(super) fn ensure_room(buf: &mut BytesMut) {
-    shrink(buf);
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-}
+use crate::server::{CloseReason, ServerConn};
+use crate::transport::buffers::READ_CHUNK;
+pub(super) use crate::transport::buffers::{ensure_room, shrink};
 
 /// Read buffers idle clients handed back, per worker thread, for the next client that wakes.
 const SPARE_PER_THREAD: usize = 64;
@@ -52,17 +41,6 @@ pub(super) fn unpark(buf: &mut BytesMut) {
     }
 }
 
-/// Buffers above this capacity are reallocated small once what they hold fits in a read chunk.
-const SHRINK_ABOVE: usize = 256 * 1024;
-
-pub(super) fn shrink(buf: &mut BytesMut) {
-    if buf.capacity() > SHRINK_ABOVE && buf.len() <= READ_CHUNK {
-        let mut small = BytesMut::with_capacity(READ_CHUNK.max(buf.len()));
-        small.extend_from_slice(buf);
-        *buf = small;
-    }
-}
-
 /// Client bytes waiting for the server beyond which the client is no longer read.
 pub(super) const MAX_TO_SERVER: usize = 256 * 1024;
 
@@ -71,11 +49,11 @@ pub(super) const MAX_TO_SERVER: usize = 256 * 1024;
 pub(super) fn send_to_server(conn: &mut ServerConn, to_server: &mut BytesMut, bytes: &[u8]) -> Result<(), ClientError> {
     let mut sent = 0;
     if to_server.is_empty() {
-        match conn.stream.try_write(bytes) {
+        match conn.try_send(bytes) {
             Ok(n) => sent = n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
-                conn.broken = true;
+                conn.close_after(CloseReason::Lost);
                 return Err(ClientError::ServerLost(e.to_string()));
             }
         }

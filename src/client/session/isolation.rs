@@ -7,7 +7,7 @@ use super::{Session, State};
 use crate::client::ClientError;
 use crate::client::login::LoggedIn;
 use crate::client::session_state::Pin;
-use crate::server::ServerConn;
+use crate::server::{CloseReason, ServerConn};
 
 impl Session {
     /// At a clean ReadyForQuery: checks the server if the transaction may have touched session state.
@@ -19,12 +19,12 @@ impl Session {
             let was = self.session_state.pin();
             // Bounded by server_connect_timeout (see run_internal); a server that fails it is closed.
             if self.session_state.check(conn, &self.login.params).await.is_err() {
-                conn.broken = true;
+                conn.close_after(CloseReason::InternalFailed);
                 return false;
             }
             note_pin_change(&self.login, was, self.session_state.pin());
         }
-        let notifications = std::mem::take(&mut conn.notifications);
+        let notifications = conn.take_notifications();
         let pinned = self.session_state.pin().is_some();
         if pinned && !notifications.is_empty() {
             // Those that came during the check are the listener's; a client not reading is bounded.
@@ -37,10 +37,10 @@ impl Session {
 
     /// Makes a newly attached server's session settings the client's.
     pub(super) async fn sync_session_settings(&mut self, conn: &mut ServerConn) -> Result<(), ClientError> {
-        conn.notifications.clear(); // for an earlier client, whom they no longer reach
+        conn.take_notifications(); // for an earlier client, whom they no longer reach
         let Some(sql) = self.session_state.sync_sql(conn) else { return Ok(()) };
         if let Err(e) = run_killable(conn, &sql, &mut self.killed).await {
-            conn.broken = true;
+            conn.close_after(CloseReason::InternalFailed);
             return Err(e);
         }
         // The client's SQL PREPAREd statements, one at a time: one that no longer prepares (its table is
@@ -48,7 +48,7 @@ impl Session {
         for (server_name, prepare) in self.session_state.missing_statements(conn) {
             match run_killable(conn, &prepare, &mut self.killed).await {
                 Ok(()) => {}
-                Err(e) if conn.broken || matches!(e, ClientError::Killed) => return Err(e),
+                Err(e) if conn.is_closing() || matches!(e, ClientError::Killed) => return Err(e),
                 Err(_) => self.session_state.forget_statement(&server_name),
             }
         }
@@ -92,7 +92,7 @@ pub(super) async fn run_killable(
         _ = killed => Err(ClientError::Killed),
     };
     if matches!(result, Err(ClientError::Killed)) {
-        conn.broken = true;
+        conn.close_after(CloseReason::ClientGone);
     }
     result
 }

@@ -8,6 +8,7 @@ use super::ServerLease;
 use crate::cancel::{CancelTarget, send_cancel};
 use crate::pool::Poolable;
 use crate::protocol::frame::FrameScanner;
+use crate::server::CloseReason;
 
 /// A server may change hands only at a whole-message boundary on both sides: with a client message
 /// partly forwarded (PostgreSQL would read the next client's bytes as its rest) or a server message partly
@@ -16,7 +17,7 @@ pub(super) fn close_if_mid_message(lease: &mut ServerLease, client_mid_message: 
     if (client_mid_message || server.mid_message())
         && let Some(conn) = lease.conn()
     {
-        conn.broken = true;
+        conn.close_after(CloseReason::MidMessage);
     }
 }
 
@@ -27,10 +28,10 @@ pub(super) fn close_if_mid_message(lease: &mut ServerLease, client_mid_message: 
 /// its next write fails once the socket is closed.
 pub(super) fn cancel_if_running(lease: &mut ServerLease, cancel_wait: Duration) {
     let Some(conn) = lease.conn() else { return };
-    if conn.tracker.outstanding() == 0 || !conn.rbuf.is_empty() || !conn.is_alive() {
+    if conn.is_quiet() || !conn.is_alive() {
         return;
     }
-    conn.broken = true;
+    conn.close_after(CloseReason::ClientGone);
     let target = CancelTarget::of(conn);
     let in_flight = target.in_flight.start();
     let wait = if cancel_wait.is_zero() { Duration::from_secs(10) } else { cancel_wait };
@@ -39,10 +40,8 @@ pub(super) fn cancel_if_running(lease: &mut ServerLease, cancel_wait: Duration) 
 
 /// Marks the lease's server as back in the pool in SHOW SERVERS.
 pub(super) fn unlink(lease: &mut ServerLease) {
-    if let Some(conn) = lease.conn()
-        && let Some(r) = &conn.registered
-    {
-        r.entry.set_link(0, conn.statements.len());
+    if let Some(conn) = lease.conn() {
+        conn.unlink();
     }
 }
 
@@ -50,7 +49,7 @@ pub(super) fn unlink(lease: &mut ServerLease) {
 /// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
 /// client's query; a cancel that never settles closes the server.
 pub(super) fn give_back(lease: ServerLease, cancel_wait: Duration, stats: &Arc<crate::stats::PoolStats>) {
-    let Some(in_flight) = lease.conn_ref().map(|c| c.cancels.clone()).filter(|c| c.busy()) else {
+    let Some(in_flight) = lease.conn_ref().map(|c| c.cancels().clone()).filter(|c| c.busy()) else {
         lease.release();
         return;
     };

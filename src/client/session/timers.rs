@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::{Flow, Session, State};
 use crate::cancel::CancelTarget;
 use crate::client::ClientError;
+use crate::server::CloseReason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
@@ -45,17 +46,17 @@ impl Session {
         }
         // Extended messages without a Sync, all answered, and the client silent: as idle in a transaction
         // (the server stays pinned until a Sync). Only known when replies are tracked (rewriting on).
-        let idle_unsynced =
-            self.stmts.enabled() && conn.tracker.busy() && conn.tracker.outstanding() == 0 && conn.replies.is_empty();
-        if conn.tracker.in_transaction() || idle_unsynced {
-            if !conn.tracker.busy() || idle_unsynced {
+        let (tracker, replies) = (&conn.model().tracker, &conn.model().replies);
+        let idle_unsynced = self.stmts.enabled() && tracker.busy() && tracker.outstanding() == 0 && replies.is_empty();
+        if tracker.in_transaction() || idle_unsynced {
+            if !tracker.busy() || idle_unsynced {
                 consider(s.idle_transaction_timeout, active.last_client_activity, Timer::IdleTransaction);
                 if !active.leak_warned {
                     consider(s.idle_transaction_warn, active.last_client_activity, Timer::IdleTransactionWarn);
                 }
             }
             consider(s.transaction_timeout, active.tx_started, Timer::Transaction);
-        } else if !conn.tracker.busy() {
+        } else if !tracker.busy() {
             consider(s.client_idle_timeout, active.last_client_activity, Timer::ClientIdle);
             if self.session_state.pin().is_some() {
                 consider(s.pinned_idle_timeout, active.last_client_activity, Timer::PinnedIdle);
@@ -78,7 +79,7 @@ impl Session {
                 }
                 active.cancel_sent = true;
                 active.request_started = Some(Instant::now());
-                let target = active.lease.conn_ref().map(|c| (CancelTarget::of(c), c.cancels.start()));
+                let target = active.lease.conn_ref().map(|c| (CancelTarget::of(c), c.cancels().start()));
                 tracing::info!(db = %self.login.db, user = %self.login.user, "query_timeout: canceling the query");
                 if let Some((t, in_flight)) = target {
                     // Not awaited here: the session keeps forwarding the server's answer meanwhile.
@@ -95,7 +96,7 @@ impl Session {
                 active.leak_warned = true;
                 let e = &self.login.registered.entry;
                 if let Some(pin) = self.session_state.pin()
-                    && !active.lease.conn_ref().is_some_and(|c| c.tracker.in_transaction())
+                    && !active.lease.conn_ref().is_some_and(|c| c.tracker().in_transaction())
                 {
                     tracing::warn!(
                         pool = %format!("{}/{}", self.login.db, self.login.user),
@@ -128,7 +129,7 @@ impl Session {
                 if let State::Active(active) = &mut self.state
                     && let Some(conn) = active.lease.conn()
                 {
-                    conn.broken = true;
+                    conn.close_after(CloseReason::SendTimeout);
                 }
                 let waited = self.settings.server_send_timeout;
                 Err(ClientError::ServerLost(format!(
