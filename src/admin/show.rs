@@ -14,7 +14,7 @@ use connections::{clients, servers};
 use stats::{stats, stats_averages, stats_totals, totals};
 
 use crate::protocol::messages::{put_cstr, put_message};
-use crate::protocol::tags::backend;
+use crate::protocol::tags::{backend, error_field};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
@@ -162,7 +162,12 @@ pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USE
 /// A NoticeResponse "Console usage" with the command list as its detail, as PgBouncer sends it.
 fn help(out: &mut BytesMut) {
     put_message(out, backend::NOTICE_RESPONSE, |b| {
-        for (k, v) in [(b'S', "NOTICE"), (b'C', "00000"), (b'M', "Console usage"), (b'D', HELP)] {
+        for (k, v) in [
+            (error_field::SEVERITY, "NOTICE"),
+            (error_field::CODE, "00000"),
+            (error_field::MESSAGE, "Console usage"),
+            (error_field::DETAIL, HELP),
+        ] {
             b.put_u8(k);
             put_cstr(b, v.as_bytes());
         }

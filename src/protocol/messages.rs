@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::ProtocolError;
-use super::tags::{backend, frontend};
+use super::tags::{backend, error_field, frontend};
 
 /// Transaction status carried by ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,11 +223,11 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
         };
         let (value, after) = tail.split_at(end);
         let value = String::from_utf8_lossy(value).into_owned();
-        match kind {
-            b'V' => sev = value,
-            b'S' if sev.is_empty() => sev = value,
-            b'C' => code = value,
-            b'M' => msg = value,
+        match *kind {
+            error_field::SEVERITY_NONLOCALIZED => sev = value,
+            error_field::SEVERITY if sev.is_empty() => sev = value,
+            error_field::CODE => code = value,
+            error_field::MESSAGE => msg = value,
             _ => {}
         }
         rest = after.get(1..).unwrap_or_default();
@@ -257,7 +257,7 @@ pub fn data_row_text(body: &[u8]) -> Option<Vec<Option<String>>> {
 /// Body of a ParameterStatus: (name, value).
 /// The SQLSTATE (`C` field) of an ErrorResponse or NoticeResponse body.
 pub fn error_code(body: &[u8]) -> Option<&[u8]> {
-    body.split(|b| *b == 0).find_map(|f| f.strip_prefix(b"C"))
+    body.split(|b| *b == 0).find_map(|f| f.strip_prefix(&[error_field::CODE]))
 }
 
 pub fn parameter_status_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::protocol::tags::backend;
+use crate::protocol::tags::{backend, error_field};
 
 /// What kind of request a reply belongs to; decides which reply completes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,10 +361,10 @@ fn is_plan_change_error(body: &[u8]) -> bool {
     let mut message_ok = false;
     for field in body.split(|b| *b == 0) {
         match field.split_first() {
-            Some((b'C', v)) => code_ok = v == b"0A000",
+            Some((&error_field::CODE, v)) => code_ok = v == b"0A000",
             // The message may be translated; the routine name is not.
-            Some((b'M', v)) => message_ok |= v == b"cached plan must not change result type",
-            Some((b'R', v)) => message_ok |= v == b"RevalidateCachedQuery",
+            Some((&error_field::MESSAGE, v)) => message_ok |= v == b"cached plan must not change result type",
+            Some((&error_field::ROUTINE, v)) => message_ok |= v == b"RevalidateCachedQuery",
             _ => {}
         }
     }
