@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use crate::config::{AuthType, General};
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::tags::{backend, frontend};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
@@ -135,17 +136,17 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, ro
         buf.advance(n);
         out.clear();
         match tag {
-            b'X' => return,
-            b'Q' => {
+            frontend::TERMINATE => return,
+            frontend::QUERY => {
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
                 execute(shared, role, &AdminCommand::parse(&sql), &mut out).await;
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
-            b'S' => {
+            frontend::SYNC => {
                 skipping = false;
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
-            b'H' => {}
+            frontend::FLUSH => {}
             tag if !messages::is_frontend_type(tag) => {
                 let err = PgError::from(crate::protocol::ProtocolError::InvalidFrontendType(tag));
                 err.encode(&mut out);
@@ -169,7 +170,7 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, ro
 
 async fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut BytesMut) {
     match cmd {
-        AdminCommand::Empty => messages::put_message(out, b'I', |_| {}),
+        AdminCommand::Empty => messages::put_message(out, backend::EMPTY_QUERY_RESPONSE, |_| {}),
         AdminCommand::Show(what) => {
             if let Err(e) = show::show(shared, what, out) {
                 e.encode(out);
@@ -182,7 +183,7 @@ async fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut
         AdminCommand::Control { verb, args } => match control::run(shared, verb, args).await {
             Ok(done) => {
                 done.notices.iter().for_each(|n| n.encode(out));
-                messages::put_message(out, b'C', |b| messages::put_cstr(b, done.tag.as_bytes()));
+                messages::put_message(out, backend::COMMAND_COMPLETE, |b| messages::put_cstr(b, done.tag.as_bytes()));
             }
             Err(e) => e.encode(out),
         },

@@ -14,6 +14,7 @@ use connections::{clients, servers};
 use stats::{stats, stats_averages, stats_totals, totals};
 
 use crate::protocol::messages::{put_cstr, put_message};
+use crate::protocol::tags::{backend, error_field};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
@@ -60,7 +61,7 @@ impl Table {
     }
 
     fn encode(self, out: &mut BytesMut) {
-        put_message(out, b'T', |b| {
+        put_message(out, backend::ROW_DESCRIPTION, |b| {
             b.put_u16(self.columns.len() as u16);
             for (name, oid) in &self.columns {
                 put_cstr(b, name.as_bytes());
@@ -77,7 +78,7 @@ impl Table {
             }
         });
         for row in &self.rows {
-            put_message(out, b'D', |b| {
+            put_message(out, backend::DATA_ROW, |b| {
                 b.put_u16(row.len() as u16);
                 for v in row {
                     let s = match v {
@@ -93,7 +94,7 @@ impl Table {
                 }
             });
         }
-        put_message(out, b'C', |b| put_cstr(b, b"SHOW"));
+        put_message(out, backend::COMMAND_COMPLETE, |b| put_cstr(b, b"SHOW"));
     }
 }
 
@@ -160,14 +161,19 @@ pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USE
 
 /// A NoticeResponse "Console usage" with the command list as its detail, as PgBouncer sends it.
 fn help(out: &mut BytesMut) {
-    put_message(out, b'N', |b| {
-        for (k, v) in [(b'S', "NOTICE"), (b'C', "00000"), (b'M', "Console usage"), (b'D', HELP)] {
+    put_message(out, backend::NOTICE_RESPONSE, |b| {
+        for (k, v) in [
+            (error_field::SEVERITY, "NOTICE"),
+            (error_field::CODE, "00000"),
+            (error_field::MESSAGE, "Console usage"),
+            (error_field::DETAIL, HELP),
+        ] {
             b.put_u8(k);
             put_cstr(b, v.as_bytes());
         }
         b.put_u8(0);
     });
-    put_message(out, b'C', |b| put_cstr(b, b"SHOW"));
+    put_message(out, backend::COMMAND_COMPLETE, |b| put_cstr(b, b"SHOW"));
 }
 
 fn version() -> Table {

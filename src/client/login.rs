@@ -15,6 +15,7 @@ use crate::config::AuthType;
 use crate::config::auth_file::Secret;
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::tags::frontend;
 use crate::protocol::{PgError, ProtocolError};
 use crate::server::Credentials;
 use crate::shared::{ClientCountGuard, PoolEntry, Shared};
@@ -61,7 +62,7 @@ async fn read_login_message(sock: &mut Stream, buf: &mut BytesMut) -> Result<(u8
 /// Reads a PasswordMessage-family ('p') message, rejecting anything else.
 async fn read_password(sock: &mut Stream, buf: &mut BytesMut) -> Result<Vec<u8>, ClientError> {
     match read_login_message(sock, buf).await? {
-        (b'p', body) => Ok(body),
+        (frontend::PASSWORD, body) => Ok(body),
         (tag, _) => Err(ProtocolError::UnexpectedMessage(tag).into()),
     }
 }

@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::frame::Header;
 use crate::protocol::messages::{self, put_message};
+use crate::protocol::tags::frontend;
 use crate::protocol::{PgError, SqlState};
 use crate::server::ServerModel;
 use crate::server::replies::{BoundStatement, Drift, Entry, Outcome, PlanChanged, Prepared, Request, Undo};
@@ -173,7 +174,17 @@ impl Statements {
     /// Which client messages must be seen whole.
     pub fn wants_body(tag: u8) -> bool {
         // Execute, Sync and Flush are tiny; holding them lets a skipped pipeline drop them whole.
-        matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q' | b'E' | b'S' | b'H')
+        matches!(
+            tag,
+            frontend::PARSE
+                | frontend::BIND
+                | frontend::DESCRIBE
+                | frontend::CLOSE
+                | frontend::QUERY
+                | frontend::EXECUTE
+                | frontend::SYNC
+                | frontend::FLUSH
+        )
     }
 
     /// Handles one client message bound for `conn`; replacement bytes are appended to `out`. `body` is
@@ -181,7 +192,7 @@ impl Statements {
     pub fn rewrite(&mut self, msg: &Header<'_>, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         let (tag, body, prefix) = (msg.tag, msg.body, msg.prefix);
         if let Some(p) = prefix
-            && tag == b'P'
+            && tag == frontend::PARSE
             && p.first() != Some(&0)
             && !self.skipping
         {
@@ -195,15 +206,18 @@ impl Statements {
             }
             return Edit::HoldWhole;
         }
-        if prefix.is_some() && tag == b'Q' && !self.skipping && msg.len <= self.limits.message {
+        if prefix.is_some() && tag == frontend::QUERY && !self.skipping && msg.len <= self.limits.message {
             return Edit::HoldWhole; // its text is checked for pgsluice's statement names
         }
         if self.capture_state == Capture::Open {
             match body {
-                Some(b) if matches!(tag, b'D' | b'E' | b'H' | b'S') && self.capture.len() + b.len() < MAX_CAPTURE => {
+                Some(b)
+                    if matches!(tag, frontend::DESCRIBE | frontend::EXECUTE | frontend::FLUSH | frontend::SYNC)
+                        && self.capture.len() + b.len() < MAX_CAPTURE =>
+                {
                     put_message(&mut self.capture, tag, |m| m.put_slice(b));
-                    self.capture_describes |= tag == b'D' && b.first() == Some(&b'P');
-                    if tag == b'S' {
+                    self.capture_describes |= tag == frontend::DESCRIBE && b.first() == Some(&b'P');
+                    if tag == frontend::SYNC {
                         self.capture_state = Capture::Complete;
                     }
                 }
@@ -212,48 +226,50 @@ impl Statements {
         }
         let batch_was_started = self.batch_started;
         match tag {
-            b'S' | b'Q' => self.batch_started = false,
-            b'B' | b'E' | b'D' | b'C' | b'F' => self.batch_started = true,
+            frontend::SYNC | frontend::QUERY => self.batch_started = false,
+            frontend::BIND | frontend::EXECUTE | frontend::DESCRIBE | frontend::CLOSE | frontend::FUNCTION_CALL => {
+                self.batch_started = true
+            }
             _ => {}
         }
-        if tag == b'S' && server.tracker.in_copy_in() {
+        if tag == frontend::SYNC && server.tracker.in_copy_in() {
             return Edit::Keep; // the server ignores it: no reply owed
         }
         if self.skipping {
-            if tag == b'S' {
+            if tag == frontend::SYNC {
                 self.skipping = false;
             } else {
                 return Edit::Replace(out.len()..out.len()); // (one seen by its prefix is dropped as it streams)
             }
         }
         let request = match tag {
-            b'P' => Request::Parse,
-            b'B' => Request::Bind,
-            b'D' if body.and_then(|b| b.first()) == Some(&b'S') => Request::DescribeStatement,
-            b'D' => Request::DescribePortal,
-            b'E' => Request::Execute,
-            b'C' => Request::Close,
-            b'S' => Request::Sync,
-            b'Q' | b'F' => Request::Simple,
+            frontend::PARSE => Request::Parse,
+            frontend::BIND => Request::Bind,
+            frontend::DESCRIBE if body.and_then(|b| b.first()) == Some(&b'S') => Request::DescribeStatement,
+            frontend::DESCRIBE => Request::DescribePortal,
+            frontend::EXECUTE => Request::Execute,
+            frontend::CLOSE => Request::Close,
+            frontend::SYNC => Request::Sync,
+            frontend::QUERY | frontend::FUNCTION_CALL => Request::Simple,
             _ => return Edit::Keep,
         };
-        if matches!(tag, b'Q' | b'P')
+        if matches!(tag, frontend::QUERY | frontend::PARSE)
             && let Some(text) = body.or(prefix)
             && names_a_pooled_statement(text)
         {
             return self.refuse_reserved_name(tag, server, out);
         }
-        if tag == b'P' && body.or(prefix).and_then(|b| b.first()) == Some(&0) {
+        if tag == frontend::PARSE && body.or(prefix).and_then(|b| b.first()) == Some(&0) {
             self.on_unnamed_parse(body);
         }
-        if tag == b'Q' {
+        if tag == frontend::QUERY {
             // A simple Query drops the unnamed statement, on the server and so for the client.
             self.unnamed = Unnamed::None;
             self.unnamed_here = true;
         }
         let unnamed_use = match (tag, body.or(prefix)) {
-            (b'B', Some(b)) => cstr(b).and_then(|(_, after_portal)| after_portal.first()) == Some(&0),
-            (b'D', Some([b'S', 0, ..])) => true,
+            (frontend::BIND, Some(b)) => cstr(b).and_then(|(_, after_portal)| after_portal.first()) == Some(&0),
+            (frontend::DESCRIBE, Some([b'S', 0, ..])) => true,
             _ => false,
         };
         if unnamed_use && !self.unnamed_here {
@@ -269,12 +285,12 @@ impl Statements {
             };
         }
         let edit = match (tag, body) {
-            (b'P', Some(b)) => self.on_parse(b, server, out),
-            (b'B', Some(b)) => self.on_bind(b, !batch_was_started, server, out),
-            (b'B', None) => prefix.and_then(|p| self.on_big_bind(p, msg.len, server, out)),
-            (b'D', Some(b)) if request == Request::DescribeStatement => self.on_describe(b, server, out),
-            (b'C', Some([b'S', name @ ..])) => self.on_close(name, server, out),
-            (b'Q', Some(b)) => self.on_query(b, server, out),
+            (frontend::PARSE, Some(b)) => self.on_parse(b, server, out),
+            (frontend::BIND, Some(b)) => self.on_bind(b, !batch_was_started, server, out),
+            (frontend::BIND, None) => prefix.and_then(|p| self.on_big_bind(p, msg.len, server, out)),
+            (frontend::DESCRIBE, Some(b)) if request == Request::DescribeStatement => self.on_describe(b, server, out),
+            (frontend::CLOSE, Some([b'S', name @ ..])) => self.on_close(name, server, out),
+            (frontend::QUERY, Some(b)) => self.on_query(b, server, out),
             _ => None,
         };
         edit.unwrap_or_else(|| {
@@ -295,7 +311,7 @@ impl Statements {
         let new_len = u32::try_from(len - name.len() + stmt.server_name.len()).ok()?;
         let start = out.len();
         self.ensure(&stmt, server, out);
-        out.put_u8(b'B');
+        out.put_u8(frontend::BIND);
         out.put_u32(new_len);
         messages::put_cstr(out, portal);
         messages::put_cstr(out, &stmt.server_name);
@@ -323,13 +339,13 @@ impl Statements {
     fn put_unnamed(&mut self, server: &mut ServerModel, out: &mut BytesMut) {
         self.unnamed_here = true;
         if self.unnamed == Unnamed::Known {
-            put_message(out, b'P', |b| {
+            put_message(out, frontend::PARSE, |b| {
                 b.put_u8(0);
                 b.put_slice(&self.unnamed_rest);
             });
             server.replies.push(Entry::swallowed(Request::Parse, Some(Undo::Unnamed)));
         } else {
-            put_message(out, b'C', |b| b.put_slice(b"S\0"));
+            put_message(out, frontend::CLOSE, |b| b.put_slice(b"S\0"));
             server.replies.push(Entry::swallowed(Request::Close, Some(Undo::Unnamed)));
         }
     }
@@ -339,7 +355,7 @@ impl Statements {
     fn raise(&mut self, err: PgError, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
         let start = out.len();
         server.replies.push(synth(|b| err.encode(b)));
-        put_message(out, b'P', |b| {
+        put_message(out, frontend::PARSE, |b| {
             messages::put_cstr(b, b"pgsluice_abort");
             messages::put_cstr(b, b"pgsluice: abort this batch");
             b.put_u16(0);
@@ -367,13 +383,13 @@ impl Statements {
     ) {
         server.statements.insert(stmt.server_name.clone());
         while let Some(evicted) = server.statements.pop_over(self.max) {
-            put_message(out, b'C', |b| {
+            put_message(out, frontend::CLOSE, |b| {
                 b.put_u8(b'S');
                 messages::put_cstr(b, &evicted);
             });
             server.replies.push(Entry::swallowed(Request::Close, Some(Undo::Evicted(evicted))));
         }
-        put_message(out, b'P', |b| {
+        put_message(out, frontend::PARSE, |b| {
             messages::put_cstr(b, &stmt.server_name);
             b.put_slice(&stmt.rest);
         });
@@ -425,7 +441,7 @@ impl Statements {
         let start = out.len();
         let cached = server.statements.contains(&stmt.server_name);
         self.ensure(&stmt, server, out);
-        put_message(out, b'B', |b| {
+        put_message(out, frontend::BIND, |b| {
             messages::put_cstr(b, portal);
             messages::put_cstr(b, &stmt.server_name);
             b.put_slice(rest);
@@ -433,7 +449,7 @@ impl Statements {
         let replayable = first && cached && !self.replaying && body.len() < MAX_CAPTURE;
         if replayable {
             self.capture.clear();
-            put_message(&mut self.capture, b'B', |b| b.put_slice(body));
+            put_message(&mut self.capture, frontend::BIND, |b| b.put_slice(body));
             self.capture_state = Capture::Open;
             self.capture_describes = false;
         } else if first {
@@ -450,7 +466,7 @@ impl Statements {
         let stmt = self.by_name.get(name)?.clone();
         let start = out.len();
         self.ensure(&stmt, server, out);
-        put_message(out, b'D', |b| {
+        put_message(out, frontend::DESCRIBE, |b| {
             b.put_u8(b'S');
             messages::put_cstr(b, &stmt.server_name);
         });
@@ -531,12 +547,12 @@ impl Statements {
         // Statements parsed from now on get new names; this one is re-prepared under its own.
         self.epoch.fetch_add(1, Ordering::Relaxed);
         server.statements.remove(server_name);
-        put_message(out, b'C', |b| {
+        put_message(out, frontend::CLOSE, |b| {
             b.put_u8(b'S');
             messages::put_cstr(b, server_name);
         });
         server.replies.push(Entry::swallowed(Request::Close, None));
-        server.tracker.on_client(b'C');
+        server.tracker.on_client(frontend::CLOSE);
         let capture = std::mem::take(&mut self.capture);
         self.replaying = true;
         let mut rest = &capture[..];

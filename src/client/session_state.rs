@@ -15,6 +15,7 @@ use super::params::{ClientParams, push_literal};
 use super::sql_prepared::SqlStatements;
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::protocol::messages::{put_cstr, put_message};
+use crate::protocol::tags::frontend;
 use crate::protocol::{PgError, SqlState};
 use crate::server::{ServerConn, SessionRecord};
 
@@ -131,11 +132,11 @@ pub fn put_raising_statement(out: &mut BytesMut, tag: u8, name: &[u8], params: &
         quote(err.hint.unwrap_or_default())
     );
     put_message(out, tag, |b| {
-        if tag == b'P' {
+        if tag == frontend::PARSE {
             put_cstr(b, name);
         }
         put_cstr(b, sql.as_bytes());
-        if tag == b'P' {
+        if tag == frontend::PARSE {
             b.extend_from_slice(if params.len() >= 2 { params } else { &[0, 0] });
         }
     });
@@ -183,8 +184,8 @@ impl SessionState {
             return None;
         }
         let text = match (tag, body) {
-            (b'Q', Some(b)) => b,
-            (b'P', Some(b)) => b.get(memchr::memchr(0, b)? + 1..)?,
+            (frontend::QUERY, Some(b)) => b,
+            (frontend::PARSE, Some(b)) => b.get(memchr::memchr(0, b)? + 1..)?,
             _ => return None,
         };
         let what = crate::sql::first_refused(text, backslash_quotes)?;
@@ -208,10 +209,10 @@ impl SessionState {
     /// the client's SQL prepared statements, the body to send instead (with pgsluice's names).
     pub fn on_client_message(&mut self, tag: u8, body: Option<&[u8]>, backslash_quotes: bool) -> Option<Vec<u8>> {
         match (tag, body) {
-            (b'Q', Some(b)) => return self.on_query(b, backslash_quotes),
-            (b'P', Some(b)) => self.on_parse(b, backslash_quotes),
-            (b'Q' | b'P', None) => self.on_unseen_statement(),
-            (b'B', _) if self.wants_binds() => self.on_bind(body),
+            (frontend::QUERY, Some(b)) => return self.on_query(b, backslash_quotes),
+            (frontend::PARSE, Some(b)) => self.on_parse(b, backslash_quotes),
+            (frontend::QUERY | frontend::PARSE, None) => self.on_unseen_statement(),
+            (frontend::BIND, _) if self.wants_binds() => self.on_bind(body),
             _ => {}
         }
         None

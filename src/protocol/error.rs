@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
 
+use super::tags::{backend, error_field};
+
 /// A five-character SQLSTATE. Only the codes pgsluice sends on its own are named here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqlState(pub &'static str);
@@ -90,10 +92,15 @@ impl PgError {
 
     /// Appends the ErrorResponse ('E') or NoticeResponse ('N') to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let tag = if self.severity == Severity::Notice { b'N' } else { b'E' };
+        let tag = if self.severity == Severity::Notice { backend::NOTICE_RESPONSE } else { backend::ERROR_RESPONSE };
         let sev = self.severity.as_str();
-        let hint = self.hint.map(|h| (b'H', h));
-        let base = [(b'S', sev), (b'V', sev), (b'C', &*self.code), (b'M', self.message.as_str())];
+        let hint = self.hint.map(|h| (error_field::HINT, h));
+        let base = [
+            (error_field::SEVERITY, sev),
+            (error_field::SEVERITY_NONLOCALIZED, sev),
+            (error_field::CODE, &*self.code),
+            (error_field::MESSAGE, self.message.as_str()),
+        ];
         let fields = base.into_iter().chain(hint);
         let len = 4 + 1 + fields.clone().map(|(_, v)| 2 + v.len()).sum::<usize>();
         out.put_u8(tag);

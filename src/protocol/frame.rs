@@ -161,6 +161,7 @@ pub fn whole_message(buf: &[u8], max_len: usize) -> Result<Option<Whole<'_>>, Pr
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::protocol::tags::{backend, frontend};
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
@@ -182,7 +183,7 @@ mod tests {
             let n = sc
                 .scan(
                     &buf,
-                    |t| t == b'Z',
+                    |t| t == backend::READY_FOR_QUERY,
                     |h| {
                         seen.push((h.tag, h.body.map(|b| b.to_vec())));
                         Scan::Continue
@@ -202,13 +203,13 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_frames() {
-        let mut wire = msg(b'D', &[7u8; 300]);
-        wire.extend(msg(b'Z', b"I"));
-        wire.extend(msg(b'C', b"SELECT 1\0"));
+        let mut wire = msg(backend::DATA_ROW, &[7u8; 300]);
+        wire.extend(msg(backend::READY_FOR_QUERY, b"I"));
+        wire.extend(msg(backend::COMMAND_COMPLETE, b"SELECT 1\0"));
         let (whole, n) = run(&wire, wire.len());
         assert_eq!(n, wire.len());
         assert_eq!(whole.len(), 3);
-        assert_eq!(whole[1], (b'Z', Some(b"I".to_vec())));
+        assert_eq!(whole[1], (backend::READY_FOR_QUERY, Some(b"I".to_vec())));
         for cut in 0..wire.len() {
             let (seen, n) = run(&wire, cut);
             assert_eq!(n, wire.len(), "cut {cut}");
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn streamed_message_is_forwarded_before_it_is_complete() {
-        let wire = msg(b'D', &[1u8; 1000]);
+        let wire = msg(backend::DATA_ROW, &[1u8; 1000]);
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
         let n = sc.scan(&wire[..100], |_| false, |_| Scan::Continue).unwrap();
         assert_eq!(n, 100);
@@ -232,7 +233,7 @@ mod tests {
     fn big_wanted_message_shows_a_prefix_and_can_be_held_whole() {
         let mut body = b"name\0".to_vec();
         body.resize(MAX_READ_BODY + 100, b'x');
-        let wire = msg(b'P', &body);
+        let wire = msg(frontend::PARSE, &body);
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
         let mut seen = None;
         let n = sc
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     fn bad_lengths_are_rejected_before_any_allocation() {
         for len in [0u32, 3, 0x8080_8080, 0x7fff_ffff] {
-            let mut wire = vec![b'Q'];
+            let mut wire = vec![frontend::QUERY];
             wire.extend_from_slice(&len.to_be_bytes());
             let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
             assert!(sc.scan(&wire, |_| true, |_| Scan::Continue).is_err(), "len {len}");
@@ -273,15 +274,15 @@ mod tests {
 
     #[test]
     fn stop_before_and_after() {
-        let mut wire = msg(b'Q', b"select 1\0");
-        wire.extend(msg(b'X', b""));
+        let mut wire = msg(frontend::QUERY, b"select 1\0");
+        wire.extend(msg(frontend::TERMINATE, b""));
         let mut sc = FrameScanner::new(MAX_MESSAGE_LEN);
         let n = sc
             .scan(
                 &wire,
                 |_| false,
                 |h| {
-                    if h.tag == b'X' { Scan::StopBefore } else { Scan::Continue }
+                    if h.tag == frontend::TERMINATE { Scan::StopBefore } else { Scan::Continue }
                 },
             )
             .unwrap();

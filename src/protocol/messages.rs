@@ -5,6 +5,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::ProtocolError;
+use super::tags::{backend, error_field, frontend};
 
 /// Transaction status carried by ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,49 @@ pub fn is_backend_type(tag: u8) -> bool {
     BACKEND_TYPES.get(usize::from(tag)).copied().unwrap_or(false)
 }
 
-const FRONTEND_TYPES: [bool; 256] = type_table(b"QPBEDCSHFdcfX");
-const BACKEND_TYPES: [bool; 256] = type_table(b"123ACDEGHINSTVZcdnst");
+const FRONTEND_TYPES: [bool; 256] = {
+    use frontend::*;
+    type_table(&[
+        QUERY,
+        PARSE,
+        BIND,
+        EXECUTE,
+        DESCRIBE,
+        CLOSE,
+        SYNC,
+        FLUSH,
+        FUNCTION_CALL,
+        COPY_DATA,
+        COPY_DONE,
+        COPY_FAIL,
+        TERMINATE,
+    ])
+};
+const BACKEND_TYPES: [bool; 256] = {
+    use backend::*;
+    type_table(&[
+        PARSE_COMPLETE,
+        BIND_COMPLETE,
+        CLOSE_COMPLETE,
+        NOTIFICATION_RESPONSE,
+        COMMAND_COMPLETE,
+        DATA_ROW,
+        ERROR_RESPONSE,
+        COPY_IN_RESPONSE,
+        COPY_OUT_RESPONSE,
+        EMPTY_QUERY_RESPONSE,
+        NOTICE_RESPONSE,
+        PARAMETER_STATUS,
+        ROW_DESCRIPTION,
+        FUNCTION_CALL_RESPONSE,
+        READY_FOR_QUERY,
+        COPY_DONE,
+        COPY_DATA,
+        NO_DATA,
+        PORTAL_SUSPENDED,
+        PARAMETER_DESCRIPTION,
+    ])
+};
 
 /// Evaluated at compile time only (an index out of range would fail the build, not a connection).
 #[allow(clippy::indexing_slicing)]
@@ -79,19 +121,19 @@ pub fn put_cstr(out: &mut BytesMut, s: &[u8]) {
 }
 
 pub fn auth_ok(out: &mut BytesMut) {
-    put_message(out, b'R', |b| b.put_u32(0));
+    put_message(out, backend::AUTHENTICATION, |b| b.put_u32(0));
 }
 pub fn auth_cleartext(out: &mut BytesMut) {
-    put_message(out, b'R', |b| b.put_u32(3));
+    put_message(out, backend::AUTHENTICATION, |b| b.put_u32(3));
 }
 pub fn auth_md5(out: &mut BytesMut, salt: [u8; 4]) {
-    put_message(out, b'R', |b| {
+    put_message(out, backend::AUTHENTICATION, |b| {
         b.put_u32(5);
         b.put_slice(&salt);
     });
 }
 pub fn auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
-    put_message(out, b'R', |b| {
+    put_message(out, backend::AUTHENTICATION, |b| {
         b.put_u32(10);
         for m in mechanisms {
             put_cstr(b, m.as_bytes());
@@ -100,35 +142,35 @@ pub fn auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
     });
 }
 pub fn auth_sasl_continue(out: &mut BytesMut, data: &[u8]) {
-    put_message(out, b'R', |b| {
+    put_message(out, backend::AUTHENTICATION, |b| {
         b.put_u32(11);
         b.put_slice(data);
     });
 }
 pub fn auth_sasl_final(out: &mut BytesMut, data: &[u8]) {
-    put_message(out, b'R', |b| {
+    put_message(out, backend::AUTHENTICATION, |b| {
         b.put_u32(12);
         b.put_slice(data);
     });
 }
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put_message(out, b'S', |b| {
+    put_message(out, backend::PARAMETER_STATUS, |b| {
         put_cstr(b, name.as_bytes());
         put_cstr(b, value.as_bytes());
     });
 }
 pub fn backend_key_data(out: &mut BytesMut, pid: u32, key: u32) {
-    put_message(out, b'K', |b| {
+    put_message(out, backend::BACKEND_KEY_DATA, |b| {
         b.put_u32(pid);
         b.put_u32(key);
     });
 }
 pub fn ready_for_query(out: &mut BytesMut, status: TxStatus) {
-    put_message(out, b'Z', |b| b.put_u8(status.as_byte()));
+    put_message(out, backend::READY_FOR_QUERY, |b| b.put_u8(status.as_byte()));
 }
 /// NegotiateProtocolVersion: the newest minor version we support (0) and options we did not recognise.
 pub fn negotiate_protocol_version(out: &mut BytesMut, unrecognized: &[&str]) {
-    put_message(out, b'v', |b| {
+    put_message(out, backend::NEGOTIATE_PROTOCOL_VERSION, |b| {
         b.put_u32(196_608);
         b.put_u32(unrecognized.len() as u32);
         for o in unrecognized {
@@ -138,10 +180,10 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, unrecognized: &[&str]) {
 }
 /// A simple-protocol Query, for the statements pgsluice itself sends to a server.
 pub fn query(out: &mut BytesMut, sql: &str) {
-    put_message(out, b'Q', |b| put_cstr(b, sql.as_bytes()));
+    put_message(out, frontend::QUERY, |b| put_cstr(b, sql.as_bytes()));
 }
 pub fn terminate(out: &mut BytesMut) {
-    put_message(out, b'X', |_| {});
+    put_message(out, frontend::TERMINATE, |_| {});
 }
 
 /// Body of a PasswordMessage ('p') holding a password or md5 response: the bytes before the NUL.
@@ -181,11 +223,11 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
         };
         let (value, after) = tail.split_at(end);
         let value = String::from_utf8_lossy(value).into_owned();
-        match kind {
-            b'V' => sev = value,
-            b'S' if sev.is_empty() => sev = value,
-            b'C' => code = value,
-            b'M' => msg = value,
+        match *kind {
+            error_field::SEVERITY_NONLOCALIZED => sev = value,
+            error_field::SEVERITY if sev.is_empty() => sev = value,
+            error_field::CODE => code = value,
+            error_field::MESSAGE => msg = value,
             _ => {}
         }
         rest = after.get(1..).unwrap_or_default();
@@ -215,7 +257,7 @@ pub fn data_row_text(body: &[u8]) -> Option<Vec<Option<String>>> {
 /// Body of a ParameterStatus: (name, value).
 /// The SQLSTATE (`C` field) of an ErrorResponse or NoticeResponse body.
 pub fn error_code(body: &[u8]) -> Option<&[u8]> {
-    body.split(|b| *b == 0).find_map(|f| f.strip_prefix(b"C"))
+    body.split(|b| *b == 0).find_map(|f| f.strip_prefix(&[error_field::CODE]))
 }
 
 pub fn parameter_status_fields(body: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod frame;
 pub mod messages;
 pub mod startup;
+pub mod tags;
 
 pub use error::{PgError, ProtocolError, Severity, SqlState};
 pub use frame::{FrameScanner, Scan};

@@ -12,6 +12,7 @@ use crate::auth::md5::md5_hex_secret;
 use crate::auth::scram::ScramClient;
 use crate::config::{ServerTarget, SslMode};
 use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::tags::backend;
 use crate::stats::PeerAddr;
 use crate::transport::{Connector, Stream};
 
@@ -127,8 +128,8 @@ async fn authenticate(conn: &mut ServerConn, user: &str, creds: &Credentials) ->
     loop {
         let (tag, body) = conn.read_internal().await?;
         match tag {
-            b'E' => return Err(refused(&body)),
-            b'R' => {}
+            backend::ERROR_RESPONSE => return Err(refused(&body)),
+            backend::AUTHENTICATION => {}
             other => {
                 return Err(ServerError::Protocol(format!("unexpected message 0x{other:02x} during login")));
             }
@@ -208,26 +209,26 @@ async fn finish_startup(conn: &mut ServerConn) -> Result<(), ServerError> {
     loop {
         let (tag, body) = conn.read_internal().await?;
         match tag {
-            b'S' => {
+            backend::PARAMETER_STATUS => {
                 if let Some((n, v)) = messages::parameter_status_fields(&body) {
                     conn.set_param(n, v);
                 }
             }
-            b'K' => {
+            backend::BACKEND_KEY_DATA => {
                 let [p1, p2, p3, p4, k1, k2, k3, k4] = body[..] else {
                     return Err(ServerError::Protocol("bad BackendKeyData".into()));
                 };
                 conn.pid = u32::from_be_bytes([p1, p2, p3, p4]);
                 conn.key = u32::from_be_bytes([k1, k2, k3, k4]);
             }
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 return match body.first().copied().and_then(TxStatus::from_byte) {
                     Some(TxStatus::Idle) => Ok(()),
                     _ => Err(ServerError::Protocol("server not idle after login".into())),
                 };
             }
-            b'E' => return Err(refused(&body)),
-            b'N' => {}
+            backend::ERROR_RESPONSE => return Err(refused(&body)),
+            backend::NOTICE_RESPONSE => {}
             other => {
                 return Err(ServerError::Protocol(format!("unexpected message 0x{other:02x} after login")));
             }

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::protocol::tags::{backend, error_field};
+
 /// What kind of request a reply belongs to; decides which reply completes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
@@ -34,13 +36,17 @@ impl Request {
     /// Whether a reply with `tag` is the last one for this request.
     fn completed_by(self, tag: u8) -> bool {
         match self {
-            Request::Parse => tag == b'1',
-            Request::Bind => tag == b'2',
-            Request::DescribeStatement | Request::DescribePortal => matches!(tag, b'T' | b'n'),
-            Request::Execute => matches!(tag, b'C' | b'I' | b's'),
-            Request::Close => tag == b'3',
-            Request::Abort => tag == b'E',
-            Request::Sync | Request::Simple | Request::Shadow => tag == b'Z',
+            Request::Parse => tag == backend::PARSE_COMPLETE,
+            Request::Bind => tag == backend::BIND_COMPLETE,
+            Request::DescribeStatement | Request::DescribePortal => {
+                matches!(tag, backend::ROW_DESCRIPTION | backend::NO_DATA)
+            }
+            Request::Execute => {
+                matches!(tag, backend::COMMAND_COMPLETE | backend::EMPTY_QUERY_RESPONSE | backend::PORTAL_SUSPENDED)
+            }
+            Request::Close => tag == backend::CLOSE_COMPLETE,
+            Request::Abort => tag == backend::ERROR_RESPONSE,
+            Request::Sync | Request::Simple | Request::Shadow => tag == backend::READY_FOR_QUERY,
         }
     }
 
@@ -267,7 +273,7 @@ impl ReplyQueue {
     /// `body` is the message body when the caller holds it whole (ErrorResponse must be held).
     pub fn on_server(&mut self, tag: u8, body: Option<&[u8]>, out: &mut impl FnMut(Bytes)) -> (Verdict, Outcome) {
         let mut outcome = Outcome { undo: std::mem::take(&mut self.skipped), ..Outcome::default() };
-        if matches!(tag, b'N' | b'A' | b'S') {
+        if matches!(tag, backend::NOTICE_RESPONSE | backend::NOTIFICATION_RESPONSE | backend::PARAMETER_STATUS) {
             return (Verdict::Pass, outcome); // asynchronous: belongs to no request
         }
         self.take_due(out);
@@ -277,23 +283,25 @@ impl ReplyQueue {
         let (request, swallow) = (*request, *swallow);
         let mut verdict = match request {
             Request::Abort => Verdict::Swallow,
-            Request::Shadow if tag == b'Z' => Verdict::Pass,
+            Request::Shadow if tag == backend::READY_FOR_QUERY => Verdict::Pass,
             Request::Shadow => Verdict::Swallow,
-            _ if swallow && tag != b'E' => Verdict::Swallow,
+            _ if swallow && tag != backend::ERROR_RESPONSE => Verdict::Swallow,
             _ => Verdict::Pass,
         };
-        if tag == b'C' && body.is_some_and(drops_all_statements) {
+        if tag == backend::COMMAND_COMPLETE && body.is_some_and(drops_all_statements) {
             outcome.statements_dropped = true;
         }
-        if tag == b'E' && request == Request::Shadow {
+        if tag == backend::ERROR_RESPONSE && request == Request::Shadow {
             // Its ReadyForQuery follows; nothing is skipped for a simple Query.
-        } else if tag == b'E' && !matches!(request, Request::Simple | Request::Sync) {
+        } else if tag == backend::ERROR_RESPONSE && !matches!(request, Request::Simple | Request::Sync) {
             let code = body.and_then(crate::protocol::messages::error_code);
             if let (Some(bind), Some(body)) = (bind, body)
                 && is_plan_change_error(body)
             {
                 let mut error = bytes::BytesMut::with_capacity(5 + body.len());
-                crate::protocol::messages::put_message(&mut error, b'E', |b| b.extend_from_slice(body));
+                crate::protocol::messages::put_message(&mut error, backend::ERROR_RESPONSE, |b| {
+                    b.extend_from_slice(body)
+                });
                 let (server_name, replayable) = (bind.server_name.clone(), bind.replayable);
                 self.held_error = Some(PlanChanged { server_name, replayable, error: error.freeze() });
                 verdict = Verdict::Swallow;
@@ -307,7 +315,7 @@ impl ReplyQueue {
                 outcome.undo.push(undo);
             }
             self.abort_until_sync(&mut outcome.undo);
-        } else if tag == b'Z' {
+        } else if tag == backend::READY_FOR_QUERY {
             outcome.plan_changed = self.held_error.take();
             // ReadyForQuery ends everything up to its Sync or Query, whatever was still open.
             while let Some(e) = self.pop() {
@@ -353,10 +361,10 @@ fn is_plan_change_error(body: &[u8]) -> bool {
     let mut message_ok = false;
     for field in body.split(|b| *b == 0) {
         match field.split_first() {
-            Some((b'C', v)) => code_ok = v == b"0A000",
+            Some((&error_field::CODE, v)) => code_ok = v == b"0A000",
             // The message may be translated; the routine name is not.
-            Some((b'M', v)) => message_ok |= v == b"cached plan must not change result type",
-            Some((b'R', v)) => message_ok |= v == b"RevalidateCachedQuery",
+            Some((&error_field::MESSAGE, v)) => message_ok |= v == b"cached plan must not change result type",
+            Some((&error_field::ROUTINE, v)) => message_ok |= v == b"RevalidateCachedQuery",
             _ => {}
         }
     }
@@ -388,10 +396,10 @@ mod tests {
         q.push(pending(Request::Sync));
         let mut out = Vec::new();
         let mut emit = |b: Bytes| out.push(b);
-        assert_eq!(q.on_server(b'2', None, &mut emit).0, Verdict::Pass);
-        assert_eq!(q.on_server(b'D', None, &mut emit).0, Verdict::Pass);
-        assert_eq!(q.on_server(b'C', None, &mut emit).0, Verdict::Pass);
-        assert_eq!(q.on_server(b'Z', None, &mut emit).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::BIND_COMPLETE, None, &mut emit).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::DATA_ROW, None, &mut emit).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::COMMAND_COMPLETE, None, &mut emit).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::READY_FOR_QUERY, None, &mut emit).0, Verdict::Pass);
         assert!(q.is_empty());
         assert_eq!(out, vec![Bytes::from_static(b"1")]);
     }
@@ -406,9 +414,9 @@ mod tests {
         q.push(pending(Request::Sync));
         let mut out = Vec::new();
         let mut emit = |b: Bytes| out.push(b);
-        assert_eq!(q.on_server(b'1', None, &mut emit).0, Verdict::Swallow);
-        assert_eq!(q.on_server(b'E', None, &mut emit).0, Verdict::Pass, "the Bind failed");
-        assert_eq!(q.on_server(b'Z', None, &mut emit).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::PARSE_COMPLETE, None, &mut emit).0, Verdict::Swallow);
+        assert_eq!(q.on_server(backend::ERROR_RESPONSE, None, &mut emit).0, Verdict::Pass, "the Bind failed");
+        assert_eq!(q.on_server(backend::READY_FOR_QUERY, None, &mut emit).0, Verdict::Pass);
         q.take_due(&mut emit);
         assert!(q.is_empty());
         assert!(out.is_empty(), "the CloseComplete after the error is never sent");
@@ -430,10 +438,10 @@ mod tests {
         q.push(Entry::synth(name(b"1"), Some(Undo::ClientParse(name(b"s2")))));
         q.push(pending(Request::Sync));
         let mut out = Vec::new();
-        let (_, outcome) = q.on_server(b'E', None, &mut |b| out.push(b));
+        let (_, outcome) = q.on_server(backend::ERROR_RESPONSE, None, &mut |b| out.push(b));
         assert_eq!(outcome.undo, vec![Undo::Evicted(name(b"old")), Undo::Parse(parse), Undo::ClientParse(name(b"s2"))]);
         assert!(out.is_empty());
-        assert_eq!(q.on_server(b'Z', None, &mut |b| out.push(b)).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::READY_FOR_QUERY, None, &mut |b| out.push(b)).0, Verdict::Pass);
         assert!(q.is_empty() && q.is_plain());
     }
 
@@ -444,13 +452,13 @@ mod tests {
         q.push(Entry::swallowed(Request::Abort, None));
         q.push(pending(Request::Sync));
         let mut out = Vec::new();
-        assert_eq!(q.on_server(b'E', None, &mut |b| out.push(b)).0, Verdict::Swallow);
-        assert_eq!(q.on_server(b'Z', None, &mut |b| out.push(b)).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::ERROR_RESPONSE, None, &mut |b| out.push(b)).0, Verdict::Swallow);
+        assert_eq!(q.on_server(backend::READY_FOR_QUERY, None, &mut |b| out.push(b)).0, Verdict::Pass);
         assert_eq!(out, vec![Bytes::from_static(b"E-from-pgsluice")]);
         q.push(synth(b"C-from-pgsluice"));
         q.push(Entry::swallowed(Request::Shadow, None));
-        assert_eq!(q.on_server(b'E', None, &mut |b| out.push(b)).0, Verdict::Swallow);
-        assert_eq!(q.on_server(b'Z', None, &mut |b| out.push(b)).0, Verdict::Pass);
+        assert_eq!(q.on_server(backend::ERROR_RESPONSE, None, &mut |b| out.push(b)).0, Verdict::Swallow);
+        assert_eq!(q.on_server(backend::READY_FOR_QUERY, None, &mut |b| out.push(b)).0, Verdict::Pass);
         assert!(q.is_empty());
     }
 
@@ -458,9 +466,9 @@ mod tests {
     fn deallocate_all_in_any_form_is_noticed() {
         let mut q = ReplyQueue::default();
         q.push(pending(Request::Simple));
-        let (_, o) = q.on_server(b'C', Some(b"DISCARD ALL\0"), &mut |_| {});
+        let (_, o) = q.on_server(backend::COMMAND_COMPLETE, Some(b"DISCARD ALL\0"), &mut |_| {});
         assert!(o.statements_dropped);
-        let (_, o) = q.on_server(b'C', Some(b"DEALLOCATE\0"), &mut |_| {});
+        let (_, o) = q.on_server(backend::COMMAND_COMPLETE, Some(b"DEALLOCATE\0"), &mut |_| {});
         assert!(!o.statements_dropped);
     }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::{Entry, ReplyQueue, Request, Verdict};
+use crate::protocol::tags::backend;
 
 /// A request of the client's (forwarded, or answered by pgsluice) or of pgsluice's own.
 #[derive(Debug, Clone, Copy)]
@@ -63,23 +64,29 @@ fn server_replies(request: Request, fails: bool, rows: u8) -> Vec<u8> {
     let mut out = Vec::new();
     match request {
         Request::Simple => {
-            out.push(b'T');
-            out.extend(std::iter::repeat_n(b'D', rows.into()));
-            out.push(if fails { b'E' } else { b'C' });
-            out.push(b'Z');
+            out.push(backend::ROW_DESCRIPTION);
+            out.extend(std::iter::repeat_n(backend::DATA_ROW, rows.into()));
+            out.push(if fails { backend::ERROR_RESPONSE } else { backend::COMMAND_COMPLETE });
+            out.push(backend::READY_FOR_QUERY);
             return out;
         }
-        _ if fails => return vec![b'E'],
-        Request::Parse => out.push(b'1'),
-        Request::Bind => out.push(b'2'),
-        Request::DescribeStatement => out.extend([b't', if rows == 0 { b'n' } else { b'T' }]),
-        Request::DescribePortal => out.push(if rows == 0 { b'n' } else { b'T' }),
+        _ if fails => return vec![backend::ERROR_RESPONSE],
+        Request::Parse => out.push(backend::PARSE_COMPLETE),
+        Request::Bind => out.push(backend::BIND_COMPLETE),
+        Request::DescribeStatement => out.extend([
+            backend::PARAMETER_DESCRIPTION,
+            if rows == 0 { backend::NO_DATA } else { backend::ROW_DESCRIPTION },
+        ]),
+        Request::DescribePortal => out.push(if rows == 0 { backend::NO_DATA } else { backend::ROW_DESCRIPTION }),
         Request::Execute => {
-            out.extend(std::iter::repeat_n(b'D', rows.into()));
-            out.push([b'C', b'I', b's'][usize::from(rows) % 3]);
+            out.extend(std::iter::repeat_n(backend::DATA_ROW, rows.into()));
+            out.push(
+                [backend::COMMAND_COMPLETE, backend::EMPTY_QUERY_RESPONSE, backend::PORTAL_SUSPENDED]
+                    [usize::from(rows) % 3],
+            );
         }
-        Request::Close => out.push(b'3'),
-        Request::Sync | Request::Abort | Request::Shadow => out.push(b'Z'),
+        Request::Close => out.push(backend::CLOSE_COMPLETE),
+        Request::Sync | Request::Abort | Request::Shadow => out.push(backend::READY_FOR_QUERY),
     }
     out
 }
@@ -112,7 +119,7 @@ fn expected(items: &[Item]) -> Vec<Shown> {
         match *item {
             Item::Pass { request: Request::Sync, .. } => {
                 failed = false;
-                shown.push((b'Z', i));
+                shown.push((backend::READY_FOR_QUERY, i));
             }
             _ if failed => {}
             Item::Pass { request, fails, rows } => {
@@ -122,7 +129,7 @@ fn expected(items: &[Item]) -> Vec<Shown> {
             Item::Synth => shown.push((b'#', i)),
             Item::Own { fails, .. } => {
                 if fails {
-                    shown.push((b'E', i));
+                    shown.push((backend::ERROR_RESPONSE, i));
                     failed = true;
                 }
             }
@@ -167,7 +174,7 @@ fn run(items: &[Item], schedule: &[bool]) -> Vec<Shown> {
             next += 1;
             queue.take_due(&mut |b| shown.push((b'#', synth_index(&b))));
         } else if let Some((tag, i)) = backend.output.pop_front() {
-            let body: &[u8] = if tag == b'E' { b"SERROR\0C42601\0Msyntax error\0\0" } else { b"" };
+            let body: &[u8] = if tag == backend::ERROR_RESPONSE { b"SERROR\0C42601\0Msyntax error\0\0" } else { b"" };
             let (verdict, _) = queue.on_server(tag, Some(body), &mut |b| shown.push((b'#', synth_index(&b))));
             if verdict == Verdict::Pass {
                 shown.push((tag, i));
@@ -205,14 +212,15 @@ fn what_is_sent_after_an_error_was_seen_is_skipped_too() {
     let mut queue = ReplyQueue::default();
     let mut shown = Vec::new();
     queue.push(Entry::pass(Request::Parse));
-    let (verdict, outcome) = queue.on_server(b'E', Some(b"SERROR\0C42601\0\0"), &mut |b| shown.push(b));
+    let (verdict, outcome) =
+        queue.on_server(backend::ERROR_RESPONSE, Some(b"SERROR\0C42601\0\0"), &mut |b| shown.push(b));
     assert_eq!((verdict, outcome.undo), (Verdict::Pass, vec![]));
     queue.push(Entry::synth(Bytes::from_static(b"1"), Some(Undo::ClientParse(name.clone()))));
     queue.push(Entry::pass(Request::Bind));
     queue.take_due(&mut |b| shown.push(b));
     assert!(shown.is_empty(), "no ParseComplete for a Parse PostgreSQL skipped");
     queue.push(Entry::pass(Request::Sync));
-    let (verdict, outcome) = queue.on_server(b'Z', Some(b"I"), &mut |b| shown.push(b));
+    let (verdict, outcome) = queue.on_server(backend::READY_FOR_QUERY, Some(b"I"), &mut |b| shown.push(b));
     assert_eq!((verdict, outcome.undo), (Verdict::Pass, vec![Undo::ClientParse(name)]));
     assert!(queue.is_empty() && shown.is_empty());
 }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::protocol::messages::TxStatus;
+use crate::protocol::tags::frontend;
 
 /// A client message still unanswered, as far as COPY FROM STDIN cares: the ones a ReadyForQuery answers,
 /// the Executes that may turn out to be a COPY, and anything else (which would end a COPY).
@@ -67,24 +68,24 @@ impl Tracker {
     #[inline]
     pub fn on_client(&mut self, tag: u8) {
         match tag {
-            b'S' | b'H' if self.copy_in => {} // ignored by the server during COPY FROM STDIN
-            b'Q' => self.sent_answered(Sent::Query),
-            b'F' => self.sent_answered(Sent::FunctionCall),
-            b'S' => {
+            frontend::SYNC | frontend::FLUSH if self.copy_in => {} // ignored by the server during COPY FROM STDIN
+            frontend::QUERY => self.sent_answered(Sent::Query),
+            frontend::FUNCTION_CALL => self.sent_answered(Sent::FunctionCall),
+            frontend::SYNC => {
                 self.sent_answered(Sent::Sync);
                 self.unsynced = false;
             }
-            b'E' => {
+            frontend::EXECUTE => {
                 self.unsynced = true;
                 self.record(Sent::Execute);
             }
-            b'H' => self.unsynced = true,
-            b'd' => {} // CopyData: the server stays in COPY
+            frontend::FLUSH => self.unsynced = true,
+            frontend::COPY_DATA => {} // CopyData: the server stays in COPY
             _ => {
-                if matches!(tag, b'P' | b'B' | b'D' | b'C') {
+                if matches!(tag, frontend::PARSE | frontend::BIND | frontend::DESCRIBE | frontend::CLOSE) {
                     self.unsynced = true;
                 }
-                if matches!(tag, b'c' | b'f') {
+                if matches!(tag, frontend::COPY_DONE | frontend::COPY_FAIL) {
                     self.copy_in = false;
                 }
                 // Anything else ends a COPY (CopyDone, CopyFail, or an error for a message out of place).
@@ -214,8 +215,8 @@ mod tests {
     #[test]
     fn clean_only_after_last_ready_for_query_idle() {
         let mut t = Tracker::default();
-        t.on_client(b'Q');
-        t.on_client(b'Q');
+        t.on_client(frontend::QUERY);
+        t.on_client(frontend::QUERY);
         assert!(!t.is_clean());
         t.on_ready(TxStatus::Idle);
         assert!(!t.is_clean(), "one reply still outstanding");
@@ -226,15 +227,15 @@ mod tests {
     #[test]
     fn open_transaction_and_unsynced_pipeline_are_dirty() {
         let mut t = Tracker::default();
-        t.on_client(b'Q');
+        t.on_client(frontend::QUERY);
         t.on_ready(TxStatus::InBlock);
         assert!(!t.is_clean());
         let mut t = Tracker::default();
-        for tag in [b'P', b'B', b'E', b'H'] {
+        for tag in [frontend::PARSE, frontend::BIND, frontend::EXECUTE, frontend::FLUSH] {
             t.on_client(tag);
         }
         assert!(!t.is_clean(), "Flush without Sync keeps the server");
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
     }
@@ -242,18 +243,18 @@ mod tests {
     #[test]
     fn an_error_ends_copy_in_without_copy_done() {
         let mut t = Tracker::default();
-        for tag in [b'B', b'E', b'S'] {
+        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC] {
             t.on_client(tag);
         }
         t.on_copy_in();
-        t.on_client(b'd');
+        t.on_client(frontend::COPY_DATA);
         t.on_error(); // the row was bad; the client sends only Sync
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
         // Simple protocol: the ReadyForQuery after the error ends it too.
         let mut t = Tracker::default();
-        t.on_client(b'Q');
+        t.on_client(frontend::QUERY);
         t.on_copy_in();
         t.on_ready(TxStatus::Idle);
         assert!(!t.in_copy_in() && t.is_clean());
@@ -263,11 +264,11 @@ mod tests {
     fn syncs_around_an_extended_copy_in_are_not_counted() {
         // libpq and tokio-postgres: Bind, Execute, Sync; CopyInResponse; CopyData, CopyDone, Sync.
         let mut t = Tracker::default();
-        for tag in [b'B', b'E', b'S'] {
+        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC] {
             t.on_client(tag);
         }
         t.on_copy_in();
-        for tag in [b'd', b'S', b'd', b'c', b'S'] {
+        for tag in [frontend::COPY_DATA, frontend::SYNC, frontend::COPY_DATA, frontend::COPY_DONE, frontend::SYNC] {
             t.on_client(tag);
         }
         assert_eq!(t.outstanding(), 1, "the server sends one ReadyForQuery");
@@ -280,13 +281,13 @@ mod tests {
         // Found by the property test: the COPY is the first Execute, ended by CopyDone before the second
         // Execute and its Sync. The server ignores no Sync, so three Syncs get three ReadyForQuery.
         let mut t = Tracker::default();
-        for tag in [b'E', b'd', b'c', b'E', b'S'] {
+        for tag in [frontend::EXECUTE, frontend::COPY_DATA, frontend::COPY_DONE, frontend::EXECUTE, frontend::SYNC] {
             t.on_client(tag);
         }
         t.on_copy_in();
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         t.on_ready(TxStatus::Idle);
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         t.on_ready(TxStatus::Idle);
         assert!(!t.is_clean(), "a ReadyForQuery is still owed");
         t.on_ready(TxStatus::Idle);
@@ -298,12 +299,19 @@ mod tests {
         // An eager client: Bind, Execute, Sync, CopyData, CopyDone, Sync before CopyInResponse arrives.
         // The first Sync is ignored, the second answered; Syncs after the CopyDone count.
         let mut t = Tracker::default();
-        for tag in [b'B', b'E', b'S', b'd', b'c', b'S'] {
+        for tag in [
+            frontend::BIND,
+            frontend::EXECUTE,
+            frontend::SYNC,
+            frontend::COPY_DATA,
+            frontend::COPY_DONE,
+            frontend::SYNC,
+        ] {
             t.on_client(tag);
         }
         t.on_copy_in();
         assert!(!t.in_copy_in(), "the client has ended it");
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         t.on_ready(TxStatus::Idle);
         assert!(!t.is_clean(), "the last Sync is still owed its ReadyForQuery");
         t.on_ready(TxStatus::Idle);
@@ -313,12 +321,12 @@ mod tests {
     #[test]
     fn an_ignored_sync_with_none_after_the_copy_leaves_the_pipeline_open() {
         let mut t = Tracker::default();
-        for tag in [b'B', b'E', b'S', b'd', b'c'] {
+        for tag in [frontend::BIND, frontend::EXECUTE, frontend::SYNC, frontend::COPY_DATA, frontend::COPY_DONE] {
             t.on_client(tag);
         }
         t.on_copy_in();
         assert!(!t.is_clean(), "the only Sync was ignored: the client owes one");
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         t.on_ready(TxStatus::Idle);
         assert!(t.is_clean());
     }
@@ -327,10 +335,10 @@ mod tests {
     fn a_pipeline_that_never_waits_is_tracked_in_bounded_memory() {
         let mut t = Tracker::default();
         for _ in 0..3 * MAX_SENT {
-            t.on_client(b'B');
-            t.on_client(b'E');
+            t.on_client(frontend::BIND);
+            t.on_client(frontend::EXECUTE);
         }
-        t.on_client(b'S');
+        t.on_client(frontend::SYNC);
         assert!(t.sent.len() <= MAX_SENT);
         t.on_copy_in(); // which Execute is the COPY is no longer known: no Sync is taken as ignored
         assert_eq!((t.outstanding(), t.in_copy_in()), (1, false));

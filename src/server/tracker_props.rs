@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 use super::Tracker;
 use crate::protocol::messages::TxStatus;
+use crate::protocol::tags::frontend;
 
 /// How the backend answers one client message (only some apply to each tag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +111,9 @@ impl Backend {
 
     fn during_copy(&mut self, kind: Copy, m: Msg) {
         match m.tag {
-            b'd' | b'S' | b'H' => {} // data; Sync and Flush are ignored during COPY FROM STDIN
-            b'c' => {
+            // Data; Sync and Flush are ignored during COPY FROM STDIN.
+            frontend::COPY_DATA | frontend::SYNC | frontend::FLUSH => {}
+            frontend::COPY_DONE => {
                 self.copy = None;
                 self.output.push_back(Reply::Other); // CommandComplete
                 if kind == Copy::Simple {
@@ -136,11 +138,11 @@ impl Backend {
         if let Some(kind) = self.copy {
             return self.during_copy(kind, m);
         }
-        if self.skipping && m.tag != b'S' {
+        if self.skipping && m.tag != frontend::SYNC {
             return;
         }
         match m.tag {
-            b'Q' => {
+            frontend::QUERY => {
                 if self.unsynced && self.status == TxStatus::Idle {
                     self.unsynced = false; // a Query commits the implicit transaction first
                 }
@@ -152,7 +154,7 @@ impl Backend {
                     self.ready();
                 }
             }
-            b'F' => {
+            frontend::FUNCTION_CALL => {
                 if m.outcome == Outcome::Error || self.status == TxStatus::Failed {
                     self.error();
                 } else {
@@ -160,18 +162,18 @@ impl Backend {
                 }
                 self.ready();
             }
-            b'S' => {
+            frontend::SYNC => {
                 self.skipping = false;
                 self.unsynced = false;
                 self.ready();
             }
-            b'E' => {
+            frontend::EXECUTE => {
                 self.unsynced = true;
                 if !self.run(m.outcome, Copy::Extended) {
                     self.skipping = true;
                 }
             }
-            b'P' | b'B' | b'D' | b'C' => {
+            frontend::PARSE | frontend::BIND | frontend::DESCRIBE | frontend::CLOSE => {
                 self.unsynced = true;
                 if m.outcome == Outcome::Error {
                     self.error();
@@ -180,7 +182,7 @@ impl Backend {
                     self.output.push_back(Reply::Other);
                 }
             }
-            b'H' => self.unsynced = true,
+            frontend::FLUSH => self.unsynced = true,
             _ => {} // CopyData, CopyDone, CopyFail outside COPY: ignored
         }
     }
@@ -233,7 +235,7 @@ fn statement_outcome() -> impl Strategy<Value = Outcome> {
 fn extended_msg() -> impl Strategy<Value = Msg> {
     (prop::sample::select(&b"PBDCEH"[..]), outcome()).prop_map(|(tag, outcome)| {
         let outcome = match (tag, outcome) {
-            (b'E', o) | (_, o @ Outcome::Error) => o,
+            (frontend::EXECUTE, o) | (_, o @ Outcome::Error) => o,
             _ => Outcome::Ok,
         };
         Msg { tag, outcome }
@@ -260,23 +262,26 @@ fn client_stream(batches: &[Batch]) -> Vec<Msg> {
     for b in batches {
         match b {
             Batch::Simple(o) => {
-                out.push(Msg { tag: b'Q', outcome: *o });
+                out.push(Msg { tag: frontend::QUERY, outcome: *o });
                 if *o == Outcome::CopyIn {
-                    out.extend([msg(b'd'), msg(b'c')]);
+                    out.extend([msg(frontend::COPY_DATA), msg(frontend::COPY_DONE)]);
                 }
             }
             Batch::Extended { msgs, copy, synced } => {
                 out.extend(msgs);
                 if let Some((syncs, fail)) = copy {
-                    out.push(Msg { tag: b'E', outcome: Outcome::CopyIn });
-                    out.extend(std::iter::repeat_n(msg(b'S'), *syncs));
-                    out.extend([msg(b'd'), msg(if *fail { b'f' } else { b'c' })]);
+                    out.push(Msg { tag: frontend::EXECUTE, outcome: Outcome::CopyIn });
+                    out.extend(std::iter::repeat_n(msg(frontend::SYNC), *syncs));
+                    out.extend([
+                        msg(frontend::COPY_DATA),
+                        msg(if *fail { frontend::COPY_FAIL } else { frontend::COPY_DONE }),
+                    ]);
                 }
                 if *synced {
-                    out.push(msg(b'S'));
+                    out.push(msg(frontend::SYNC));
                 }
             }
-            Batch::Function(o) => out.push(Msg { tag: b'F', outcome: *o }),
+            Batch::Function(o) => out.push(Msg { tag: frontend::FUNCTION_CALL, outcome: *o }),
             Batch::Stray(tag) => out.push(msg(*tag)),
         }
     }

@@ -5,6 +5,7 @@ use bytes::BytesMut;
 
 use super::{Edit, Statements, Unnamed, synth};
 use crate::protocol::messages::{self, put_message};
+use crate::protocol::tags::{backend, frontend};
 use crate::protocol::{PgError, SqlState};
 use crate::server::ServerModel;
 use crate::server::replies::{Entry, Request};
@@ -32,7 +33,8 @@ impl Statements {
         // One of the client's protocol-level statements: answered here. Any other name (a statement made
         // with SQL PREPARE, or none) is PostgreSQL's to deallocate or to refuse.
         self.by_name.remove(target.as_bytes())?;
-        let done = |b: &mut BytesMut| put_message(b, b'C', |m| messages::put_cstr(m, b"DEALLOCATE"));
+        let done =
+            |b: &mut BytesMut| put_message(b, backend::COMMAND_COMPLETE, |m| messages::put_cstr(m, b"DEALLOCATE"));
         Some(self.answer_query(synth(done), false, server, out))
     }
 
@@ -43,7 +45,7 @@ impl Statements {
         server.replies.push(reply);
         let start = out.len();
         let shadow: &[u8] = if fail { b"pgsluice: fail this query" } else { b";" };
-        put_message(out, b'Q', |b| messages::put_cstr(b, shadow));
+        put_message(out, frontend::QUERY, |b| messages::put_cstr(b, shadow));
         server.replies.push(Entry::swallowed(Request::Shadow, None));
         Edit::Replace(start..out.len())
     }
@@ -63,7 +65,7 @@ impl Statements {
     }
 
     fn refuse_with(&mut self, tag: u8, err: PgError, server: &mut ServerModel, out: &mut BytesMut) -> Edit {
-        if tag == b'P' {
+        if tag == frontend::PARSE {
             return self.raise(err, server, out);
         }
         self.unnamed = Unnamed::None; // a simple Query drops the unnamed statement, failed or not
