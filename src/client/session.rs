@@ -28,6 +28,7 @@ use crate::config::{PoolMode, PoolSettings};
 use crate::pool::{Lease, Poolable};
 use crate::protocol::frame::{FrameScanner, MAX_READ_BODY};
 use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::tags::frontend;
 use crate::protocol::{PgError, Scan};
 use crate::server::{CloseReason, ServerConn, ServerConnector};
 use crate::stats::Collected;
@@ -291,7 +292,7 @@ impl Session {
             };
             return Ok(if got { Flow::Continue } else { Flow::Done });
         };
-        if tag == b'X' {
+        if tag == frontend::TERMINATE {
             return Ok(Flow::Done);
         }
         if !messages::is_frontend_type(tag) {
@@ -371,7 +372,10 @@ impl Session {
         let mut out = BytesMut::new();
         err.encode(&mut out);
         self.sock.send(&out).await?;
-        let simple = matches!(crate::protocol::frame::read_header(&self.cbuf), Some((b'Q' | b'F', _)));
+        let simple = matches!(
+            crate::protocol::frame::read_header(&self.cbuf),
+            Some((frontend::QUERY | frontend::FUNCTION_CALL, _))
+        );
         loop {
             let mut done = false;
             let mut invalid = None;
@@ -384,7 +388,7 @@ impl Session {
                         invalid = Some(tag);
                         Scan::StopBefore
                     }
-                    (false, true, _) | (false, false, b'S') => {
+                    (false, true, _) | (false, false, frontend::SYNC) => {
                         done = true;
                         Scan::StopAfter
                     }

@@ -10,6 +10,7 @@ use super::session_state::{SessionState, put_raising_statement};
 use crate::config::PoolMode;
 use crate::protocol::frame::{FrameScanner, Header};
 use crate::protocol::messages::{self, TxStatus, put_message};
+use crate::protocol::tags::{backend, frontend};
 use crate::protocol::{ProtocolError, Scan};
 use crate::server::ServerModel;
 use crate::server::replies::{Outcome, PlanChanged, ReplyQueue, Verdict};
@@ -129,11 +130,11 @@ pub fn client_pass(
         input,
         |t| {
             (rewrite && Statements::wants_body(t))
-                || (keep_query && matches!(t, b'Q' | b'P' | b'B'))
-                || (track && (matches!(t, b'Q' | b'P') || (t == b'B' && track_binds)))
+                || (keep_query && matches!(t, frontend::QUERY | frontend::PARSE | frontend::BIND))
+                || (track && (matches!(t, frontend::QUERY | frontend::PARSE) || (t == frontend::BIND && track_binds)))
         },
         |h: Header<'_>| {
-            if h.tag == b'X' {
+            if h.tag == frontend::TERMINATE {
                 pass.terminate = true;
                 return Scan::StopBefore;
             }
@@ -149,7 +150,7 @@ pub fn client_pass(
                 && (tx_query.is_empty() || is_transaction_control(tx_query))
             {
                 let named = match (h.tag, h.body) {
-                    (b'B', Some(b)) => cx.stmts.text_of_bind(b),
+                    (frontend::BIND, Some(b)) => cx.stmts.text_of_bind(b),
                     _ => None,
                 };
                 remember_query(tx_query, h.tag, h.body, named);
@@ -208,7 +209,7 @@ fn client_edit(h: &Header<'_>, server: &mut ServerModel, cx: &mut ClientContext<
     match (cx.state.on_client_message(h.tag, h.body, cx.backslash_quotes), edit) {
         (Some(renamed), Edit::Keep) => {
             let start = extra.len();
-            put_message(extra, b'Q', |b| b.extend_from_slice(&renamed));
+            put_message(extra, frontend::QUERY, |b| b.extend_from_slice(&renamed));
             Edit::Replace(start..extra.len())
         }
         (_, edit) => edit,
@@ -267,12 +268,12 @@ pub fn server_pass(
         input,
         // Replies that may be swallowed or followed by pgsluice's own are held whole.
         |t| {
-            t == b'Z'
-                || t == b'S'
-                || t == b'E' // counted by SQLSTATE class
-                || (t == b'A' && !own_server)
-                || (t == b'C' && track)
-                || (rewrite && matches!(t, b'1' | b'2' | b'3' | b'C' | b'n' | b'T' | b'I' | b's' | b'E'))
+            t == backend::READY_FOR_QUERY
+                || t == backend::PARAMETER_STATUS
+                || t == backend::ERROR_RESPONSE // counted by SQLSTATE class
+                || (t == backend::NOTIFICATION_RESPONSE && !own_server)
+                || (t == backend::COMMAND_COMPLETE && track)
+                || (rewrite && matches!(t, backend::PARSE_COMPLETE | backend::BIND_COMPLETE | backend::CLOSE_COMPLETE | backend::COMMAND_COMPLETE | backend::NO_DATA | backend::ROW_DESCRIPTION | backend::EMPTY_QUERY_RESPONSE | backend::PORTAL_SUSPENDED | backend::ERROR_RESPONSE))
         },
         |h: Header<'_>| {
             if !messages::is_backend_type(h.tag) {
@@ -292,21 +293,21 @@ pub fn server_pass(
                 replies.take_due(&mut |b| splices.push(Splice::adding(after, b)));
             }
             match (h.tag, h.body) {
-                (b'C', Some(body)) if track => cx.state.on_command_complete(body),
+                (backend::COMMAND_COMPLETE, Some(body)) if track => cx.state.on_command_complete(body),
                 // A NOTIFY for whichever client LISTENed on this server earlier: in transaction and
                 // statement mode it belongs to no current client, so it reaches none.
-                (b'A', Some(_)) if !own_server => splices.push(Splice::dropping(h.offset, h.len)),
-                (b'E', Some(body)) => {
+                (backend::NOTIFICATION_RESPONSE, Some(_)) if !own_server => splices.push(Splice::dropping(h.offset, h.len)),
+                (backend::ERROR_RESPONSE, Some(body)) => {
                     tracker.on_error();
                     if let Some(code) = messages::error_code(body) {
                         on_error(code);
                     }
                 }
-                (b'G', _) => {
+                (backend::COPY_IN_RESPONSE, _) => {
                     tracker.on_copy_in();
                     replies.on_copy_in();
                 }
-                (b'Z', Some(body)) => {
+                (backend::READY_FOR_QUERY, Some(body)) => {
                     pass.ready += 1;
                     let status = body.first().copied().and_then(TxStatus::from_byte).unwrap_or(TxStatus::Failed);
                     tracker.on_ready(status);
@@ -331,7 +332,7 @@ pub fn server_pass(
                         return Scan::StopAfter;
                     }
                 }
-                (b'S', Some(body)) => {
+                (backend::PARAMETER_STATUS, Some(body)) => {
                     if let Some((k, v)) = messages::parameter_status_fields(body) {
                         pass.parameters.push((k.to_vec(), v.to_vec()));
                     }
@@ -349,9 +350,11 @@ pub fn server_pass(
 /// that follows it.
 fn remember_query(into: &mut Vec<u8>, tag: u8, body: Option<&[u8]>, named: Option<&[u8]>) {
     let text = match (tag, body, named) {
-        (b'Q', Some(b), _) => b,
-        (b'P', Some(b), _) => b.iter().position(|c| *c == 0).and_then(|n| b.get(n + 1..)).unwrap_or_default(),
-        (b'B', _, Some(t)) => t,
+        (frontend::QUERY, Some(b), _) => b,
+        (frontend::PARSE, Some(b), _) => {
+            b.iter().position(|c| *c == 0).and_then(|n| b.get(n + 1..)).unwrap_or_default()
+        }
+        (frontend::BIND, _, Some(t)) => t,
         _ => return,
     };
     let end = text.iter().position(|c| *c == 0).unwrap_or(text.len()).min(2048);

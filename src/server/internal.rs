@@ -8,6 +8,7 @@ use tokio::io::AsyncReadExt;
 use super::{CloseReason, MAX_INTERNAL_MESSAGE, ServerConn, ServerError};
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
+use crate::protocol::tags::backend;
 
 /// Rows of a result, text columns, NULL as `None`.
 pub type Rows = Vec<Vec<Option<String>>>;
@@ -70,7 +71,7 @@ impl ServerConn {
         loop {
             let (tag, body) = self.read_internal().await?;
             match tag {
-                b'Z' => {
+                backend::READY_FOR_QUERY => {
                     let status = body.first().copied().and_then(TxStatus::from_byte);
                     self.model.tracker.on_ready(status.unwrap_or(TxStatus::Failed));
                     return match (first_error, status) {
@@ -79,19 +80,21 @@ impl ServerConn {
                         _ => Err(ServerError::Protocol("unexpected transaction state".into())),
                     };
                 }
-                b'E' => {
+                backend::ERROR_RESPONSE => {
                     let (severity, code, message) = messages::error_fields(&body);
                     first_error.get_or_insert(ServerError::Refused { severity, code, message });
                 }
-                b'S' => {
+                backend::PARAMETER_STATUS => {
                     if let Some((n, v)) = messages::parameter_status_fields(&body) {
                         self.set_param(n, v);
                     }
                 }
-                b'A' if self.notifications.len() + body.len() < 1 << 20 => {
-                    messages::put_message(&mut self.notifications, b'A', |m| m.extend_from_slice(&body));
+                backend::NOTIFICATION_RESPONSE if self.notifications.len() + body.len() < 1 << 20 => {
+                    messages::put_message(&mut self.notifications, backend::NOTIFICATION_RESPONSE, |m| {
+                        m.extend_from_slice(&body)
+                    });
                 }
-                b'D' => {
+                backend::DATA_ROW => {
                     if let Some(rows) = rows.as_deref_mut() {
                         rows.push(
                             messages::data_row_text(&body)
@@ -100,7 +103,7 @@ impl ServerConn {
                     }
                 }
                 // A reset query such as DISCARD ALL drops every prepared statement on the server.
-                b'C' if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
+                backend::COMMAND_COMPLETE if matches!(&body[..], b"DISCARD ALL\0" | b"DEALLOCATE ALL\0") => {
                     self.model.statements.clear();
                     self.session.sql_statements.clear();
                     if body.starts_with(b"DISCARD") {
