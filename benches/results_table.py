@@ -120,12 +120,13 @@ def main():
                 continue
             good = [r for r in rs if ok(r)]
             foreign += [r["foreign_cpu_pct"] for r in good if "foreign_cpu_pct" in r]
-            reps.add((len(good), rs[0]["duration"]))
+            reps.add((len(rs), rs[0]["duration"]))
             threads_changed += [f"{name} {WORKLOADS.get(label, label)} c={clients}" for r in good if r.get("pooler_threads_changed")]
             if not good:
                 err = next((r.get("error") for r in rs if r.get("error")), None) or ["?"]
                 row.append("fails")
-                notes.append(f"{name}, {WORKLOADS.get(label, label)}, {clients} clients: {' | '.join(err)}")
+                first = err[0].replace("pgbench: error: ", "")
+                notes.append(f"{name}, {WORKLOADS.get(label, label)}, {clients} clients: {first[:200]}")
                 continue
             tps[t] = med([r["tps"] for r in good])
             row.append(fmt_tps(tps[t]) + ("" if len(good) == len(rs) else f" ({len(good)}/{len(rs)} ok)"))
