@@ -4,10 +4,8 @@
 # (select-only at 1, 16, 64 clients) and a new TLS connection per transaction (-C). The first rep after
 # PostgreSQL starts is cold: read the second. Usage: benches/tls_vs_pgbouncer.sh
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-kit=${BENCH_KIT:-$repo/../shared/bench}
-. "$kit/env.sh"
-(cd "$repo" && cargo build --release --quiet)
+. "$(dirname "$0")/lib.sh"   # kit lookup (also from a worktree), env.sh
+build_pgsluice               # sets PGSLUICE_BIN (honours CARGO_TARGET_DIR)
 "$kit/start-postgres.sh" >/dev/null
 pgb=$("$kit/build-pgbouncer125.sh")
 d=$BENCH_ROOT/tls; mkdir -p $d; cd $d
@@ -59,7 +57,7 @@ T
 chown -R postgres:postgres $d
 cp "$pgb" $d/pgbouncer
 setpriv --reuid=postgres --regid=postgres --init-groups $d/pgbouncer -d $d/pgb.ini
-RUST_LOG=warn $repo/target/release/pgsluice $d/sluice.toml 2>$d/sluice.log & echo $! > $d/sluice.pid
+RUST_LOG=warn "$PGSLUICE_BIN" $d/sluice.toml 2>$d/sluice.log & echo $! > $d/sluice.pid
 trap 'kill $(cat $d/sluice.pid) $(cat $d/pgb.pid) 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/16441) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/16440) 2>/dev/null && break; sleep 0.1; done
 export PGSSLMODE=require
