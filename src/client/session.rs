@@ -35,7 +35,7 @@ use crate::stats::Collected;
 use crate::stats::clients::ClientState;
 use crate::transport::Duplex;
 use buffers::{MAX_TO_SERVER, ensure_room, shrink};
-use release::{cancel_if_running, close_if_mid_message, give_back, unlink};
+use release::{cancel_if_running, close_if_mid_message, release_when_settled, unlink};
 
 /// Client bytes buffered while no server is attached (waiting for one) before reading pauses.
 const MAX_PENDING_CLIENT_BYTES: usize = 1 << 20;
@@ -220,7 +220,7 @@ impl Session {
             }
         }
         isolation::note_pin_change(&self.login, pinned, None);
-        give_back(lease, self.cancel_wait, &self.login.pool.stats);
+        release_when_settled(lease, self.cancel_wait, &self.login.pool.stats);
     }
 
     /// The leased server, while the client is active.
@@ -474,7 +474,7 @@ impl Session {
     }
 
     /// Gives the server back (or closes it when it is not clean) and becomes idle.
-    fn detach(&mut self) {
+    fn release_now(&mut self) {
         if let State::Active(active) = std::mem::replace(&mut self.state, State::Idle { since: Instant::now() }) {
             self.cancel.set(None);
             self.count_transaction(active.tx_started);
@@ -482,7 +482,7 @@ impl Session {
             let mut lease = active.lease;
             close_if_mid_message(&mut lease, self.client_mid_message(), &active.scanner);
             unlink(&mut lease);
-            give_back(lease, self.cancel_wait, &self.login.pool.stats);
+            release_when_settled(lease, self.cancel_wait, &self.login.pool.stats);
             self.stmts.drain_counts(&mut self.counted.totals);
             self.login.pool.stats.flush(&self.counted);
             self.counted = Collected::default();
@@ -568,7 +568,7 @@ impl Session {
                 }
             }
         }
-        self.detach();
+        self.release_now();
     }
 }
 

@@ -74,7 +74,7 @@ impl<C: Connect> Lease<C> {
     pub fn release(mut self) {
         if let Some(conn) = self.conn.take() {
             if conn.is_reusable() {
-                self.pool.check_in(conn, self.created);
+                self.pool.release(conn, self.created);
             } else {
                 self.pool.close_at(conn, self.created);
             }

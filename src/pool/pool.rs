@@ -427,7 +427,7 @@ impl<C: Connect> Pool<C> {
 
     /// Returns a clean connection: to the first waiter, else to the idle list (or closes it when the
     /// pool is over size, past its lifetime, or closed).
-    pub(super) fn check_in(&self, conn: Box<C::Conn>, created: Instant) {
+    pub(super) fn release(&self, conn: Box<C::Conn>, created: Instant) {
         let mut g = self.lock();
         let expired = !g.limits.server_lifetime.is_zero() && created.elapsed() >= g.limits.server_lifetime;
         let stale = g.reconnect_at.is_some_and(|r| created < r);
@@ -528,7 +528,7 @@ impl<C: Connect> Drop for WaiterGuard<C> {
         self.pool.lock().waiters.retain(|w| w.id != self.id);
         rx.close();
         match rx.try_recv() {
-            Ok(Grant::Conn(conn, created)) => self.pool.check_in(conn, created),
+            Ok(Grant::Conn(conn, created)) => self.pool.release(conn, created),
             Ok(Grant::Slot { .. }) => self.pool.free_slot(),
             Err(_) => {}
         }

@@ -209,3 +209,82 @@ async fn a_waiter_handed_a_dead_connection_keeps_its_turn() {
     assert_eq!(fc.opened.load(Ordering::SeqCst), 2, "one replacement");
     assert_eq!(p.counts().open, 1);
 }
+
+/// Many tasks on several threads hammer three pools that share a database budget (a starved pool has
+/// another close an idle server, as `Shared` wires it): no pool ever has more servers out than its size,
+/// the database never more than its budget, every wait is served, and the budget is reached (exact,
+/// not merely respected by serving less).
+#[test]
+fn limits_hold_exactly_under_concurrency() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    rt.block_on(async {
+        const DB_BUDGET: usize = 8;
+        let db = Arc::new(SharedLimit::new(DB_BUDGET));
+        let db_live = Arc::new(AtomicUsize::new(0));
+        let db_peak = Arc::new(AtomicUsize::new(0));
+        let mut pools = Vec::new();
+        for size in [5, 5, 3] {
+            let fc = FakeConnect::default();
+            let limits = Limits { pool_size: size, ..Limits::default() };
+            let p = Pool::new(fc.clone(), limits, db.clone(), Arc::new(SharedLimit::new(0)));
+            pools.push((p, fc, size, Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))));
+        }
+        let all: Vec<_> = pools.iter().map(|(p, ..)| Arc::downgrade(p)).collect();
+        for (p, ..) in &pools {
+            let others = all.clone();
+            p.set_starved_hook(Box::new(move || {
+                for other in others.iter().filter_map(std::sync::Weak::upgrade) {
+                    if other.close_one_idle() {
+                        return;
+                    }
+                }
+            }));
+        }
+        let mut tasks = Vec::new();
+        for (i, (p, _, size, out, peak)) in pools.iter().enumerate() {
+            for t in 0..48usize {
+                let (p, size, out, peak) = (p.clone(), *size, out.clone(), peak.clone());
+                let (db_live, db_peak) = (db_live.clone(), db_peak.clone());
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..40usize {
+                        let mut lease = p.acquire(Duration::from_secs(20)).await.expect("served");
+                        let now = out.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        let total = db_live.fetch_add(1, Ordering::SeqCst) + 1;
+                        db_peak.fetch_max(total, Ordering::SeqCst);
+                        assert!(now <= size, "pool {i}: {now} servers out, size {size}");
+                        tokio::task::yield_now().await;
+                        if (t + round) % 7 == 0 {
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                        out.fetch_sub(1, Ordering::SeqCst);
+                        db_live.fetch_sub(1, Ordering::SeqCst);
+                        match (t + round) % 11 {
+                            0 => {
+                                if let Some(c) = lease.conn() {
+                                    c.clean = false; // closed, not pooled: its slot must come back
+                                }
+                                lease.release();
+                            }
+                            1 => drop(lease),
+                            _ => lease.release(),
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.expect("no task panicked");
+        }
+        let peak_total = db_peak.load(Ordering::SeqCst);
+        assert!(peak_total <= DB_BUDGET, "database budget {DB_BUDGET}, {peak_total} out at once");
+        assert_eq!(peak_total, DB_BUDGET, "the budget was reached");
+        for (i, (p, fc, size, _, peak)) in pools.iter().enumerate() {
+            let peak = peak.load(Ordering::SeqCst);
+            assert!(peak >= 1 && peak <= *size, "pool {i}: peak {peak}");
+            let live = fc.live.load(Ordering::SeqCst);
+            assert!(live <= *size, "pool {i}: {live} connections live, size {size}");
+            assert_eq!(p.counts().waiting, 0, "pool {i}: nobody left waiting");
+        }
+    });
+}

@@ -48,7 +48,7 @@ pub(super) fn unlink(lease: &mut ServerLease) {
 /// Returns a server to the pool, unless a cancel request for it is still in flight: then it waits
 /// (bounded by cancel_wait_timeout) until the server has acted on it, so the cancel cannot hit the next
 /// client's query; a cancel that never settles closes the server.
-pub(super) fn give_back(lease: ServerLease, cancel_wait: Duration, stats: &Arc<crate::stats::PoolStats>) {
+pub(super) fn release_when_settled(lease: ServerLease, cancel_wait: Duration, stats: &Arc<crate::stats::PoolStats>) {
     let Some(in_flight) = lease.conn_ref().map(|c| c.cancels().clone()).filter(|c| c.busy()) else {
         lease.release();
         return;
