@@ -66,7 +66,6 @@ async fn check_rejects_bad_configs_naming_file_key_and_reason() {
         ("wrong type", "default_pool_size = \"big\"", "pgsluice.default_pool_size", "invalid type"),
         ("negative time", "query_wait_timeout = -1", "pgsluice.query_wait_timeout", "not a valid number of seconds"),
         ("impossible value", "default_pool_size = 0", "pgsluice.default_pool_size", "must be at least 1"),
-        ("min above pool", "min_pool_size = 9\ndefault_pool_size = 3", "pgsluice.min_pool_size", "more than"),
         ("too many workers", "workers = 5000", "pgsluice.workers", "must be at most 1024"),
         ("bad address", "listen_addr = \"127.0.0.1,::1\"", "pgsluice.listen_addr", "one address only"),
     ];
@@ -80,6 +79,16 @@ async fn check_rejects_bad_configs_naming_file_key_and_reason() {
         assert!(out.stderr.contains(reason), "{what}: wanted {reason:?} in: {}", out.stderr);
         assert!(!out.stdout.contains("OK"), "{what}: {}", out.stdout);
     }
+}
+
+#[tokio::test]
+async fn check_accepts_min_pool_size_above_the_pool_size_and_warns() {
+    // PgBouncer accepts it and keeps at most the pool size open.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "min_pool_size = 9\ndefault_pool_size = 3");
+    let out = check(&path).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("database app: min_pool_size 9 is more than its pool size 3"), "{}", out.stderr);
 }
 
 #[tokio::test]

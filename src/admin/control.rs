@@ -121,6 +121,9 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
                 };
                 PgError::error(code, e)
             })?;
+            for warning in config.warnings() {
+                tracing::warn!(%warning, "configuration");
+            }
             let files =
                 crate::shared::Files::load(&config).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
             shared.apply(config, files);

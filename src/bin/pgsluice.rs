@@ -67,6 +67,9 @@ fn main() -> ExitCode {
             for setting in unsupported {
                 tracing::warn!(%setting, "pgbouncer.ini setting not supported by pgsluice, ignored");
             }
+            for warning in c.warnings() {
+                tracing::warn!(%warning, "configuration");
+            }
             c
         }
         Err(e) => {

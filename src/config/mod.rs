@@ -148,10 +148,15 @@ pub struct DatabaseConfig {
     pub min_pool_size: Option<usize>,
     pub reserve_pool_size: Option<usize>,
     pub max_db_connections: Option<usize>,
+    /// Client connections to this database at once, over the general max_db_client_connections.
+    pub max_db_client_connections: Option<usize>,
     pub pool_mode: Option<PoolMode>,
     pub session_state: Option<SessionStatePolicy>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
+    /// This database's server_lifetime, over the general one.
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub server_lifetime: Option<Duration>,
     /// round-robin | disable: how a host list is used (PgBouncer 1.24). Default round-robin.
     pub load_balance_hosts: Option<LoadBalance>,
     /// This database's auth_user, auth_query and auth_dbname, over the general ones.
@@ -160,20 +165,30 @@ pub struct DatabaseConfig {
     pub auth_dbname: Option<String>,
 }
 
-/// A `[users]` entry.
+/// A `[users]` entry. As in PgBouncer, the pool's settings (pool_mode, session_state, pool_size,
+/// reserve_pool_size, max_user_connections and the server-side timeouts query_timeout,
+/// idle_transaction_timeout and transaction_timeout) come from the entry of the user the pool logs in
+/// as, which for a database with a forced `user` is that user; the client's own settings
+/// (query_wait_timeout, client_idle_timeout, max_user_client_connections) from the client's entry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
     pub session_state: Option<SessionStatePolicy>,
     pub max_user_connections: Option<usize>,
+    pub max_user_client_connections: Option<usize>,
     pub pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub idle_transaction_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "seconds_opt")]
+    pub transaction_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds_opt")]
     pub query_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub client_idle_timeout: Option<Duration>,
 }
 
 impl Config {
