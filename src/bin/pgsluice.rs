@@ -1,7 +1,7 @@
 //! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is);
 //! `--check` validates a config; `pgsluice convert pgbouncer.ini` prints the equivalent TOML.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -114,15 +114,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn convert(path: &PathBuf) -> ExitCode {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("pgsluice: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match pgsluice::config::pgbouncer_ini::convert(&text) {
+fn convert(path: &Path) -> ExitCode {
+    match pgsluice::config::pgbouncer_ini::convert_file(path) {
         Ok(c) => {
             print!("{}", c.toml);
             for setting in c.unsupported {
@@ -131,7 +124,7 @@ fn convert(path: &PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pgsluice: {}: {e}", path.display());
+            eprintln!("pgsluice: {e}");
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,9 @@
 
 pub mod auth_file;
 mod general;
+pub mod ini_file;
 pub mod pgbouncer_ini;
+pub mod pgbouncer_names;
 mod resolve;
 mod validate;
 mod values;
@@ -107,8 +109,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {reason}")]
     Invalid { path: PathBuf, key: String, reason: String },
+    /// A line of the auth file or of a pgbouncer.ini (or a file it includes).
     #[error("{path}:{line}: {reason}")]
-    AuthFile { path: PathBuf, line: usize, reason: String },
+    AtLine { path: PathBuf, line: usize, reason: String },
 }
 
 /// The whole configuration.
@@ -201,12 +204,18 @@ impl Config {
         Self::from_toml_str(&text, path)
     }
 
-    /// Loads a pgbouncer.ini as it is; returns the config and what it had that pgsluice does not support.
+    /// Loads a pgbouncer.ini as it is (with its includes); returns the config and what it had that
+    /// pgsluice does not support. Errors name the ini's file, line and key where they can.
     pub fn load_pgbouncer_ini(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let converted =
-            pgbouncer_ini::convert(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
-        let mut config = Self::from_toml_str(&converted.toml, path)?;
+        let converted = pgbouncer_ini::convert_file(path)?;
+        let mut config = Self::from_toml_str(&converted.toml, path).map_err(|e| {
+            if let ConfigError::Invalid { key, reason, .. } = &e
+                && let Some(located) = converted.locate(key, reason)
+            {
+                return located;
+            }
+            e
+        })?;
         config.from_pgbouncer_ini = true;
         Ok((config, converted.unsupported))
     }
