@@ -8,6 +8,7 @@ pub mod ini_file;
 pub mod pgbouncer_ini;
 pub mod pgbouncer_names;
 mod resolve;
+mod set;
 mod validate;
 mod values;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
 pub use resolve::{AuthLookup, LoadBalance, PoolSettings, ServerTarget};
+pub use set::SetError;
 use values::seconds_opt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -225,6 +227,7 @@ impl Config {
         let mut general = file.pgsluice;
         validate::normalize_listen_addr(&mut general.listen_addr);
         general.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        general.clear_empty_names();
         let config = Config {
             general,
             databases: file.databases,
@@ -233,34 +236,6 @@ impl Config {
             from_pgbouncer_ini: false,
         };
         config.validate()?;
-        Ok(config)
-    }
-
-    /// This config with one `[pgsluice]` setting changed (the console's SET), validated as a file would be.
-    pub fn with_setting(&self, key: &str, raw: &str) -> Result<Config, String> {
-        let mut table = match toml::Value::try_from(&self.general) {
-            Ok(toml::Value::Table(t)) => t,
-            _ => return Err("cannot read the running settings".into()),
-        };
-        let current = table.get(key).ok_or_else(|| format!("unknown setting \"{key}\""))?;
-        let raw = raw.trim().trim_matches('\'');
-        let value = match current {
-            toml::Value::Integer(_) | toml::Value::Float(_) => match raw.parse::<i64>() {
-                Ok(i) => toml::Value::Integer(i),
-                Err(_) => toml::Value::Float(raw.parse().map_err(|_| format!("{key}: {raw:?} is not a number"))?),
-            },
-            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.to_ascii_lowercase().as_str() {
-                "1" | "on" | "true" | "yes" => true,
-                "0" | "off" | "false" | "no" => false,
-                _ => return Err(format!("{key}: {raw:?} is not a boolean")),
-            }),
-            _ => toml::Value::String(raw.to_string()),
-        };
-        table.insert(key.to_string(), value);
-        let mut general = General::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
-        validate::normalize_listen_addr(&mut general.listen_addr);
-        let config = Config { general, ..self.clone() };
-        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 

@@ -279,6 +279,28 @@ fn set_validates_like_a_file() {
 }
 
 #[test]
+fn set_knows_every_pgbouncer_setting() {
+    let c = trusting("", "").unwrap();
+    // Settings that are unset now take a value (file names relative to the config file).
+    let c2 = c.with_setting("auth_file", "'users.txt'").unwrap();
+    assert_eq!(c2.general.auth_file.as_deref(), Some(Path::new("/etc/pgsluice/users.txt")));
+    assert_eq!(c.with_setting("auth_user", "pswcheck").unwrap().general.auth_user.as_deref(), Some("pswcheck"));
+    assert_eq!(c2.with_setting("auth_user", "''").unwrap().general.auth_user, None, "empty = unset");
+    for key in ["verbose", "logfile", "server_fast_close", "pool_idle_timeout", "dns_max_ttl"] {
+        assert_eq!(
+            c.with_setting(key, "1").unwrap_err(),
+            SetError::NotSupported(key.into()),
+            "{key}: a PgBouncer setting, never an unknown one"
+        );
+    }
+    assert_eq!(
+        c.with_setting("server_fast_close", "1").unwrap_err().to_string(),
+        "server_fast_close is a PgBouncer setting that pgsluice does not support"
+    );
+    assert_eq!(c.with_setting("frobnicate", "1").unwrap_err(), SetError::Unknown("frobnicate".into()));
+}
+
+#[test]
 fn every_general_key_is_documented_in_the_example_config() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/pgsluice.toml");
     let text = std::fs::read_to_string(&path).unwrap();
