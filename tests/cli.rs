@@ -92,6 +92,26 @@ async fn check_accepts_min_pool_size_above_the_pool_size_and_warns() {
 }
 
 #[tokio::test]
+async fn a_pgbouncer_ini_given_as_the_config_reports_what_it_does_not_support() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = "[databases]\napp = host=127.0.0.1 connect_query='select 1'\n\
+               [pgbouncer]\nauth_type = trust\nlogfile = pgbouncer.log\n";
+    // By its name, and by its text under any name.
+    for name in ["pgbouncer.ini", "pgbouncer.conf"] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, ini).unwrap();
+        let out = check(&path).await;
+        assert_eq!(out.code, Some(0), "{name}: {}", out.stderr);
+        assert_eq!(out.stderr.matches("not supported by pgsluice").count(), 2, "{name}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("[databases] app: connect_query") && out.stderr.contains("logfile"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
 async fn check_rejects_a_missing_auth_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "");

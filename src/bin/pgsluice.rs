@@ -1,4 +1,5 @@
-//! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is);
+//! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is,
+//! recognised by its name or its text);
 //! `--check` validates a config; `pgsluice convert pgbouncer.ini` prints the equivalent TOML.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +27,8 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Path to the TOML config file (a name ending in .ini is read as a pgbouncer.ini).
+    /// Path to the TOML config file (a name ending in .ini, or a file that reads as one, is a
+    /// pgbouncer.ini, as with --pgbouncer-ini).
     config: Option<PathBuf>,
 }
 
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
     }
     let loaded = match (&cli.pgbouncer_ini, &cli.config) {
         (Some(ini), _) => Config::load_pgbouncer_ini(ini),
-        (None, Some(path)) => Config::load(path).map(|c| (c, Vec::new())),
+        (None, Some(path)) => Config::load_any(path),
         (None, None) => {
             eprintln!("pgsluice: a config file is needed (pgsluice CONFIG, or --pgbouncer-ini FILE)");
             return ExitCode::FAILURE;

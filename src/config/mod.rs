@@ -197,13 +197,20 @@ pub struct UserConfig {
 }
 
 impl Config {
-    /// Loads a TOML config, or a pgbouncer.ini when the name ends in `.ini`.
+    /// Loads a TOML config, or a pgbouncer.ini (see `load_any`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        if path.extension().is_some_and(|e| e == "ini") {
-            return Self::load_pgbouncer_ini(path).map(|(c, _)| c);
-        }
+        Self::load_any(path).map(|(c, _)| c)
+    }
+
+    /// Loads a TOML config or a pgbouncer.ini: a name ending in `.ini`, or text that reads as one (a
+    /// `[pgbouncer]` section or an `%include`, or `[databases]`/`[users]` lines that are not TOML).
+    /// Returns what a pgbouncer.ini had that pgsluice does not support.
+    pub fn load_any(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml_str(&text, path)
+        if path.extension().is_some_and(|e| e == "ini") || looks_like_pgbouncer_ini(&text) {
+            return Self::load_pgbouncer_ini(path);
+        }
+        Ok((Self::from_toml_str(&text, path)?, Vec::new()))
     }
 
     /// Loads a pgbouncer.ini as it is (with its includes); returns the config and what it had that
@@ -246,6 +253,21 @@ impl Config {
             None => Ok(auth_file::AuthFile::default()),
         }
     }
+}
+
+/// True for text that is a pgbouncer.ini rather than pgsluice's TOML (which has no `[pgbouncer]`
+/// table, no `%include` and, in `[databases]` and `[users]`, inline tables).
+fn looks_like_pgbouncer_ini(text: &str) -> bool {
+    let lines = || text.lines().map(str::trim);
+    let header = |name: &str| lines().any(|l| l.eq_ignore_ascii_case(name));
+    if header("[pgbouncer]") || lines().any(|l| l.starts_with("%include")) {
+        return true;
+    }
+    let inline_tables = lines().any(|l| l.split_once('=').is_some_and(|(_, v)| v.trim_start().starts_with('{')));
+    (header("[databases]") || header("[users]"))
+        && !header("[pgsluice]")
+        && !inline_tables
+        && text.parse::<toml::Table>().is_err()
 }
 
 #[cfg(test)]

@@ -318,3 +318,13 @@ fn every_general_key_is_documented_in_the_example_config() {
         assert!(!comment.is_empty(), "conf/pgsluice.toml: {key} has no comment: {line}");
     }
 }
+
+#[test]
+fn a_pgbouncer_ini_is_recognised_by_its_text() {
+    assert!(looks_like_pgbouncer_ini("[databases]\napp = host=h\n[pgbouncer]\nlisten_port = 1\n"));
+    assert!(looks_like_pgbouncer_ini("[databases]\napp = host=h port=5432\n"));
+    assert!(looks_like_pgbouncer_ini("%include /etc/pgbouncer/main.ini\n"));
+    assert!(!looks_like_pgbouncer_ini("[pgsluice]\nauth_type = \"trust\"\n[databases]\napp = { host = \"h\" }\n"));
+    // Broken TOML stays TOML, so its error is TOML's.
+    assert!(!looks_like_pgbouncer_ini("[databases]\napp = { host = \"h\", port = 5432\n"));
+}
