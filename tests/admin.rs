@@ -405,6 +405,14 @@ async fn show_config_and_set_change_settings_live() {
     assert_eq!(code(&e).as_deref(), Some("22023"), "{e}");
     let e = console.simple_query("set no_such_thing = 1").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("42704"), "{e}");
+    // Every PgBouncer setting is known: one pgsluice lacks is refused as such, one it has that is unset
+    // now takes a value.
+    let e = console.simple_query("set verbose = 2").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("0A000"), "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert_eq!(message, "verbose is a PgBouncer setting that pgsluice does not support");
+    console.simple_query("set auth_dbname = 'app'").await.unwrap();
+    assert_eq!(row(&show(&console, "show config").await.1, "auth_dbname")[1].as_deref(), Some("app"));
     let e = console.simple_query("set listen_port = 7000").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("55P02"), "{e}");
 }

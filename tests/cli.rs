@@ -66,7 +66,6 @@ async fn check_rejects_bad_configs_naming_file_key_and_reason() {
         ("wrong type", "default_pool_size = \"big\"", "pgsluice.default_pool_size", "invalid type"),
         ("negative time", "query_wait_timeout = -1", "pgsluice.query_wait_timeout", "not a valid number of seconds"),
         ("impossible value", "default_pool_size = 0", "pgsluice.default_pool_size", "must be at least 1"),
-        ("min above pool", "min_pool_size = 9\ndefault_pool_size = 3", "pgsluice.min_pool_size", "more than"),
         ("too many workers", "workers = 5000", "pgsluice.workers", "must be at most 1024"),
         ("bad address", "listen_addr = \"127.0.0.1,::1\"", "pgsluice.listen_addr", "one address only"),
     ];
@@ -79,6 +78,36 @@ async fn check_rejects_bad_configs_naming_file_key_and_reason() {
         assert!(out.stderr.contains(&expected), "{what}: wanted {expected:?} in: {}", out.stderr);
         assert!(out.stderr.contains(reason), "{what}: wanted {reason:?} in: {}", out.stderr);
         assert!(!out.stdout.contains("OK"), "{what}: {}", out.stdout);
+    }
+}
+
+#[tokio::test]
+async fn check_accepts_min_pool_size_above_the_pool_size_and_warns() {
+    // PgBouncer accepts it and keeps at most the pool size open.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "min_pool_size = 9\ndefault_pool_size = 3");
+    let out = check(&path).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("database app: min_pool_size 9 is more than its pool size 3"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_pgbouncer_ini_given_as_the_config_reports_what_it_does_not_support() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = "[databases]\napp = host=127.0.0.1 connect_query='select 1'\n\
+               [pgbouncer]\nauth_type = trust\nlogfile = pgbouncer.log\n";
+    // By its name, and by its text under any name.
+    for name in ["pgbouncer.ini", "pgbouncer.conf"] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, ini).unwrap();
+        let out = check(&path).await;
+        assert_eq!(out.code, Some(0), "{name}: {}", out.stderr);
+        assert_eq!(out.stderr.matches("not supported by pgsluice").count(), 2, "{name}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("[databases] app: connect_query") && out.stderr.contains("logfile"),
+            "{}",
+            out.stderr
+        );
     }
 }
 

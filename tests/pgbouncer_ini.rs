@@ -114,7 +114,9 @@ impl Drop for Running {
 
 async fn try_connect(port: u16, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, String> {
     let connstr = format!("host=127.0.0.1 port={port} user={user} password={password} dbname={db}");
-    let (c, conn) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    let (c, conn) = tokio_postgres::connect(&connstr, tokio_postgres::NoTls).await.map_err(|e| {
+        e.as_db_error().map(|d| format!("{}: {}", d.code().code(), d.message())).unwrap_or(e.to_string())
+    })?;
     tokio::spawn(conn);
     Ok(c)
 }
@@ -200,5 +202,96 @@ fn auth_type_any_without_a_database_user_is_refused_by_check() {
     let check = Command::new(env!("CARGO_BIN_EXE_pgsluice")).arg("--check").arg(&ini).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     assert_eq!(check.status.code(), Some(1), "{text}");
-    assert!(text.contains("databases.app.user") && text.contains("auth_type = \"any\""), "{text}");
+    assert!(text.contains("pgbouncer.ini:2: [databases] app: user: auth_type = \"any\""), "{text}");
+}
+
+#[test]
+fn includes_are_followed_and_pgbouncers_test_ini_shape_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("userlist.txt"), "\"md5_user\" \"md5_pw\"\n").unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    // As PgBouncer's own test.ini: a [users] pool_size below a database's min_pool_size.
+    std::fs::write(
+        dir.path().join("conf.d/databases.ini"),
+        "p0x = port=6666 host=127.0.0.1 dbname=p0 min_pool_size=5 pool_size=5\n\
+         p9 = port=6666 host=127.0.0.1 dbname=postgres server_lifetime=2 user=bouncer\n",
+    )
+    .unwrap();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        "[databases]\n%include conf.d/databases.ini\n[users]\npoolsize1 = pool_size=1\n\
+         maxedout2 = max_user_connections=2 max_user_client_connections=2\n\
+         [pgbouncer]\nauth_type = trust\nauth_file = userlist.txt\ntcp_socket_buffer = 4096\n",
+    )
+    .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_pgsluice")).args(["--check", "--pgbouncer-ini"]).arg(&ini).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("user poolsize1: pool_size 1 is less than min_pool_size 5 of database p0x"), "{stderr}");
+    assert_eq!(stderr.matches("not supported by pgsluice").count(), 1, "only tcp_socket_buffer: {stderr}");
+    // A missing include is an error naming the file and line that includes it.
+    std::fs::write(&ini, "[pgbouncer]\nauth_type = trust\n%include nowhere.ini\n").unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_pgsluice")).args(["--check", "--pgbouncer-ini"]).arg(&ini).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{}:3: %include ", ini.display())) && stderr.contains("nowhere.ini"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_database_and_per_user_settings_from_the_ini_apply() {
+    let pg = TestPg::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("userlist.txt"), "\"md5_user\" \"md5_pw\"\n\"scram_user\" \"scram_pw\"\n").unwrap();
+    let port = free_port();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\n\
+             app = host=127.0.0.1 port={pg} dbname=app max_db_client_connections=1 server_lifetime=7\n\
+             other = host=127.0.0.1 port={pg} dbname=app\n\
+             [users]\n\
+             scram_user = max_user_client_connections=1\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = md5\nauth_file = userlist.txt\n\
+             admin_users = md5_user\nmax_db_client_connections = 100\nmax_user_client_connections = 100\n",
+            pg = pg.port()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let _px = Running(
+        Command::new(env!("CARGO_BIN_EXE_pgsluice"))
+            .arg("--pgbouncer-ini")
+            .arg(&ini)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for(Duration::from_secs(10), "pgsluice listens", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    let first = try_connect(port, "md5_user", "md5_pw", "app").await.unwrap();
+    let e = try_connect(port, "md5_user", "md5_pw", "app").await.expect_err("app takes one client");
+    assert!(e.contains("max_db_client_connections"), "{e}");
+    let _other = try_connect(port, "md5_user", "md5_pw", "other").await.expect("other has the general limit");
+    let _scram = try_connect(port, "scram_user", "scram_pw", "other").await.unwrap();
+    let e = try_connect(port, "scram_user", "scram_pw", "other").await.expect_err("scram_user has one");
+    assert!(e.contains("max_user_client_connections"), "{e}");
+    assert_eq!(scalar(&first, "select 1").await, "1");
+    let console = try_connect(port, "md5_user", "md5_pw", "pgbouncer").await.unwrap();
+    let rows = console.simple_query("show databases").await.unwrap();
+    let app = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("name") == Some("app") => Some(r),
+            _ => None,
+        })
+        .expect("app is listed");
+    assert_eq!((app.get("max_client_connections"), app.get("server_lifetime")), (Some("1"), Some("7")));
 }

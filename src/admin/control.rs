@@ -114,13 +114,17 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
                 return Err(PgError::error(SqlState::CANT_CHANGE_RUNTIME_PARAM, msg));
             }
             let config = shared.config().with_setting(&key, &value).map_err(|e| {
-                let code = if e.starts_with("unknown setting") {
-                    SqlState::UNDEFINED_OBJECT
-                } else {
-                    SqlState::INVALID_PARAMETER_VALUE
+                use crate::config::SetError;
+                let code = match e {
+                    SetError::Unknown(_) => SqlState::UNDEFINED_OBJECT,
+                    SetError::NotSupported(_) => SqlState::FEATURE_NOT_SUPPORTED,
+                    SetError::Invalid(_) => SqlState::INVALID_PARAMETER_VALUE,
                 };
-                PgError::error(code, e)
+                PgError::error(code, e.to_string())
             })?;
+            for warning in config.warnings() {
+                tracing::warn!(%warning, "configuration");
+            }
             let files =
                 crate::shared::Files::load(&config).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
             shared.apply(config, files);

@@ -304,12 +304,12 @@ fn databases(shared: &Arc<Shared>) -> Table {
             i(d.pool_size.unwrap_or(g.default_pool_size)),
             i(d.min_pool_size.unwrap_or(g.min_pool_size)),
             i(d.reserve_pool_size.unwrap_or(g.reserve_pool_size)),
-            i(g.server_lifetime.as_secs()),
+            i(d.server_lifetime.unwrap_or(g.server_lifetime).as_secs()),
             d.pool_mode.map(|m| V::T(m.as_str().to_string())).unwrap_or(V::Null),
             V::Null,
             i(d.max_db_connections.unwrap_or(g.max_db_connections)),
             i(current),
-            i(g.max_db_client_connections),
+            i(config.max_db_client_connections(name)),
             i(clients),
             i(u8::from(shared.is_db_paused(name))),
             i(u8::from(shared.is_disabled(name))),
@@ -345,11 +345,11 @@ fn users(shared: &Arc<Shared>) -> Table {
         table.rows.push(vec![
             t(name.clone()),
             t(u.and_then(|u| u.pool_size).map(|n| format!("{n:>9}")).unwrap_or_default()),
-            t(""),
+            t(u.and_then(|u| u.reserve_pool_size).map(|n| format!("{n:>9}")).unwrap_or_default()),
             u.and_then(|u| u.pool_mode).map(|m| V::T(m.as_str().to_string())).unwrap_or(V::Null),
             i(u.and_then(|u| u.max_user_connections).unwrap_or(g.max_user_connections)),
             i(current),
-            i(g.max_user_client_connections),
+            i(config.max_user_client_connections(&name)),
             i(clients),
         ]);
     }

@@ -1,7 +1,8 @@
-//! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is);
+//! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is,
+//! recognised by its name or its text);
 //! `--check` validates a config; `pgsluice convert pgbouncer.ini` prints the equivalent TOML.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -26,7 +27,8 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Path to the TOML config file (a name ending in .ini is read as a pgbouncer.ini).
+    /// Path to the TOML config file (a name ending in .ini, or a file that reads as one, is a
+    /// pgbouncer.ini, as with --pgbouncer-ini).
     config: Option<PathBuf>,
 }
 
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
     }
     let loaded = match (&cli.pgbouncer_ini, &cli.config) {
         (Some(ini), _) => Config::load_pgbouncer_ini(ini),
-        (None, Some(path)) => Config::load(path).map(|c| (c, Vec::new())),
+        (None, Some(path)) => Config::load_any(path),
         (None, None) => {
             eprintln!("pgsluice: a config file is needed (pgsluice CONFIG, or --pgbouncer-ini FILE)");
             return ExitCode::FAILURE;
@@ -66,6 +68,9 @@ fn main() -> ExitCode {
         Ok((c, unsupported)) => {
             for setting in unsupported {
                 tracing::warn!(%setting, "pgbouncer.ini setting not supported by pgsluice, ignored");
+            }
+            for warning in c.warnings() {
+                tracing::warn!(%warning, "configuration");
             }
             c
         }
@@ -111,15 +116,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn convert(path: &PathBuf) -> ExitCode {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("pgsluice: {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match pgsluice::config::pgbouncer_ini::convert(&text) {
+fn convert(path: &Path) -> ExitCode {
+    match pgsluice::config::pgbouncer_ini::convert_file(path) {
         Ok(c) => {
             print!("{}", c.toml);
             for setting in c.unsupported {
@@ -128,7 +126,7 @@ fn convert(path: &PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pgsluice: {}: {e}", path.display());
+            eprintln!("pgsluice: {e}");
             ExitCode::FAILURE
         }
     }

@@ -202,11 +202,11 @@ pub async fn login(
     let general = &config.general;
     let db_guard = shared
         .db_clients
-        .try_add(&db, general.max_db_client_connections)
+        .try_add(&db, config.max_db_client_connections(&db))
         .ok_or(ClientError::TooManyClients("max_db_client_connections"))?;
     let user_guard = shared
         .user_clients
-        .try_add(&user, general.max_user_client_connections)
+        .try_add(&user, config.max_user_client_connections(&user))
         .ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
     let mut params = ClientParams::new(&general.track_extra_parameters);
     let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));

@@ -60,7 +60,7 @@ impl AuthFile {
             if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: &str| ConfigError::AuthFile { path: path.into(), line: i + 1, reason: reason.into() };
+            let err = |reason: &str| ConfigError::AtLine { path: path.into(), line: i + 1, reason: reason.into() };
             let (user, rest) = quoted(line).ok_or_else(|| err("expected \"user\" \"secret\""))?;
             let (secret, _) =
                 quoted(rest.trim_start()).ok_or_else(|| err("expected a quoted secret after the user"))?;

@@ -323,6 +323,16 @@ impl General {
         }
     }
 
+    /// An empty auth_user, auth_dbname or metrics_addr (`auth_user =` in a pgbouncer.ini, `SET auth_user
+    /// = ''`) means not set, as in PgBouncer.
+    pub(super) fn clear_empty_names(&mut self) {
+        for v in [&mut self.auth_user, &mut self.auth_dbname, &mut self.metrics_addr] {
+            if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *v = None;
+            }
+        }
+    }
+
     pub fn tcp_options(&self) -> TcpOptions {
         TcpOptions {
             keepalive: self.tcp_keepalive,

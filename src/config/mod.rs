@@ -4,8 +4,11 @@
 
 pub mod auth_file;
 mod general;
+pub mod ini_file;
 pub mod pgbouncer_ini;
+pub mod pgbouncer_names;
 mod resolve;
+mod set;
 mod validate;
 mod values;
 
@@ -17,6 +20,7 @@ use serde::Deserialize;
 
 pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
 pub use resolve::{AuthLookup, LoadBalance, PoolSettings, ServerTarget};
+pub use set::SetError;
 use values::seconds_opt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -107,8 +111,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {reason}")]
     Invalid { path: PathBuf, key: String, reason: String },
+    /// A line of the auth file or of a pgbouncer.ini (or a file it includes).
     #[error("{path}:{line}: {reason}")]
-    AuthFile { path: PathBuf, line: usize, reason: String },
+    AtLine { path: PathBuf, line: usize, reason: String },
 }
 
 /// The whole configuration.
@@ -148,10 +153,15 @@ pub struct DatabaseConfig {
     pub min_pool_size: Option<usize>,
     pub reserve_pool_size: Option<usize>,
     pub max_db_connections: Option<usize>,
+    /// Client connections to this database at once, over the general max_db_client_connections.
+    pub max_db_client_connections: Option<usize>,
     pub pool_mode: Option<PoolMode>,
     pub session_state: Option<SessionStatePolicy>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
+    /// This database's server_lifetime, over the general one.
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub server_lifetime: Option<Duration>,
     /// round-robin | disable: how a host list is used (PgBouncer 1.24). Default round-robin.
     pub load_balance_hosts: Option<LoadBalance>,
     /// This database's auth_user, auth_query and auth_dbname, over the general ones.
@@ -160,38 +170,61 @@ pub struct DatabaseConfig {
     pub auth_dbname: Option<String>,
 }
 
-/// A `[users]` entry.
+/// A `[users]` entry. As in PgBouncer, the pool's settings (pool_mode, session_state, pool_size,
+/// reserve_pool_size, max_user_connections and the server-side timeouts query_timeout,
+/// idle_transaction_timeout and transaction_timeout) come from the entry of the user the pool logs in
+/// as, which for a database with a forced `user` is that user; the client's own settings
+/// (query_wait_timeout, client_idle_timeout, max_user_client_connections) from the client's entry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub pool_mode: Option<PoolMode>,
     pub session_state: Option<SessionStatePolicy>,
     pub max_user_connections: Option<usize>,
+    pub max_user_client_connections: Option<usize>,
     pub pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub query_wait_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "seconds_opt")]
     pub idle_transaction_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "seconds_opt")]
+    pub transaction_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds_opt")]
     pub query_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds_opt")]
+    pub client_idle_timeout: Option<Duration>,
 }
 
 impl Config {
-    /// Loads a TOML config, or a pgbouncer.ini when the name ends in `.ini`.
+    /// Loads a TOML config, or a pgbouncer.ini (see `load_any`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        if path.extension().is_some_and(|e| e == "ini") {
-            return Self::load_pgbouncer_ini(path).map(|(c, _)| c);
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml_str(&text, path)
+        Self::load_any(path).map(|(c, _)| c)
     }
 
-    /// Loads a pgbouncer.ini as it is; returns the config and what it had that pgsluice does not support.
-    pub fn load_pgbouncer_ini(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    /// Loads a TOML config or a pgbouncer.ini: a name ending in `.ini`, or text that reads as one (a
+    /// `[pgbouncer]` section or an `%include`, or `[databases]`/`[users]` lines that are not TOML).
+    /// Returns what a pgbouncer.ini had that pgsluice does not support.
+    pub fn load_any(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let converted =
-            pgbouncer_ini::convert(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
-        let mut config = Self::from_toml_str(&converted.toml, path)?;
+        if path.extension().is_some_and(|e| e == "ini") || looks_like_pgbouncer_ini(&text) {
+            return Self::load_pgbouncer_ini(path);
+        }
+        Ok((Self::from_toml_str(&text, path)?, Vec::new()))
+    }
+
+    /// Loads a pgbouncer.ini as it is (with its includes); returns the config and what it had that
+    /// pgsluice does not support. Errors name the ini's file, line and key where they can.
+    pub fn load_pgbouncer_ini(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let converted = pgbouncer_ini::convert_file(path)?;
+        let mut config = Self::from_toml_str(&converted.toml, path).map_err(|e| {
+            if let ConfigError::Invalid { key, reason, .. } = &e
+                && let Some(located) = converted.locate(key, reason)
+            {
+                return located;
+            }
+            e
+        })?;
         config.from_pgbouncer_ini = true;
         Ok((config, converted.unsupported))
     }
@@ -201,6 +234,7 @@ impl Config {
         let mut general = file.pgsluice;
         validate::normalize_listen_addr(&mut general.listen_addr);
         general.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        general.clear_empty_names();
         let config = Config {
             general,
             databases: file.databases,
@@ -212,34 +246,6 @@ impl Config {
         Ok(config)
     }
 
-    /// This config with one `[pgsluice]` setting changed (the console's SET), validated as a file would be.
-    pub fn with_setting(&self, key: &str, raw: &str) -> Result<Config, String> {
-        let mut table = match toml::Value::try_from(&self.general) {
-            Ok(toml::Value::Table(t)) => t,
-            _ => return Err("cannot read the running settings".into()),
-        };
-        let current = table.get(key).ok_or_else(|| format!("unknown setting \"{key}\""))?;
-        let raw = raw.trim().trim_matches('\'');
-        let value = match current {
-            toml::Value::Integer(_) | toml::Value::Float(_) => match raw.parse::<i64>() {
-                Ok(i) => toml::Value::Integer(i),
-                Err(_) => toml::Value::Float(raw.parse().map_err(|_| format!("{key}: {raw:?} is not a number"))?),
-            },
-            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.to_ascii_lowercase().as_str() {
-                "1" | "on" | "true" | "yes" => true,
-                "0" | "off" | "false" | "no" => false,
-                _ => return Err(format!("{key}: {raw:?} is not a boolean")),
-            }),
-            _ => toml::Value::String(raw.to_string()),
-        };
-        table.insert(key.to_string(), value);
-        let mut general = General::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
-        validate::normalize_listen_addr(&mut general.listen_addr);
-        let config = Config { general, ..self.clone() };
-        config.validate().map_err(|e| e.to_string())?;
-        Ok(config)
-    }
-
     /// The auth file, or an empty one when `auth_file` is unset.
     pub fn load_auth_file(&self) -> Result<auth_file::AuthFile, ConfigError> {
         match &self.general.auth_file {
@@ -247,6 +253,21 @@ impl Config {
             None => Ok(auth_file::AuthFile::default()),
         }
     }
+}
+
+/// True for text that is a pgbouncer.ini rather than pgsluice's TOML (which has no `[pgbouncer]`
+/// table, no `%include` and, in `[databases]` and `[users]`, inline tables).
+fn looks_like_pgbouncer_ini(text: &str) -> bool {
+    let lines = || text.lines().map(str::trim);
+    let header = |name: &str| lines().any(|l| l.eq_ignore_ascii_case(name));
+    if header("[pgbouncer]") || lines().any(|l| l.starts_with("%include")) {
+        return true;
+    }
+    let inline_tables = lines().any(|l| l.split_once('=').is_some_and(|(_, v)| v.trim_start().starts_with('{')));
+    (header("[databases]") || header("[users]"))
+        && !header("[pgsluice]")
+        && !inline_tables
+        && text.parse::<toml::Table>().is_err()
 }
 
 #[cfg(test)]

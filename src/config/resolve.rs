@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Config, PoolMode};
+use super::{Config, PoolMode, UserConfig};
 
 /// Where and as whom a pool's server connections log in.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +109,20 @@ impl Config {
         Some(AuthLookup { user, query, dbname })
     }
 
+    /// Most clients of `db` at once: its entry's max_db_client_connections (the `"*"` entry's for a
+    /// database made from it), else the general one; 0 = unlimited.
+    pub fn max_db_client_connections(&self, db: &str) -> usize {
+        let entry = self.databases.get(db).or_else(|| self.databases.get("*"));
+        entry.and_then(|e| e.max_db_client_connections).unwrap_or(self.general.max_db_client_connections)
+    }
+
+    /// Most clients logged in as `user` at once: its `[users]` entry's max_user_client_connections,
+    /// else the general one; 0 = unlimited.
+    pub fn max_user_client_connections(&self, user: &str) -> usize {
+        let entry = self.users.get(user).and_then(|u| u.max_user_client_connections);
+        entry.unwrap_or(self.general.max_user_client_connections)
+    }
+
     /// Settings for the pool of (`db`, `user`); `None` when `db` is not configured and there is no `"*"`.
     pub fn pool_settings(&self, db: &str, user: &str) -> Option<PoolSettings> {
         let (entry, dbname) = match self.databases.get(db) {
@@ -119,7 +133,14 @@ impl Config {
             }
         };
         let g = &self.general;
-        let u = self.users.get(user).cloned().unwrap_or_default();
+        // The pool logs in as the forced user when the entry has one: its [users] entry sets the pool's
+        // size, mode and server-side timeouts (PgBouncer's pool user); the client's sets its own waits.
+        let none = UserConfig::default();
+        let pu = self.users.get(entry.user.as_deref().unwrap_or(user)).unwrap_or(&none);
+        let lu = self.users.get(user).unwrap_or(&none);
+        // Capped at PostgreSQL's largest message (PgBouncer's default, 2147483647, is above it).
+        let max_packet_size = g.max_packet_size.min(crate::protocol::frame::MAX_MESSAGE_LEN);
+        let pool_size = pu.pool_size.or(entry.pool_size).unwrap_or(g.default_pool_size);
         Some(PoolSettings {
             server: ServerTarget {
                 host: entry.host.clone(),
@@ -129,25 +150,26 @@ impl Config {
                 user: entry.user.clone(),
                 password: entry.password.clone(),
             },
-            pool_mode: u.pool_mode.or(entry.pool_mode).unwrap_or(g.pool_mode),
-            session_state: u.session_state.or(entry.session_state).unwrap_or(g.session_state),
+            pool_mode: pu.pool_mode.or(entry.pool_mode).unwrap_or(g.pool_mode),
+            session_state: pu.session_state.or(entry.session_state).unwrap_or(g.session_state),
             pinned_idle_timeout: g.pinned_idle_timeout,
-            pool_size: u.pool_size.or(entry.pool_size).unwrap_or(g.default_pool_size),
-            min_pool_size: entry.min_pool_size.unwrap_or(g.min_pool_size),
-            reserve_pool_size: entry.reserve_pool_size.unwrap_or(g.reserve_pool_size),
+            pool_size,
+            // As PgBouncer: never more than the pool may hold (Config::warnings says so).
+            min_pool_size: entry.min_pool_size.unwrap_or(g.min_pool_size).min(pool_size),
+            reserve_pool_size: pu.reserve_pool_size.or(entry.reserve_pool_size).unwrap_or(g.reserve_pool_size),
             reserve_pool_timeout: g.reserve_pool_timeout,
             max_db_connections: entry.max_db_connections.unwrap_or(g.max_db_connections),
-            max_user_connections: u.max_user_connections.unwrap_or(g.max_user_connections),
-            query_wait_timeout: u.query_wait_timeout.or(entry.query_wait_timeout).unwrap_or(g.query_wait_timeout),
-            query_timeout: u.query_timeout.unwrap_or(g.query_timeout),
-            idle_transaction_timeout: u.idle_transaction_timeout.unwrap_or(g.idle_transaction_timeout),
-            transaction_timeout: g.transaction_timeout,
-            client_idle_timeout: g.client_idle_timeout,
+            max_user_connections: pu.max_user_connections.unwrap_or(g.max_user_connections),
+            query_wait_timeout: lu.query_wait_timeout.or(entry.query_wait_timeout).unwrap_or(g.query_wait_timeout),
+            query_timeout: pu.query_timeout.unwrap_or(g.query_timeout),
+            idle_transaction_timeout: pu.idle_transaction_timeout.unwrap_or(g.idle_transaction_timeout),
+            transaction_timeout: pu.transaction_timeout.unwrap_or(g.transaction_timeout),
+            client_idle_timeout: lu.client_idle_timeout.unwrap_or(g.client_idle_timeout),
             client_send_timeout: g.client_send_timeout,
             server_send_timeout: g.server_send_timeout,
             log_slow_transaction: Duration::from_millis(g.log_slow_transaction_ms),
             idle_transaction_warn: g.idle_transaction_warn,
-            server_lifetime: g.server_lifetime,
+            server_lifetime: entry.server_lifetime.unwrap_or(g.server_lifetime),
             server_idle_timeout: g.server_idle_timeout,
             server_connect_timeout: g.server_connect_timeout,
             server_login_retry: g.server_login_retry,
@@ -156,8 +178,8 @@ impl Config {
             server_reset_query: g.server_reset_query.clone(),
             server_reset_query_always: g.server_reset_query_always,
             max_prepared_statements: g.max_prepared_statements,
-            max_packet_size: g.max_packet_size,
-            max_held_message_size: g.max_held_message_size.min(g.max_packet_size),
+            max_packet_size,
+            max_held_message_size: g.max_held_message_size.min(max_packet_size),
             max_client_prepared_statements: g.max_client_prepared_statements,
             max_client_prepared_bytes: g.max_client_prepared_bytes,
             max_total_prepared_bytes: g.max_total_prepared_bytes,

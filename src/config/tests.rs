@@ -142,31 +142,43 @@ fn unknown_keys_and_wrong_types_name_the_key_path_and_line() {
 }
 
 #[test]
-fn min_pool_size_may_not_exceed_the_pool_size() {
-    assert_rejected(
-        trusting("min_pool_size = 5\ndefault_pool_size = 3", ""),
-        "pgsluice.min_pool_size",
-        "5 is more than default_pool_size (3)",
-    );
-    assert_rejected(
-        trusting("", "[databases]\napp = { pool_size = 2, min_pool_size = 3 }"),
-        "databases.app.min_pool_size",
-        "min_pool_size 3 is more than its pool_size (2) for database app",
-    );
-    // The global minimum against a database's own smaller pool.
-    assert_rejected(
-        trusting("min_pool_size = 4", "[databases]\napp = { pool_size = 2 }"),
-        "pgsluice.min_pool_size",
-        "min_pool_size 4 is more than its pool_size (2) for database app",
-    );
-    assert_rejected(
-        trusting("min_pool_size = 4", "[databases]\napp = {}\n[users]\nbob = { pool_size = 2 }"),
-        "users.bob.pool_size",
-        "2 is less than min_pool_size (4) of database app",
-    );
-    // Effective values: a database with a larger pool makes a large global min_pool_size fine.
-    trusting("min_pool_size = 5\ndefault_pool_size = 3", "[databases]\napp = { pool_size = 10 }").unwrap();
-    trusting("min_pool_size = 3\ndefault_pool_size = 3", "").unwrap();
+fn min_pool_size_above_the_pool_size_is_accepted_and_capped_with_a_warning() {
+    // PgBouncer's own test.ini: a [users] pool_size below a database's min_pool_size.
+    let c = trusting(
+        "default_pool_size = 5",
+        "[databases]\np0x = { min_pool_size = 5, pool_size = 5 }\nforced = { user = \"bouncer\", min_pool_size = 4 }\n\
+         [users]\npoolsize1 = { pool_size = 1 }\nbouncer = { pool_size = 2 }",
+    )
+    .unwrap();
+    let s = c.pool_settings("p0x", "poolsize1").unwrap();
+    assert_eq!((s.pool_size, s.min_pool_size), (1, 1));
+    assert_eq!(c.pool_settings("p0x", "bob").unwrap().min_pool_size, 5);
+    // The forced user's entry sets the pool size, whoever the client is.
+    let s = c.pool_settings("forced", "poolsize1").unwrap();
+    assert_eq!((s.pool_size, s.min_pool_size), (2, 2));
+    let w = c.warnings();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].starts_with("database forced: min_pool_size 4 is more than its pool size 2"), "{w:?}");
+    assert!(w[1].starts_with("user bouncer: pool_size 2 is less than min_pool_size 5 of database p0x"), "{w:?}");
+    assert!(w[2].starts_with("user poolsize1: pool_size 1 is less than min_pool_size 5 of database p0x"), "{w:?}");
+    for (extra, rest, warning) in [
+        ("min_pool_size = 5\ndefault_pool_size = 3", "", "min_pool_size 5 is more than default_pool_size 3"),
+        ("", "[databases]\napp = { pool_size = 2, min_pool_size = 3 }", "database app: min_pool_size 3"),
+        ("min_pool_size = 4", "[databases]\napp = { pool_size = 2 }", "database app: min_pool_size 4"),
+    ] {
+        let c = trusting(extra, rest).unwrap();
+        assert!(c.warnings().iter().any(|w| w.starts_with(warning)), "{extra} {rest}: {:?}", c.warnings());
+    }
+    assert!(trusting("min_pool_size = 3\ndefault_pool_size = 3", "").unwrap().warnings().is_empty());
+}
+
+#[test]
+fn max_packet_size_above_postgresqls_largest_message_is_capped() {
+    // PgBouncer's default, written out.
+    let c = trusting("max_packet_size = 2147483647", "[databases]\napp = {}").unwrap();
+    assert_eq!(c.pool_settings("app", "bob").unwrap().max_packet_size, 1073741823);
+    assert!(c.warnings()[0].starts_with("max_packet_size 2147483647 is more than"), "{:?}", c.warnings());
+    assert_rejected(trusting("max_packet_size = 100", ""), "pgsluice.max_packet_size", "at least 1024");
 }
 
 #[test]
@@ -258,11 +270,34 @@ fn a_database_password_may_be_an_md5_hash_but_not_a_scram_verifier() {
 #[test]
 fn set_validates_like_a_file() {
     let c = trusting("", "").unwrap();
-    let e = c.with_setting("min_pool_size", "50").unwrap_err();
-    assert!(e.contains("pgsluice.min_pool_size") && e.contains("more than default_pool_size (20)"), "{e}");
+    let e = c.with_setting("default_pool_size", "0").unwrap_err().to_string();
+    assert!(e.contains("pgsluice.default_pool_size") && e.contains("at least 1"), "{e}");
+    assert_eq!(c.with_setting("min_pool_size", "50").unwrap().general.min_pool_size, 50, "capped, as PgBouncer");
     assert_eq!(c.with_setting("listen_addr", "*").unwrap().general.listen_addr, "0.0.0.0");
-    let e = c.with_setting("auth_type", "md5").unwrap_err();
+    let e = c.with_setting("auth_type", "md5").unwrap_err().to_string();
     assert!(e.contains("pgsluice.auth_file"), "{e}");
+}
+
+#[test]
+fn set_knows_every_pgbouncer_setting() {
+    let c = trusting("", "").unwrap();
+    // Settings that are unset now take a value (file names relative to the config file).
+    let c2 = c.with_setting("auth_file", "'users.txt'").unwrap();
+    assert_eq!(c2.general.auth_file.as_deref(), Some(Path::new("/etc/pgsluice/users.txt")));
+    assert_eq!(c.with_setting("auth_user", "pswcheck").unwrap().general.auth_user.as_deref(), Some("pswcheck"));
+    assert_eq!(c2.with_setting("auth_user", "''").unwrap().general.auth_user, None, "empty = unset");
+    for key in ["verbose", "logfile", "server_fast_close", "pool_idle_timeout", "dns_max_ttl"] {
+        assert_eq!(
+            c.with_setting(key, "1").unwrap_err(),
+            SetError::NotSupported(key.into()),
+            "{key}: a PgBouncer setting, never an unknown one"
+        );
+    }
+    assert_eq!(
+        c.with_setting("server_fast_close", "1").unwrap_err().to_string(),
+        "server_fast_close is a PgBouncer setting that pgsluice does not support"
+    );
+    assert_eq!(c.with_setting("frobnicate", "1").unwrap_err(), SetError::Unknown("frobnicate".into()));
 }
 
 #[test]
@@ -282,4 +317,14 @@ fn every_general_key_is_documented_in_the_example_config() {
         let comment = line.split_once(" # ").map(|(_, c)| c.trim()).unwrap_or_default();
         assert!(!comment.is_empty(), "conf/pgsluice.toml: {key} has no comment: {line}");
     }
+}
+
+#[test]
+fn a_pgbouncer_ini_is_recognised_by_its_text() {
+    assert!(looks_like_pgbouncer_ini("[databases]\napp = host=h\n[pgbouncer]\nlisten_port = 1\n"));
+    assert!(looks_like_pgbouncer_ini("[databases]\napp = host=h port=5432\n"));
+    assert!(looks_like_pgbouncer_ini("%include /etc/pgbouncer/main.ini\n"));
+    assert!(!looks_like_pgbouncer_ini("[pgsluice]\nauth_type = \"trust\"\n[databases]\napp = { host = \"h\" }\n"));
+    // Broken TOML stays TOML, so its error is TOML's.
+    assert!(!looks_like_pgbouncer_ini("[databases]\napp = { host = \"h\", port = 5432\n"));
 }

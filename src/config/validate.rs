@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use super::auth_file::Secret;
-use super::{AuthType, Config, ConfigError};
+use super::{AuthType, Config, ConfigError, DatabaseConfig};
 
 /// The most hosts one database entry may list.
 const MAX_HOSTS: usize = 16;
@@ -38,8 +38,9 @@ impl Config {
         if g.default_pool_size == 0 {
             return Err(self.invalid("pgsluice.default_pool_size", "must be at least 1"));
         }
-        if !(1024..=crate::protocol::frame::MAX_MESSAGE_LEN).contains(&g.max_packet_size) {
-            return Err(self.invalid("pgsluice.max_packet_size", "must be between 1024 and 1073741823"));
+        // Above PostgreSQL's largest message (PgBouncer's default is 2147483647) it is capped: see warnings.
+        if g.max_packet_size < 1024 {
+            return Err(self.invalid("pgsluice.max_packet_size", "must be at least 1024"));
         }
         if g.max_held_message_size < 1024 {
             return Err(self.invalid("pgsluice.max_held_message_size", "must be at least 1024"));
@@ -72,75 +73,96 @@ impl Config {
             ));
         }
         for (name, db) in &self.databases {
-            if db.host.trim().is_empty() {
-                return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
-            }
-            if db.host.trim().starts_with('@') {
-                let why = "a Unix socket in the abstract namespace: not supported (use a directory such as \"/var/run/postgresql\")";
-                return Err(self.invalid(format!("databases.{name}.host"), why));
-            }
-            let hosts: Vec<&str> = db.host.split(',').map(str::trim).collect();
-            if hosts.len() > MAX_HOSTS || hosts.iter().any(|h| h.is_empty() || h.starts_with('@')) {
-                let why = format!("a host list has 1 to {MAX_HOSTS} hosts, none empty or in the abstract namespace");
-                return Err(self.invalid(format!("databases.{name}.host"), why));
-            }
-            if db.port == 0 {
-                return Err(self.invalid(format!("databases.{name}.port"), "must be 1..65535"));
-            }
-            if db.pool_size == Some(0) {
-                return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
-            }
-            if db.password.as_deref().map(Secret::parse).is_some_and(|s| matches!(s, Secret::Scram(_))) {
-                return Err(self.invalid(
-                    format!("databases.{name}.password"),
-                    "a SCRAM verifier cannot log in to a server (it does not reveal the password): give the \
-                     password, or its md5 hash (\"md5\" + md5(password || user)) for an md5 server",
-                ));
-            }
+            self.check_database(name, db)?;
         }
         for (name, u) in &self.users {
             if u.pool_size == Some(0) {
                 return Err(self.invalid(format!("users.{name}.pool_size"), "must be at least 1"));
             }
         }
-        self.check_min_pool_sizes()
+        Ok(())
     }
 
-    /// min_pool_size may not exceed the pool size that applies with it: globally, per database entry, and
-    /// per (database, user) where a `[users]` entry sets its own pool_size.
-    fn check_min_pool_sizes(&self) -> Result<(), ConfigError> {
-        let g = &self.general;
-        if self.databases.is_empty() && g.min_pool_size > g.default_pool_size {
+    /// One `[databases]` entry: its host (list), port, pool size and password.
+    fn check_database(&self, name: &str, db: &DatabaseConfig) -> Result<(), ConfigError> {
+        if db.host.trim().is_empty() {
+            return Err(self.invalid(format!("databases.{name}.host"), "must not be empty"));
+        }
+        if db.host.trim().starts_with('@') {
+            let why = "a Unix socket in the abstract namespace: not supported (use a directory such as \"/var/run/postgresql\")";
+            return Err(self.invalid(format!("databases.{name}.host"), why));
+        }
+        let hosts: Vec<&str> = db.host.split(',').map(str::trim).collect();
+        if hosts.len() > MAX_HOSTS || hosts.iter().any(|h| h.is_empty() || h.starts_with('@')) {
+            let why = format!("a host list has 1 to {MAX_HOSTS} hosts, none empty or in the abstract namespace");
+            return Err(self.invalid(format!("databases.{name}.host"), why));
+        }
+        if db.port == 0 {
+            return Err(self.invalid(format!("databases.{name}.port"), "must be 1..65535"));
+        }
+        if db.pool_size == Some(0) {
+            return Err(self.invalid(format!("databases.{name}.pool_size"), "must be at least 1"));
+        }
+        if db.password.as_deref().map(Secret::parse).is_some_and(|s| matches!(s, Secret::Scram(_))) {
             return Err(self.invalid(
-                "pgsluice.min_pool_size",
-                format!("{} is more than default_pool_size ({})", g.min_pool_size, g.default_pool_size),
+                format!("databases.{name}.password"),
+                "a SCRAM verifier cannot log in to a server (it does not reveal the password): give the \
+                 password, or its md5 hash (\"md5\" + md5(password || user)) for an md5 server",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the config sets that pgsluice accepts, as PgBouncer does, but does not do as written: a
+    /// min_pool_size above the pool size it goes with (capped at the pool size) and a max_packet_size
+    /// above PostgreSQL's largest message (capped at it). One line each, for the log.
+    pub fn warnings(&self) -> Vec<String> {
+        let g = &self.general;
+        let mut out = Vec::new();
+        let max_message = crate::protocol::frame::MAX_MESSAGE_LEN;
+        if g.max_packet_size > max_message {
+            out.push(format!(
+                "max_packet_size {} is more than PostgreSQL's largest message: {max_message} is used",
+                g.max_packet_size
+            ));
+        }
+        if self.databases.is_empty() && g.min_pool_size > g.default_pool_size {
+            out.push(format!(
+                "min_pool_size {} is more than default_pool_size {}: pools keep at most {} open, as PgBouncer's do",
+                g.min_pool_size, g.default_pool_size, g.default_pool_size
             ));
         }
         for (db_name, db) in &self.databases {
-            let min = db.min_pool_size.unwrap_or(g.min_pool_size);
-            let size = db.pool_size.unwrap_or(g.default_pool_size);
-            if min > size {
-                let (key, what) = match db.min_pool_size {
-                    Some(_) => (format!("databases.{db_name}.min_pool_size"), "min_pool_size"),
-                    None => ("pgsluice.min_pool_size".to_string(), "min_pool_size"),
-                };
-                let of = if db.pool_size.is_some() { "its pool_size" } else { "default_pool_size" };
-                return Err(
-                    self.invalid(key, format!("{what} {min} is more than {of} ({size}) for database {db_name}"))
-                );
-            }
-            for (user_name, u) in &self.users {
-                if let Some(size) = u.pool_size
-                    && min > size
-                {
-                    return Err(self.invalid(
-                        format!("users.{user_name}.pool_size"),
-                        format!("{size} is less than min_pool_size ({min}) of database {db_name}"),
-                    ));
-                }
+            self.min_pool_warnings(db_name, db, &mut out);
+        }
+        out
+    }
+
+    /// min_pool_size of `db` against the pool sizes that go with it: the forced user's `[users]` entry,
+    /// else the entry's own (or default_pool_size), and for a database without a forced user each
+    /// `[users]` pool_size (the pools of those users).
+    fn min_pool_warnings(&self, db_name: &str, db: &DatabaseConfig, out: &mut Vec<String>) {
+        let g = &self.general;
+        let min = db.min_pool_size.unwrap_or(g.min_pool_size);
+        let forced = db.user.as_ref().and_then(|u| self.users.get(u)).and_then(|u| u.pool_size);
+        let size = forced.or(db.pool_size).unwrap_or(g.default_pool_size);
+        if min > size {
+            out.push(format!(
+                "database {db_name}: min_pool_size {min} is more than its pool size {size}: its pools keep at most {size} open, as PgBouncer's do"
+            ));
+        }
+        if db.user.is_some() {
+            return;
+        }
+        for (user_name, u) in &self.users {
+            if let Some(size) = u.pool_size
+                && min > size
+            {
+                out.push(format!(
+                    "user {user_name}: pool_size {size} is less than min_pool_size {min} of database {db_name}: that pool keeps at most {size} open, as PgBouncer's does"
+                ));
             }
         }
-        Ok(())
     }
 }
 

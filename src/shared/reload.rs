@@ -70,6 +70,9 @@ impl Shared {
             Config::load(&old.path)
         };
         let new = new.map_err(|e| e.to_string())?;
+        for warning in new.warnings() {
+            tracing::warn!(%warning, "configuration");
+        }
         let files = Files::load(&new)?;
         Ok(self.apply(new, files))
     }
