@@ -2,7 +2,7 @@
 //!
 //! Layers (a module imports only from lower layers):
 //! ```text
-//! L0 protocol/ config/ stats/ run_state.rs sql.rs   leaf modules
+//! L0 protocol/ config/ stats/ run_state.rs sql.rs workers.rs   leaf modules
 //! L1 auth/ pool/ transport/     + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol;
 //!                               transport/ is the stream type and the TLS configurations
 //! L2 server/ cancel.rs          + L0-L1: connections to PostgreSQL, and cancel requests to them
@@ -27,3 +27,4 @@ pub mod sql;
 pub mod stats;
 pub mod supervisor;
 pub mod transport;
+pub mod workers;

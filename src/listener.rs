@@ -27,10 +27,42 @@ fn spawn_client(shared: &Arc<Shared>, sock: Stream, peer: PeerAddr) {
     let slot = ClientSlot(shared.clone());
     let pending = shared.pending_logins.admit(shared.config().general.max_pending_logins);
     let shared = shared.clone();
-    tokio::spawn(async move {
-        crate::client::serve(shared, sock, peer, pending).await;
+    let worker = crate::workers::next().filter(|_| !sock.is_tls()); // accepted sockets are not TLS yet
+    let Some(worker) = worker else {
+        tokio::spawn(async move {
+            crate::client::serve(shared, sock, peer, pending).await;
+            drop(slot);
+        });
+        return;
+    };
+    // Served on a worker, its socket registered there (see `workers`): deregistered here first, so no
+    // descriptor is needed to move it (pgsluice may be out of them).
+    let moving = match sock {
+        Stream::Tcp(s) => s.into_std().map(Moving::Tcp),
+        Stream::Unix(s) => s.into_std().map(Moving::Unix),
+        Stream::Tls(_) => return, // not handed over: served above
+    };
+    let moving = match moving {
+        Ok(m) => m,
+        Err(e) => return tracing::warn!(%peer, error = %e, "could not hand a client to its worker"),
+    };
+    worker.spawn(async move {
+        let sock = match moving {
+            Moving::Tcp(s) => tokio::net::TcpStream::from_std(s).map(Stream::Tcp),
+            Moving::Unix(s) => tokio::net::UnixStream::from_std(s).map(Stream::Unix),
+        };
+        match sock {
+            Ok(sock) => crate::client::serve(shared, sock, peer, pending).await,
+            Err(e) => tracing::warn!(%peer, error = %e, "could not register a client on its worker"),
+        }
         drop(slot);
     });
+}
+
+/// An accepted socket on its way to its worker.
+enum Moving {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 /// Accepts whatever the kernel already queued, then closes the listener: those clients are served

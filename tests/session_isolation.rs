@@ -23,7 +23,9 @@ async fn show(c: &Client, name: &str) -> String {
 
 /// pgsluice in transaction mode with a pool of `size` and `general` settings.
 async fn proxy(pg: &TestPg, size: usize, general: &[(&str, &str)]) -> Proxy {
-    let mut b = Proxy::builder(pg).auth_type("trust").pool_size(size);
+    // One worker: `hold_server` relies on the pool handing out its most recently used idle server (with
+    // several, a worker's own idle servers come first).
+    let mut b = Proxy::builder(pg).auth_type("trust").pool_size(size).general("workers", "1");
     for (k, v) in general {
         b = b.general(k, v);
     }

@@ -91,22 +91,21 @@ fn main() -> ExitCode {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    // The runtime starts its workers first, then threads for blocking work (PBKDF2, name lookups): named
-    // apart, so `ps -L` and the tests tell them apart.
-    let named = std::sync::atomic::AtomicUsize::new(0);
-    let thread_name = move || {
-        let n = named.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n < workers { "pgsluice-worker" } else { "pgsluice-blocking" }.to_string()
-    };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(workers).thread_name_fn(thread_name).enable_all();
-    let runtime = match builder.build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgsluice: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Clients are served on `workers` threads, a runtime each (see `pgsluice::workers`); the supervisor,
+    // the accept loops and /metrics run on this thread. Blocking work (PBKDF2, name lookups) runs on
+    // threads named apart, so `ps -L` and the tests tell them apart.
+    if let Err(e) = pgsluice::workers::start(workers) {
+        eprintln!("pgsluice: cannot start {workers} worker threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime =
+        match tokio::runtime::Builder::new_current_thread().enable_all().thread_name("pgsluice-blocking").build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pgsluice: cannot start runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(pgsluice::supervisor::run_until_signal(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -277,11 +277,12 @@ impl Session {
                 }
                 buffers::unpark(&mut self.cbuf);
                 ensure_room(&mut self.cbuf);
-                match self.sock.try_read_buf(&mut self.cbuf) {
-                    Ok(0) => return Ok(Flow::Done),
-                    Ok(_) => return Ok(Flow::Continue),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e.into()),
+                match self.sock.read_now(&mut self.cbuf).await {
+                    Some(Ok(0)) => return Ok(Flow::Done),
+                    Some(Ok(_)) => return Ok(Flow::Continue),
+                    None => {}
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Some(Err(e)) => return Err(e.into()),
                 }
             }
             ensure_room(&mut self.cbuf);
@@ -417,6 +418,7 @@ impl Session {
         let Some(conn) = lease.conn() else {
             return Err(ClientError::ServerLost("empty lease".into()));
         };
+        conn.come_home();
         if conn.synced_fingerprint() != self.login.params.fingerprint() {
             if let Some(sql) = self.login.params.sync_sql(conn)
                 && let Err(e) = isolation::run_killable(conn, &sql, &mut self.killed).await

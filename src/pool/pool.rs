@@ -28,6 +28,8 @@ struct IdleConn<T> {
     conn: T,
     created: Instant,
     idle_since: Instant,
+    /// The worker that gave it back (`workers::current`), whose clients it serves best.
+    home: usize,
 }
 
 struct Inner<T, E> {
@@ -259,7 +261,7 @@ impl<C: Connect> Pool<C> {
             return Step::Fail(PoolError::Closed);
         }
         if !g.paused
-            && let Some(idle) = g.idle.pop()
+            && let Some(idle) = take_idle(&mut g.idle)
         {
             return Step::Got(idle.conn, idle.created, idle.idle_since);
         }
@@ -447,7 +449,7 @@ impl<C: Connect> Pool<C> {
             drop(g);
             return self.close_at(conn, created);
         }
-        g.idle.push(IdleConn { conn, created, idle_since: Instant::now() });
+        g.idle.push(IdleConn { conn, created, idle_since: Instant::now(), home: crate::workers::current() });
     }
 
     /// Closes a connection and gives its slot to the next waiter.
@@ -520,6 +522,15 @@ struct WaiterGuard<C: Connect> {
     pool: Arc<Pool<C>>,
     id: u64,
     rx: Option<oneshot::Receiver<Grant<Box<C::Conn>>>>,
+}
+
+/// The most recently used idle connection of this worker, else the most recently used one.
+fn take_idle<T>(idle: &mut Vec<IdleConn<T>>) -> Option<IdleConn<T>> {
+    let here = crate::workers::current();
+    match idle.iter().rposition(|c| c.home == here) {
+        Some(i) => Some(idle.remove(i)),
+        None => idle.pop(),
+    }
 }
 
 impl<C: Connect> Drop for WaiterGuard<C> {

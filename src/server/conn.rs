@@ -89,6 +89,8 @@ pub struct ServerConn {
     pub(super) registered: Option<RegisteredServer>,
     /// Cancel requests forwarded to this server and not yet acted on.
     pub(super) cancels: std::sync::Arc<CancelsInFlight>,
+    /// The worker its socket is registered with (see `workers`).
+    home: usize,
 }
 
 /// Session state pgsluice knows a server has for its last client (see `client::session_state`).
@@ -120,6 +122,7 @@ impl ServerConn {
             notifications: Default::default(),
             registered: None,
             cancels: Default::default(),
+            home: crate::workers::current(),
         }
     }
 
@@ -178,6 +181,16 @@ impl ServerConn {
     pub(super) fn end_test(&mut self, before: ConnState) {
         if self.state == ConnState::Tested {
             self.show(before, None);
+        }
+    }
+
+    /// Lent to a client on another worker: the socket's registration moves to this one, so its
+    /// readiness wakes this thread alone. A connection that cannot move stays where it is (correct,
+    /// only slower).
+    pub fn come_home(&mut self) {
+        let here = crate::workers::current();
+        if here != crate::workers::NONE && here != self.home && self.stream.rehome().is_ok() {
+            self.home = here;
         }
     }
 

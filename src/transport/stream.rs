@@ -80,6 +80,25 @@ impl Stream {
         }
     }
 
+    /// Moves the socket's registration to the current runtime (a server lent to a client on another
+    /// worker, a client handed from the accept loop to its worker): the descriptor is duplicated and
+    /// registered here, and the old one deregistered and closed; the connection and any TLS session
+    /// are untouched.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        fn dup<S: std::os::fd::AsFd, T: From<std::os::fd::OwnedFd>>(s: &S) -> io::Result<T> {
+            Ok(T::from(s.as_fd().try_clone_to_owned()?))
+        }
+        match self {
+            Stream::Tcp(s) => *s = TcpStream::from_std(dup(s)?)?,
+            Stream::Tls(s) => {
+                let tcp = s.get_mut().0;
+                *tcp = TcpStream::from_std(dup(tcp)?)?;
+            }
+            Stream::Unix(s) => *s = UnixStream::from_std(dup(s)?)?,
+        }
+        Ok(())
+    }
+
     /// Waits until the socket has something to read (or is closed). Over TLS it returns at once:
     /// the session may already hold decrypted bytes.
     pub async fn readable(&self) -> io::Result<()> {
@@ -90,14 +109,15 @@ impl Stream {
         }
     }
 
-    /// Reads what the socket has now without waiting (`WouldBlock` if nothing; always over TLS,
-    /// whose callers read with `read_buf` instead).
-    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
-            Stream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
-        }
+    /// Reads what is there now without waiting (`None` when nothing is). Unlike a `try_read`, a read
+    /// that leaves the socket drained also clears its readiness, so the next wait does not begin with a
+    /// read that finds nothing (one wasted system call per request otherwise).
+    pub async fn read_now(&mut self, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+        std::future::poll_fn(|cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, buf) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
     }
 
     /// Writes all of `bytes` and, over TLS, flushes them to the socket (a TLS write alone may leave
@@ -201,5 +221,38 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A socket made on one runtime keeps working on another after `rehome`, once the first is gone:
+    /// its readiness is delivered by the runtime it now belongs to.
+    #[test]
+    fn a_rehomed_socket_works_on_its_new_runtime_after_the_old_one_is_gone() {
+        let rt = |_| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (first, second) = (rt(1), rt(2));
+        let (mut ours, peer) = first.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = l.local_addr().expect("addr");
+            let (c, a) = tokio::join!(TcpStream::connect(addr), l.accept());
+            (Stream::Tcp(c.expect("connect")), a.expect("accept").0)
+        });
+        let peer_std = peer.into_std().expect("peer out of the first runtime");
+        drop(first);
+        second.block_on(async move {
+            ours.rehome().expect("rehome");
+            let mut peer = TcpStream::from_std(peer_std).expect("peer here");
+            ours.send(b"ping").await.expect("write on the new runtime");
+            let mut got = [0u8; 4];
+            peer.read_exact(&mut got).await.expect("peer reads");
+            peer.write_all(b"pong").await.expect("peer writes");
+            let mut buf = BytesMut::new();
+            ours.read_buf(&mut buf).await.expect("read on the new runtime");
+            assert_eq!((&got, &buf[..]), (b"ping", &b"pong"[..]));
+        });
     }
 }
