@@ -272,21 +272,43 @@ async fn dead_idle_server_is_replaced_and_check_query_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_connect_timeout_fails_the_client_clearly() {
+async fn server_connect_timeout_is_retried_until_query_wait_timeout_then_fails_clearly() {
     let pg = TestPg::start().await;
     // A server that accepts TCP and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let px = Proxy::builder(&pg)
         .general("server_connect_timeout", "1")
+        .general("query_wait_timeout", "3")
         .database("silent", &format!("port = {port}, dbname = \"app\""))
         .start()
         .await;
     let started = Instant::now();
     let e = px.try_client(USER, PW, "silent").await.expect_err("no server");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(8), "{waited:?}");
     assert_eq!(code(&e).as_deref(), Some("08006"), "{e}");
     drop(silent);
+}
+
+/// PostgreSQL away for a moment (a restart): a client that needs a server meanwhile waits and is served
+/// once it is back, as with PgBouncer, instead of getting the first connect error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waits_out_a_server_that_is_briefly_away() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg).general("server_login_retry", "1").general("query_wait_timeout", "30").start().await;
+    let c = px.client(USER, PW, "app").await;
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    pg.stop().await; // its idle server is gone with it
+    let started = Instant::now();
+    let query = tokio::spawn(async move { c.simple_query("select 2").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(2500)).await; // two tries at least, held off between
+    assert!(!query.is_finished(), "the client got an answer while PostgreSQL was down: {:?}", query.await);
+    pg.start_again().await;
+    let got = tokio::time::timeout(Duration::from_secs(20), query).await.expect("served").expect("no panic");
+    assert!(got.is_ok(), "{got:?}");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    drop(px);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

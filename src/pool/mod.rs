@@ -24,6 +24,12 @@ pub trait Connect: Send + Sync + 'static {
     fn holds_off(&self, _e: &Self::Error) -> bool {
         true
     }
+    /// Whether a client that needs a server waits through this failure, retried every
+    /// `server_login_retry` until its `query_wait_timeout` (the server is away: restarting, refusing
+    /// connections), rather than getting it at once (the server refused this login for good).
+    fn waits_out(&self, _e: &Self::Error) -> bool {
+        false
+    }
 }
 
 /// A pooled connection.

@@ -87,8 +87,12 @@ pub struct Pool<C: Connect> {
 
 enum Step<T, E: std::error::Error + 'static> {
     Got(T, Instant, Instant),
-    Open { reserve: bool },
+    Open {
+        reserve: bool,
+    },
     Wait(oneshot::Receiver<Grant<T>>, u64),
+    /// The last login failed in a way clients wait out: try again at this instant.
+    HoldOff(Instant, E),
     Fail(PoolError<E>),
 }
 
@@ -231,11 +235,26 @@ impl<C: Connect> Pool<C> {
             let step = self.next_step();
             let (conn, created, idle_since) = match step {
                 Step::Fail(e) => return Err(e),
+                Step::HoldOff(at, e) => {
+                    // The server is away: wait for the next try, unless the client's wait ends first.
+                    if let Some(d) = deadline.filter(|d| *d <= at) {
+                        sleep_until(d).await;
+                        return Err(PoolError::Connect(e));
+                    }
+                    sleep_until(at).await;
+                    continue;
+                }
                 Step::Got(c, created, idle_since) => (c, created, idle_since),
-                Step::Open { reserve } => return self.open_new(reserve).await,
+                Step::Open { reserve } => match self.open_or_wait(reserve, deadline).await {
+                    Some(r) => return r,
+                    None => continue,
+                },
                 Step::Wait(rx, id) => match self.wait(rx, id, started, deadline).await? {
                     Grant::Conn(c, created) => (c, created, Instant::now()),
-                    Grant::Slot { reserve } => return self.open_new(reserve).await,
+                    Grant::Slot { reserve } => match self.open_or_wait(reserve, deadline).await {
+                        Some(r) => return r,
+                        None => continue,
+                    },
                 },
             };
             if let Some(lease) = self.validate(conn, created, idle_since).await {
@@ -244,9 +263,46 @@ impl<C: Connect> Pool<C> {
             // The connection was dead and is closed; its slot is still ours. A replacement is opened in
             // it, so this client keeps its turn (unless RELOAD shrank the pool meanwhile).
             if self.within_size() {
-                return self.open_new(false).await;
+                match self.open_or_wait(false, deadline).await {
+                    Some(r) => return r,
+                    None => continue,
+                }
             }
             self.free_slot();
+        }
+    }
+
+    /// Opens a connection in a claimed slot; `None` when it failed in a way the client waits out (the
+    /// caller tries again, held off by server_login_retry).
+    async fn open_or_wait(
+        self: &Arc<Self>,
+        reserve: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Result<Lease<C>, PoolError<C::Error>>> {
+        match self.open_new(reserve).await {
+            Err(e) if self.waited_out(&e, deadline) => {
+                self.pause_before_retry().await;
+                None
+            }
+            r => Some(r),
+        }
+    }
+
+    /// A failed login the client waits out (see `Connect::waits_out`), with time left to wait.
+    fn waited_out(&self, e: &PoolError<C::Error>, deadline: Option<Instant>) -> bool {
+        let away = match e {
+            PoolError::Connect(e) => self.connector.waits_out(e),
+            PoolError::ConnectTimeout(_) => true,
+            _ => false,
+        };
+        away && deadline.is_none_or(|d| Instant::now() < d)
+    }
+
+    /// Without a server_login_retry to space them, retries of a server that is away are 100 ms apart.
+    async fn pause_before_retry(&self) {
+        let retry = self.limits().server_login_retry;
+        if retry < Duration::from_millis(100) {
+            tokio::time::sleep(Duration::from_millis(100) - retry).await;
         }
     }
 
@@ -268,6 +324,9 @@ impl<C: Connect> Pool<C> {
         if let Some((at, e)) = &g.last_login_error
             && at.elapsed() < g.limits.server_login_retry
         {
+            if self.connector.waits_out(e) {
+                return Step::HoldOff(*at + g.limits.server_login_retry, e.clone());
+            }
             return Step::Fail(PoolError::LoginRetry(e.clone()));
         }
         if !g.paused && g.waiters.is_empty() && self.try_claim(&mut g, false) == Claim::Got {

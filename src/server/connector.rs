@@ -53,6 +53,16 @@ impl Connect for ServerConnector {
         !matches!(e, ServerError::LocalResources { .. })
     }
 
+    /// The server is away rather than refusing this login: not reachable, gone mid-login, starting up
+    /// or shutting down (57P03), or out of connections (53300). Clients wait for it, as PgBouncer's do.
+    fn waits_out(&self, e: &ServerError) -> bool {
+        match e {
+            ServerError::Connect { .. } | ServerError::Closed | ServerError::Io(_) => true,
+            ServerError::Refused { code, .. } => matches!(code.as_str(), "57P03" | "53300"),
+            _ => false,
+        }
+    }
+
     async fn connect(&self) -> Result<ServerConn, ServerError> {
         let creds = self.credentials.lock().map(|c| c.clone()).unwrap_or_default();
         let tls = self.tls.current().servers;

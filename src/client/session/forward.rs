@@ -102,34 +102,11 @@ impl Session {
 
     /// Forwards server bytes to the client; releases the server at a clean ReadyForQuery.
     pub(super) async fn forward_server(&mut self) -> Result<Flow, ClientError> {
-        let State::Active(active) = &mut self.state else {
-            return Ok(Flow::Continue);
-        };
-        let Some(conn) = active.lease.conn() else {
-            return Err(ClientError::ServerLost("empty lease".into()));
-        };
-        let pool_stats = &self.login.pool.stats;
-        let mut cx =
-            ServerContext { mode: self.settings.pool_mode, stmts: &self.stmts, state: &mut self.session_state };
-        let (input, model) = conn.received();
-        let mut count_error = |code: &[u8]| pool_stats.count_error(code);
-        let pass = step::server_pass(&mut active.scanner, input, model, &mut cx, &mut self.edits, &mut count_error);
-        let mut pass = match pass {
-            Ok(pass) => pass,
-            Err(e) => {
-                conn.close_after(CloseReason::Lost);
-                // As PostgreSQL's own clients see an oversized message: the connection is lost.
-                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
-            }
-        };
-        self.stmts.apply(&mut pass.effects, conn.model_mut());
-        for p in &pass.went_stale {
-            self.stmts.plan_went_stale(p);
-        }
-        for (k, v) in &pass.parameters {
-            conn.set_param(k, v);
-            self.login.params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
-        }
+        let Some(pass) = self.server_pass()? else { return Ok(Flow::Continue) };
+        // Counted (and shown in SHOW CLIENTS) before the client can read the answer and ask again.
+        self.count_queries(pass.ready);
+        let State::Active(active) = &mut self.state else { return Ok(Flow::Continue) };
+        let Some(conn) = active.lease.conn() else { return Ok(Flow::Continue) };
         if pass.consumed > 0 {
             let (input, _) = conn.received();
             let out = self.edits.apply(&input[..pass.consumed], &mut self.wbuf);
@@ -162,7 +139,6 @@ impl Session {
             }
             super::buffers::send_to_server(conn, &mut self.to_server, &self.edits.extra)?;
         }
-        self.count_queries(pass.ready);
         if pass.statement_mode_block {
             if let Some(conn) = self.conn() {
                 conn.close_after(CloseReason::StatementMode);
@@ -170,6 +146,40 @@ impl Session {
             return Err(ClientError::StatementModeTransaction);
         }
         self.after_server_pass(pass.release).await
+    }
+
+    /// One pass over what the server sent (see `step::server_pass`), its effects on the prepared
+    /// statements and parameters applied; `None` without a server.
+    fn server_pass(&mut self) -> Result<Option<step::ServerPass>, ClientError> {
+        let State::Active(active) = &mut self.state else {
+            return Ok(None);
+        };
+        let Some(conn) = active.lease.conn() else {
+            return Err(ClientError::ServerLost("empty lease".into()));
+        };
+        let pool_stats = &self.login.pool.stats;
+        let mut cx =
+            ServerContext { mode: self.settings.pool_mode, stmts: &self.stmts, state: &mut self.session_state };
+        let (input, model) = conn.received();
+        let mut count_error = |code: &[u8]| pool_stats.count_error(code);
+        let pass = step::server_pass(&mut active.scanner, input, model, &mut cx, &mut self.edits, &mut count_error);
+        let mut pass = match pass {
+            Ok(pass) => pass,
+            Err(e) => {
+                conn.close_after(CloseReason::Lost);
+                // As PostgreSQL's own clients see an oversized message: the connection is lost.
+                return Err(ClientError::ServerLost(format!("server sent a malformed message: {e}")));
+            }
+        };
+        self.stmts.apply(&mut pass.effects, conn.model_mut());
+        for p in &pass.went_stale {
+            self.stmts.plan_went_stale(p);
+        }
+        for (k, v) in &pass.parameters {
+            conn.set_param(k, v);
+            self.login.params.set(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+        }
+        Ok(Some(pass))
     }
 
     /// Counts requests answered by `ready` ReadyForQuery messages and their time; a server no longer busy
