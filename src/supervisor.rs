@@ -151,7 +151,8 @@ async fn drain(
     let done = || match mode {
         ShutdownMode::Immediate => true,
         ShutdownMode::WaitForServers => shared.all_pools().iter().all(|(_, e)| e.pool.counts().open == 0),
-        ShutdownMode::WaitForClients => shared.client_registry.list().is_empty(),
+        // The console's own users do not hold the process up.
+        ShutdownMode::WaitForClients => shared.client_registry.list().iter().all(|c| crate::admin::is_admin_db(&c.db)),
     };
     loop {
         if done() {

@@ -48,7 +48,9 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
             for d in &dbs {
                 shared.pause(Some(d));
             }
-            let n = shared.client_registry.kill(|c| db.as_ref().is_none_or(|d| &c.db == d));
+            // The console's own users are not the databases' clients: KILL leaves them (as PgBouncer).
+            let n =
+                shared.client_registry.kill(|c| !super::is_admin_db(&c.db) && db.as_ref().is_none_or(|d| &c.db == d));
             tracing::info!(db = db.as_deref().unwrap_or("(all)"), clients = n, "KILL");
             Ok("KILL".into())
         }
