@@ -1,6 +1,6 @@
 //! The console's users are clients, as in PgBouncer: listed by SHOW CLIENTS under the `pgbouncer`
 //! database, counted in the `pgbouncer` pseudo-database and pool of every SHOW, ended by KILL_CLIENT
-//! (and left alone by KILL); SHOW SOCKETS and ACTIVE_SOCKETS.
+//! (and left alone by KILL); SHOW SOCKETS and ACTIVE_SOCKETS; the console's welcome and version.
 
 mod common;
 
@@ -138,4 +138,55 @@ async fn show_sockets_lists_every_connection_and_active_sockets_those_in_an_exch
     let (_, rows) = show(&console, "show active_sockets").await;
     assert_eq!(states(&rows), [pair("cl_active", "busy"), pair("sv_active", "busy")]);
     busy.batch_execute("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_welcome_and_show_version_are_pgbouncer_s() {
+    use common::wire::{RawConn, query_message};
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .userlist(&[(ADMIN.0, "")])
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .start()
+        .await;
+    let mut c = RawConn::connect(px.port()).await;
+    c.send(&RawConn::startup_packet(ADMIN.0, "pgbouncer", &[("application_name", "psql")])).await;
+    let mut params = std::collections::BTreeMap::new();
+    let mut kinds = Vec::new();
+    loop {
+        let (tag, body) = c.read_message(Duration::from_secs(5)).await.expect("the welcome");
+        kinds.push(tag);
+        if tag == b'S' {
+            let mut parts = body.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+            params.insert(parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert!(!kinds.contains(&b'N') && !kinds.contains(&b'E'), "no notice at login, as PgBouncer 1.25: {kinds:?}");
+    for (k, v) in [
+        ("application_name", "psql"),
+        ("client_encoding", "UTF8"),
+        ("server_encoding", "UTF8"),
+        ("DateStyle", "ISO"),
+        ("TimeZone", "GMT"),
+        ("standard_conforming_strings", "on"),
+        ("is_superuser", "on"),
+    ] {
+        assert_eq!(params.get(k).map(String::as_str), Some(v), "{k}: {params:?}");
+    }
+    // SHOW VERSION is the first line of `--version`, as PgBouncer's.
+    c.send(&query_message("SHOW VERSION")).await;
+    let version = loop {
+        let (tag, body) = c.read_message(Duration::from_secs(5)).await.expect("an answer");
+        if tag == b'D' {
+            break String::from_utf8_lossy(&body[6..]).into_owned();
+        }
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgsluice")).arg("--version").output().unwrap();
+    let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
+    assert_eq!(version, first);
+    assert!(version.contains("PgBouncer 1.25.0"), "{version}");
 }

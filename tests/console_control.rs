@@ -183,8 +183,11 @@ async fn reload_applies_pool_size_live_and_keeps_the_old_config_when_broken() {
     std::fs::write(&px.config, "[pgsluice]\nno_such_setting = 1\n").unwrap();
     let e = console.simple_query("reload").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("F0000"), "{e}");
+    // PgBouncer's words; the reason in the DETAIL.
     let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
-    assert!(message.contains("no_such_setting"), "{message}");
+    assert_eq!(message, "RELOAD failed, see logs for additional details");
+    let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default().to_string();
+    assert!(detail.contains("no_such_setting"), "{detail}");
     px.signal("HUP");
     let d = px.client(ADMIN.0, ADMIN.1, "app").await;
     a.batch_execute("begin; select 1").await.unwrap();

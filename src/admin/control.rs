@@ -21,7 +21,10 @@ pub struct Done {
 
 pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<Done, PgError> {
     if verb == "RELOAD" {
-        let restart = shared.reload().map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
+        // PgBouncer's words (its log has the reason); pgsluice also says why in the DETAIL.
+        let restart = shared.reload().map_err(|e| {
+            PgError::error(SqlState::CONFIG_FILE_ERROR, "RELOAD failed, see logs for additional details").with_detail(e)
+        })?;
         let notices = restart
             .iter()
             .map(|key| PgError::notice(format!("{key} changed: restart pgsluice for it to take effect")))
@@ -91,48 +94,8 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
             shared.set_disabled(db, verb == "DISABLE");
             Ok(verb.to_string())
         }
-        "SHUTDOWN" => {
-            use crate::run_state::{RunState, ShutdownMode};
-            let mode = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
-                None => ShutdownMode::Immediate,
-                Some("WAIT_FOR_SERVERS") => ShutdownMode::WaitForServers,
-                Some("WAIT_FOR_CLIENTS") => ShutdownMode::WaitForClients,
-                Some(other) => {
-                    let msg = format!("SHUTDOWN {other}: expected WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
-                    return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
-                }
-            };
-            shared.run_state.send_replace(RunState::Draining(mode));
-            Ok("SHUTDOWN".into())
-        }
-        "SET" => {
-            let text = args.join(" ");
-            let (key, value) = text
-                .split_once('=')
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .ok_or_else(|| PgError::error(SqlState::SYNTAX_ERROR, "usage: SET key = value"))?;
-            if crate::config::RESTART_ONLY.contains(&key.as_str()) {
-                let msg = format!("{key} cannot be changed while running");
-                return Err(PgError::error(SqlState::CANT_CHANGE_RUNTIME_PARAM, msg));
-            }
-            let config = shared.config().with_setting(&key, &value).map_err(|e| {
-                use crate::config::SetError;
-                let code = match e {
-                    SetError::Unknown(_) => SqlState::UNDEFINED_OBJECT,
-                    SetError::NotSupported(_) => SqlState::FEATURE_NOT_SUPPORTED,
-                    SetError::Invalid(_) => SqlState::INVALID_PARAMETER_VALUE,
-                };
-                PgError::error(code, e.to_string())
-            })?;
-            for warning in config.warnings() {
-                tracing::warn!(%warning, "configuration");
-            }
-            let files =
-                crate::shared::Files::load(&config).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
-            shared.apply(config, files);
-            tracing::info!(%key, %value, "SET");
-            Ok("SET".into())
-        }
+        "SHUTDOWN" => shutdown(shared, args),
+        "SET" => set(shared, args),
         "SUSPEND" => {
             // pgsluice keeps no socket buffers to flush: SUSPEND stops handing out servers at once (like
             // PAUSE, without waiting for them to close) until RESUME. Online restarts use so_reuseport.
@@ -141,4 +104,49 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
         }
         _ => Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, format!("{verb} is not supported yet"))),
     }
+}
+
+/// SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]: the supervisor acts on the new run state.
+fn shutdown(shared: &Arc<Shared>, args: &[String]) -> Result<String, PgError> {
+    use crate::run_state::{RunState, ShutdownMode};
+    let mode = match args.first().map(|a| a.to_ascii_uppercase()).as_deref() {
+        None => ShutdownMode::Immediate,
+        Some("WAIT_FOR_SERVERS") => ShutdownMode::WaitForServers,
+        Some("WAIT_FOR_CLIENTS") => ShutdownMode::WaitForClients,
+        Some(other) => {
+            let msg = format!("SHUTDOWN {other}: expected WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
+            return Err(PgError::error(SqlState::SYNTAX_ERROR, msg));
+        }
+    };
+    shared.run_state.send_replace(RunState::Draining(mode));
+    Ok("SHUTDOWN".into())
+}
+
+/// SET key = value: the running config with one setting changed, applied as RELOAD applies a file.
+fn set(shared: &Arc<Shared>, args: &[String]) -> Result<String, PgError> {
+    let text = args.join(" ");
+    let (key, value) = text
+        .split_once('=')
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .ok_or_else(|| PgError::error(SqlState::SYNTAX_ERROR, "usage: SET key = value"))?;
+    if crate::config::RESTART_ONLY.contains(&key.as_str()) {
+        let msg = format!("{key} cannot be changed while running");
+        return Err(PgError::error(SqlState::CANT_CHANGE_RUNTIME_PARAM, msg));
+    }
+    let config = shared.config().with_setting(&key, &value).map_err(|e| {
+        use crate::config::SetError;
+        let code = match e {
+            SetError::Unknown(_) => SqlState::UNDEFINED_OBJECT,
+            SetError::NotSupported(_) => SqlState::FEATURE_NOT_SUPPORTED,
+            SetError::Invalid(_) => SqlState::INVALID_PARAMETER_VALUE,
+        };
+        PgError::error(code, e.to_string())
+    })?;
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "configuration");
+    }
+    let files = crate::shared::Files::load(&config).map_err(|e| PgError::error(SqlState::CONFIG_FILE_ERROR, e))?;
+    shared.apply(config, files);
+    tracing::info!(%key, %value, "SET");
+    Ok("SET".into())
 }

@@ -181,8 +181,9 @@ fn help(out: &mut BytesMut) {
 
 fn version() -> Table {
     let mut t = Table::new(&[("version", TEXT)]);
-    // pgbouncer_exporter reads the PgBouncer version out of this string.
-    t.rows.push(vec![self::t(format!("pgsluice {} (PgBouncer 1.25.0 compatible)", env!("CARGO_PKG_VERSION")))]);
+    // The first line of `pgsluice --version`, as PgBouncer's; pgbouncer_exporter reads the PgBouncer
+    // version out of it.
+    t.rows.push(vec![self::t(format!("pgsluice {}", crate::VERSION))]);
     t
 }
 
