@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::run_state::{RunState, ShutdownMode};
 use crate::shared::Shared;
+use crate::stats::clients::ClientState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -74,6 +75,9 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
     tokio::spawn(reap_auto_pools(Arc::downgrade(&shared)));
     let (stop_accepting, accepting) = watch::channel(false);
+    // The TCP listener alone can stop first (SIGINT, SHUTDOWN WAIT_FOR_SERVERS); the Unix socket stays
+    // open for the console until the end.
+    let (stop_tcp, tcp_accepting) = watch::channel(false);
     // The metrics endpoint outlives the drain (it reports not-ready meanwhile).
     let (stop_metrics, metrics_stopped) = watch::channel(false);
     if let Some(addr) = metrics_addr {
@@ -86,7 +90,8 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
         tracing::info!(path = %u.path().display(), "listening on a Unix socket");
         tokio::spawn(u.accept_loop(shared.clone(), accepting.clone(), shared.config().general.listen_port))
     });
-    let accept = tokio::spawn(crate::listener::accept_loop(listener, shared.clone(), accepting));
+    let accept = tokio::spawn(crate::listener::accept_loop(listener, shared.clone(), tcp_accepting));
+    let stops = Stops { all: stop_accepting, tcp: stop_tcp };
     let mut signals = Signals::new();
     let mut state = shared.run_state.subscribe();
     // Running: serve until something asks to stop.
@@ -118,8 +123,9 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
             }
         }
     };
-    drain(&shared, mode, reuse_port, &stop_accepting, &mut signals).await;
-    let _ = stop_accepting.send(true);
+    drain(&shared, mode, reuse_port, &stops, &mut signals).await;
+    let _ = stops.tcp.send(true);
+    let _ = stops.all.send(true);
     let _ = stop_metrics.send(true);
     let _ = accept.await;
     if let Some(u) = unix_accept {
@@ -131,21 +137,25 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     Ok(())
 }
 
+/// What stops the accept loops: the TCP listener, and every listener (the Unix socket too).
+struct Stops {
+    all: watch::Sender<bool>,
+    tcp: watch::Sender<bool>,
+}
+
 /// Winds down in `mode`; a second SIGINT or SIGTERM turns any wait into an immediate exit.
-async fn drain(
-    shared: &Arc<Shared>,
-    mode: ShutdownMode,
-    reuse_port: bool,
-    stop: &watch::Sender<bool>,
-    signals: &mut Signals,
-) {
+async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops: &Stops, signals: &mut Signals) {
     tracing::info!(?mode, "shutting down");
     shared.run_state.send_replace(RunState::Draining(mode));
     if reuse_port {
         // Another pgsluice shares the port: let it take every new connection.
-        let _ = stop.send(true);
+        let _ = stops.all.send(true);
+        let _ = stops.tcp.send(true);
     }
     if mode == ShutdownMode::WaitForServers {
+        // As PgBouncer's safe shutdown: no new connections over TCP (the Unix socket stays open for the
+        // console), no new transactions.
+        let _ = stops.tcp.send(true);
         shared.pause(None);
     }
     let done = || match mode {
@@ -155,6 +165,14 @@ async fn drain(
         ShutdownMode::WaitForClients => shared.client_registry.list().iter().all(|c| crate::admin::is_admin_db(&c.db)),
     };
     loop {
+        if mode == ShutdownMode::WaitForServers {
+            // A client waiting for a server would wait for the exit: as PgBouncer, it is closed now (also
+            // one that finished its transaction and starts another).
+            let n = shared.client_registry.kill(|c| c.state() == ClientState::Waiting && !c.kill.is_cancelled());
+            if n > 0 {
+                tracing::info!(clients = n, "closing clients waiting for a server during shutdown");
+            }
+        }
         if done() {
             break;
         }

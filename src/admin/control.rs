@@ -75,6 +75,10 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
             Ok("PAUSE".into())
         }
         "RESUME" => {
+            // As PgBouncer: a shutdown's pause is not undone.
+            if args.is_empty() && *shared.run_state.borrow() != crate::run_state::RunState::Running {
+                return Err(PgError::error(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE, "pooler is shutting down"));
+            }
             shared.resume(args.first().map(String::as_str));
             Ok("RESUME".into())
         }
