@@ -166,12 +166,7 @@ async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops
     };
     loop {
         if mode == ShutdownMode::WaitForServers {
-            // A client waiting for a server would wait for the exit: as PgBouncer, it is closed now (also
-            // one that finished its transaction and starts another).
-            let n = shared.client_registry.kill(|c| c.state() == ClientState::Waiting && !c.kill.is_cancelled());
-            if n > 0 {
-                tracing::info!(clients = n, "closing clients waiting for a server during shutdown");
-            }
+            close_waiting_clients(shared);
         }
         if done() {
             break;
@@ -180,6 +175,12 @@ async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = Signals::recv(&mut signals.term) => break,
             _ = Signals::recv(&mut signals.int) => break,
+            _ = Signals::recv(&mut signals.hup) => {
+                tracing::info!("SIGHUP received, reloading");
+                let _ = shared.reload();
+            }
+            // As PgBouncer: a shutdown's pause is not undone.
+            _ = Signals::recv(&mut signals.usr2) => tracing::info!("got SIGUSR2 while shutting down, ignoring"),
         }
     }
     // Whoever is still connected is told why the connection ends.
@@ -192,6 +193,16 @@ async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops
         }
     }
     tracing::info!("shutdown complete");
+}
+
+/// A client waiting for a server would wait for the exit: as PgBouncer's safe shutdown, it is closed now
+/// (also one that finished its transaction and starts another), and the log says so in PgBouncer's words.
+fn close_waiting_clients(shared: &Shared) {
+    let waiting = |c: &crate::stats::clients::ClientEntry| c.state() == ClientState::Waiting && !c.kill.is_cancelled();
+    for c in shared.client_registry.list().iter().filter(|c| waiting(c)) {
+        tracing::info!(db = %c.db, user = %c.user, peer = %c.addr, "closing because: server shutting down");
+    }
+    shared.client_registry.kill(waiting);
 }
 
 /// The signals pgsluice reacts to (each `None` if it could not be installed).

@@ -271,6 +271,10 @@ async fn console_shutdown_wait_for_servers_lets_the_open_transaction_finish() {
         .unwrap_err();
     assert!(code(&e).as_deref() == Some("57P01") || b.is_closed(), "{e}");
     assert!(started.elapsed() < Duration::from_secs(2), "closed promptly: {:?}", started.elapsed());
+    common::wait_for(Duration::from_secs(5), "the log says why, in PgBouncer's words", || async {
+        full_log(&px).contains("closing because: server shutting down")
+    })
+    .await;
     // As PgBouncer: no new connections over TCP, and RESUME does not undo the shutdown's pause.
     tcp_refused(px.port()).await;
     let e = console.simple_query("resume").await.unwrap_err();
@@ -308,6 +312,17 @@ async fn sigint_stops_accepting_over_tcp_and_keeps_the_console_on_the_unix_socke
     let console = unix("pgbouncer").await.expect("the console over the Unix socket");
     let e = console.simple_query("resume").await.unwrap_err();
     assert_eq!(message(&e), "pooler is shutting down");
+    // Nor does SIGUSR2 undo it.
+    px.signal("USR2");
+    common::wait_for(Duration::from_secs(5), "SIGUSR2 is ignored", || async {
+        full_log(&px).contains("got SIGUSR2 while shutting down, ignoring")
+    })
+    .await;
+    let rows = console.simple_query("show state").await.unwrap();
+    let paused = rows.iter().any(|m| {
+        matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("paused") && r.get(1) == Some("yes"))
+    });
+    assert!(paused, "still paused after SIGUSR2");
     let Err(e) = unix("app").await else { panic!("a new client logged in during shutdown") };
     assert_eq!(code(&e).as_deref(), Some("57P03"), "{e}");
     // The open transaction finishes, then pgsluice exits.
