@@ -68,6 +68,9 @@ async fn show_clients_and_kill_client_and_kill() {
     assert_eq!((tag, error_fields(&body).get(&'C').cloned()), (b'E', Some("57P01".to_string())));
     let e = console.simple_query("kill_client 999999").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("42704"));
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("client not found"), "PgBouncer's words");
+    let e = console.simple_query("kill_client someone").await.unwrap_err();
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("invalid client pointer supplied"));
     common::wait_for(Duration::from_secs(5), "no clients left but the console", || async {
         let (cols, rows) = show(&console, "show clients").await;
         rows.iter().all(|r| value(&cols, r, "database") == "pgbouncer")

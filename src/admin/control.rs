@@ -58,11 +58,13 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
             Ok("KILL".into())
         }
         "KILL_CLIENT" => {
-            let id: u64 = args.first().and_then(|a| a.parse().ok()).ok_or_else(|| {
-                PgError::error(SqlState::SYNTAX_ERROR, "KILL_CLIENT needs a client id (SHOW CLIENTS)")
-            })?;
+            // PgBouncer's words; the id is SHOW CLIENTS' `id`.
+            let id: u64 = args
+                .first()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| PgError::error(SqlState::SYNTAX_ERROR, "invalid client pointer supplied"))?;
             if shared.client_registry.kill(|c| c.id == id) == 0 {
-                return Err(PgError::error(SqlState::UNDEFINED_OBJECT, format!("no client with id {id}")));
+                return Err(PgError::error(SqlState::UNDEFINED_OBJECT, "client not found"));
             }
             Ok("KILL_CLIENT".into())
         }
