@@ -132,6 +132,8 @@ pub struct ConsoleLogin {
     pub role: Role,
     pub peer: crate::stats::PeerAddr,
     pub application_name: String,
+    /// The BackendKeyData of the welcome.
+    pub cancel_key: (u32, u32),
 }
 
 /// A console user's place among the clients (SHOW CLIENTS, KILL_CLIENT) and in the `pgbouncer`
@@ -170,10 +172,16 @@ impl Drop for Counted {
 
 /// Serves console commands until the user leaves or is killed (KILL_CLIENT, shutdown).
 pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, login: ConsoleLogin) {
-    let role = login.role;
+    let (role, cancel_key, application_name) = (login.role, login.cancel_key, login.application_name.clone());
     let counted = Counted::new(shared, login, &sock);
     let (entry, stats) = (counted.registered.entry.clone(), counted.stats.clone());
+    // Listed first, welcomed then: whoever the user tells it is logged in finds it in SHOW CLIENTS.
     let mut out = BytesMut::new();
+    welcome(&mut out, cancel_key, &application_name);
+    if sock.send(&out).await.is_err() {
+        return;
+    }
+    out.clear();
     // After an extended-protocol message is refused, the rest of its batch is skipped up to Sync.
     let mut skipping = false;
     loop {

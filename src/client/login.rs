@@ -175,9 +175,8 @@ pub async fn login(
     let client_key = authenticate(sock, buf, shared, (peer, &db, &user), tls.as_deref(), secret.as_ref()).await?;
     if crate::admin::is_admin_db(&db) {
         let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
+        // The console sends its welcome once its user is listed among the clients (admin::serve).
         let application_name = get("application_name").unwrap_or_default();
-        crate::admin::welcome(&mut out, cancel_key, &application_name);
-        sock.send(&out).await?;
         return Ok(Login::Admin { user, role, application_name });
     }
     // Draining: without SO_REUSEPORT the port stays open (for the console) and new clients are refused;

@@ -95,7 +95,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             if general.log_connections {
                 tracing::info!(%peer, %user, ?role, "admin console login");
             }
-            let login = crate::admin::ConsoleLogin { user, role, peer: peer.clone(), application_name };
+            let cancel_key = (registration.slot.pid, registration.slot.key);
+            let login = crate::admin::ConsoleLogin { user, role, peer: peer.clone(), application_name, cancel_key };
             crate::admin::serve(&shared, sock, buf, login).await;
             return;
         }
