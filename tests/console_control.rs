@@ -17,6 +17,7 @@ async fn show_clients_and_kill_client_and_kill() {
         .userlist(&[("trust_user", ""), (ADMIN.0, ADMIN.1)])
         .general("admin_users", &format!("{:?}", ADMIN.0))
         .pool_size(2)
+        .no_fallback_database()
         .start()
         .await;
     let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
@@ -71,6 +72,15 @@ async fn show_clients_and_kill_client_and_kill() {
     assert_eq!(e.as_db_error().map(|d| d.message()), Some("client not found"), "PgBouncer's words");
     let e = console.simple_query("kill_client someone").await.unwrap_err();
     assert_eq!(e.as_db_error().map(|d| d.message()), Some("invalid client pointer supplied"));
+    // As PgBouncer: a database that does not exist, or the console's own, is refused by name.
+    let e = console.simple_query("kill nosuchdb").await.unwrap_err();
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("no such database: nosuchdb"));
+    for (cmd, msg) in
+        [("kill pgbouncer", "cannot kill admin db: pgbouncer"), ("pause pgsluice", "cannot pause admin db: pgsluice")]
+    {
+        let e = console.simple_query(cmd).await.unwrap_err();
+        assert_eq!(e.as_db_error().map(|d| d.message()), Some(msg), "{cmd}");
+    }
     common::wait_for(Duration::from_secs(5), "no clients left but the console", || async {
         let (cols, rows) = show(&console, "show clients").await;
         rows.iter().all(|r| value(&cols, r, "database") == "pgbouncer")

@@ -34,13 +34,37 @@ pub async fn run(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<Do
     run_plain(shared, verb, args).await.map(|tag| Done { tag, notices: Vec::new() })
 }
 
+/// The database a command names, checked as PgBouncer checks it: not the console's own (RESUME of it is
+/// a no-op), and one that exists (an entry, the `"*"` fallback, or a pool).
+fn check_database(shared: &Shared, verb: &str, db: &str) -> Result<(), PgError> {
+    let action = match verb {
+        "KILL" => "kill",
+        "PAUSE" => "pause",
+        "RECONNECT" => "reconnect",
+        "WAIT_CLOSE" => "wait in",
+        "DISABLE" => "disable",
+        "ENABLE" => "enable",
+        _ => return Ok(()),
+    };
+    if super::is_admin_db(db) {
+        let msg = format!("cannot {action} admin db: {db}");
+        return Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg));
+    }
+    let config = shared.config();
+    let known = config.databases.contains_key(db) || config.databases.contains_key("*");
+    if !known && shared.pools_of(Some(db)).is_empty() {
+        return Err(PgError::error(SqlState::INVALID_CATALOG_NAME, format!("no such database: {db}")));
+    }
+    Ok(())
+}
+
 async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<String, PgError> {
+    if let Some(db) = args.first().filter(|_| verb != "SET" && verb != "SHUTDOWN" && verb != "KILL_CLIENT") {
+        check_database(shared, verb, db)?;
+    }
     match verb {
         "KILL" => {
             let db = args.first().cloned();
-            if db.as_deref().is_some_and(super::is_admin_db) {
-                return Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "cannot kill the admin database"));
-            }
             // As PgBouncer, KILL also pauses the database (every database with a pool, without a name): new
             // clients wait until RESUME. Pausing first closes the idle servers, and the killed clients'
             // servers as they are released.
