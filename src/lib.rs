@@ -11,6 +11,10 @@
 //! L5 listener.rs metrics.rs     + L0-L4
 //! L6 supervisor.rs bin/         wires everything
 //! ```
+/// The version `--version` prints after the name and SHOW VERSION shows (`pgsluice <this>`): the PgBouncer
+/// version pgsluice's console follows is in it, where pgbouncer_exporter reads it.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (PgBouncer 1.25.0 compatible)");
+
 pub mod admin;
 pub mod auth;
 pub mod cancel;

@@ -226,6 +226,8 @@ pub const MAX_AUTH_LOOKUPS: usize = 16;
 impl Shared {
     pub fn new(config: Config, files: Files) -> Arc<Self> {
         let Files { auth, tls, hba } = files;
+        // One id sequence for clients and servers, as PgBouncer's socket ids.
+        let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             tls: Arc::new(TlsState::new(tls)),
@@ -245,8 +247,8 @@ impl Shared {
             user_clients: Arc::default(),
             cancel: Arc::default(),
             scram: Default::default(),
-            client_registry: Arc::default(),
-            server_registry: Arc::default(),
+            client_registry: Arc::new(crate::stats::registry::Registry::with_ids(ids.clone())),
+            server_registry: Arc::new(crate::stats::registry::Registry::with_ids(ids)),
             stats: Default::default(),
             paused: Mutex::default(),
             disabled: Mutex::default(),

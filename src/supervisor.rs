@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::run_state::{RunState, ShutdownMode};
 use crate::shared::Shared;
+use crate::stats::clients::ClientState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -74,6 +75,9 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     tokio::spawn(roll_stats_periods(Arc::downgrade(&shared)));
     tokio::spawn(reap_auto_pools(Arc::downgrade(&shared)));
     let (stop_accepting, accepting) = watch::channel(false);
+    // The TCP listener alone can stop first (SIGINT, SHUTDOWN WAIT_FOR_SERVERS); the Unix socket stays
+    // open for the console until the end.
+    let (stop_tcp, tcp_accepting) = watch::channel(false);
     // The metrics endpoint outlives the drain (it reports not-ready meanwhile).
     let (stop_metrics, metrics_stopped) = watch::channel(false);
     if let Some(addr) = metrics_addr {
@@ -86,7 +90,8 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
         tracing::info!(path = %u.path().display(), "listening on a Unix socket");
         tokio::spawn(u.accept_loop(shared.clone(), accepting.clone(), shared.config().general.listen_port))
     });
-    let accept = tokio::spawn(crate::listener::accept_loop(listener, shared.clone(), accepting));
+    let accept = tokio::spawn(crate::listener::accept_loop(listener, shared.clone(), tcp_accepting));
+    let stops = Stops { all: stop_accepting, tcp: stop_tcp };
     let mut signals = Signals::new();
     let mut state = shared.run_state.subscribe();
     // Running: serve until something asks to stop.
@@ -118,8 +123,9 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
             }
         }
     };
-    drain(&shared, mode, reuse_port, &stop_accepting, &mut signals).await;
-    let _ = stop_accepting.send(true);
+    drain(&shared, mode, reuse_port, &stops, &mut signals).await;
+    let _ = stops.tcp.send(true);
+    let _ = stops.all.send(true);
     let _ = stop_metrics.send(true);
     let _ = accept.await;
     if let Some(u) = unix_accept {
@@ -131,29 +137,37 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     Ok(())
 }
 
+/// What stops the accept loops: the TCP listener, and every listener (the Unix socket too).
+struct Stops {
+    all: watch::Sender<bool>,
+    tcp: watch::Sender<bool>,
+}
+
 /// Winds down in `mode`; a second SIGINT or SIGTERM turns any wait into an immediate exit.
-async fn drain(
-    shared: &Arc<Shared>,
-    mode: ShutdownMode,
-    reuse_port: bool,
-    stop: &watch::Sender<bool>,
-    signals: &mut Signals,
-) {
+async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops: &Stops, signals: &mut Signals) {
     tracing::info!(?mode, "shutting down");
     shared.run_state.send_replace(RunState::Draining(mode));
     if reuse_port {
         // Another pgsluice shares the port: let it take every new connection.
-        let _ = stop.send(true);
+        let _ = stops.all.send(true);
+        let _ = stops.tcp.send(true);
     }
     if mode == ShutdownMode::WaitForServers {
+        // As PgBouncer's safe shutdown: no new connections over TCP (the Unix socket stays open for the
+        // console), no new transactions.
+        let _ = stops.tcp.send(true);
         shared.pause(None);
     }
     let done = || match mode {
         ShutdownMode::Immediate => true,
         ShutdownMode::WaitForServers => shared.all_pools().iter().all(|(_, e)| e.pool.counts().open == 0),
-        ShutdownMode::WaitForClients => shared.client_registry.list().is_empty(),
+        // The console's own users do not hold the process up.
+        ShutdownMode::WaitForClients => shared.client_registry.list().iter().all(|c| crate::admin::is_admin_db(&c.db)),
     };
     loop {
+        if mode == ShutdownMode::WaitForServers {
+            close_waiting_clients(shared);
+        }
         if done() {
             break;
         }
@@ -161,6 +175,12 @@ async fn drain(
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = Signals::recv(&mut signals.term) => break,
             _ = Signals::recv(&mut signals.int) => break,
+            _ = Signals::recv(&mut signals.hup) => {
+                tracing::info!("SIGHUP received, reloading");
+                let _ = shared.reload();
+            }
+            // As PgBouncer: a shutdown's pause is not undone.
+            _ = Signals::recv(&mut signals.usr2) => tracing::info!("got SIGUSR2 while shutting down, ignoring"),
         }
     }
     // Whoever is still connected is told why the connection ends.
@@ -173,6 +193,16 @@ async fn drain(
         }
     }
     tracing::info!("shutdown complete");
+}
+
+/// A client waiting for a server would wait for the exit: as PgBouncer's safe shutdown, it is closed now
+/// (also one that finished its transaction and starts another), and the log says so in PgBouncer's words.
+fn close_waiting_clients(shared: &Shared) {
+    let waiting = |c: &crate::stats::clients::ClientEntry| c.state() == ClientState::Waiting && !c.kill.is_cancelled();
+    for c in shared.client_registry.list().iter().filter(|c| waiting(c)) {
+        tracing::info!(db = %c.db, user = %c.user, peer = %c.addr, "closing because: server shutting down");
+    }
+    shared.client_registry.kill(waiting);
 }
 
 /// The signals pgsluice reacts to (each `None` if it could not be installed).

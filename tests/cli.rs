@@ -125,7 +125,8 @@ async fn check_rejects_a_missing_auth_file() {
 async fn version_prints_the_crate_version() {
     let out = pgsluice(&["--version".as_ref()]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(out.stdout.trim(), format!("pgsluice {}", env!("CARGO_PKG_VERSION")));
+    // As PgBouncer's `--version`, its first line is what SHOW VERSION shows (tests/console_clients.rs).
+    assert_eq!(out.stdout.trim(), format!("pgsluice {} (PgBouncer 1.25.0 compatible)", env!("CARGO_PKG_VERSION")));
 }
 
 /// Threads of `pid` named like tokio's runtime workers ("tokio-rt-worker"; older tokio: "tokio-runtime-worker",

@@ -17,6 +17,7 @@ async fn show_clients_and_kill_client_and_kill() {
         .userlist(&[("trust_user", ""), (ADMIN.0, ADMIN.1)])
         .general("admin_users", &format!("{:?}", ADMIN.0))
         .pool_size(2)
+        .no_fallback_database()
         .start()
         .await;
     let console = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
@@ -28,6 +29,10 @@ async fn show_clients_and_kill_client_and_kill() {
     let (cols, rows) = show(&console, "show clients").await;
     assert_eq!(cols.len(), 24, "PgBouncer's 21 columns, then xact_us, idle_in_xact_us and pinned");
     assert_eq!(cols[20..], ["id", "xact_us", "idle_in_xact_us", "pinned"]);
+    // The console itself is listed too, under the pgbouncer database.
+    let (console_rows, rows): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|r| value(&cols, r, "database") == "pgbouncer");
+    assert_eq!(console_rows.len(), 1, "{console_rows:?}");
     let states: Vec<String> = rows.iter().map(|r| value(&cols, r, "state")).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(states.contains(&"active".to_string()) && states.contains(&"idle".to_string()), "{states:?}");
@@ -64,8 +69,21 @@ async fn show_clients_and_kill_client_and_kill() {
     assert_eq!((tag, error_fields(&body).get(&'C').cloned()), (b'E', Some("57P01".to_string())));
     let e = console.simple_query("kill_client 999999").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("42704"));
-    common::wait_for(Duration::from_secs(5), "no clients left", || async {
-        show(&console, "show clients").await.1.is_empty()
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("client not found"), "PgBouncer's words");
+    let e = console.simple_query("kill_client someone").await.unwrap_err();
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("invalid client pointer supplied"));
+    // As PgBouncer: a database that does not exist, or the console's own, is refused by name.
+    let e = console.simple_query("kill nosuchdb").await.unwrap_err();
+    assert_eq!(e.as_db_error().map(|d| d.message()), Some("no such database: nosuchdb"));
+    for (cmd, msg) in
+        [("kill pgbouncer", "cannot kill admin db: pgbouncer"), ("pause pgsluice", "cannot pause admin db: pgsluice")]
+    {
+        let e = console.simple_query(cmd).await.unwrap_err();
+        assert_eq!(e.as_db_error().map(|d| d.message()), Some(msg), "{cmd}");
+    }
+    common::wait_for(Duration::from_secs(5), "no clients left but the console", || async {
+        let (cols, rows) = show(&console, "show clients").await;
+        rows.iter().all(|r| value(&cols, r, "database") == "pgbouncer")
     })
     .await;
 }
@@ -178,8 +196,11 @@ async fn reload_applies_pool_size_live_and_keeps_the_old_config_when_broken() {
     std::fs::write(&px.config, "[pgsluice]\nno_such_setting = 1\n").unwrap();
     let e = console.simple_query("reload").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("F0000"), "{e}");
+    // PgBouncer's words; the reason in the DETAIL.
     let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
-    assert!(message.contains("no_such_setting"), "{message}");
+    assert_eq!(message, "RELOAD failed, see logs for additional details");
+    let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default().to_string();
+    assert!(detail.contains("no_such_setting"), "{detail}");
     px.signal("HUP");
     let d = px.client(ADMIN.0, ADMIN.1, "app").await;
     a.batch_execute("begin; select 1").await.unwrap();

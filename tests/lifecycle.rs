@@ -235,6 +235,18 @@ async fn console_shutdown_exits_at_once() {
     assert!(c.is_closed(), "the open transaction's client is disconnected: {e}");
 }
 
+/// Polls until a TCP connection to `port` is refused (the listener is closed).
+async fn tcp_refused(port: u16) {
+    common::wait_for(Duration::from_secs(5), "TCP connections refused", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err()
+    })
+    .await;
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_shutdown_wait_for_servers_lets_the_open_transaction_finish() {
     let pg = TestPg::start().await;
@@ -251,19 +263,71 @@ async fn console_shutdown_wait_for_servers_lets_the_open_transaction_finish() {
         })
     })
     .await;
-    // A new transaction does not start; a new login is refused.
-    let held = tokio::spawn(async move { b.simple_query("select 1").await.map(|_| ()) });
-    let e = px.try_client(USER, PW, "app").await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("57P03"), "{e}");
+    // A client that wants a new transaction is closed at once, not left waiting for the exit.
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(5), b.simple_query("select 1"))
+        .await
+        .expect("B is answered while A's transaction is still open")
+        .unwrap_err();
+    assert!(code(&e).as_deref() == Some("57P01") || b.is_closed(), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2), "closed promptly: {:?}", started.elapsed());
+    common::wait_for(Duration::from_secs(5), "the log says why, in PgBouncer's words", || async {
+        full_log(&px).contains("closing because: server shutting down")
+    })
+    .await;
+    // As PgBouncer: no new connections over TCP, and RESUME does not undo the shutdown's pause.
+    tcp_refused(px.port()).await;
+    let e = console.simple_query("resume").await.unwrap_err();
+    assert_eq!(message(&e), "pooler is shutting down");
     assert!(px.wait_exit(Duration::from_millis(300)).await.is_none(), "waits for the open transaction");
-    // The open one runs to its commit; then pgsluice exits and the held transaction fails.
+    // The open one runs to its commit; then pgsluice exits.
     assert_eq!(scalar(&a, "select balance from accounts where id = 1").await, "1");
     a.batch_execute("commit").await.unwrap();
     assert!(px.wait_exit(Duration::from_secs(10)).await.is_some(), "exits once no server is in use");
-    let held = tokio::time::timeout(Duration::from_secs(5), held).await.expect("B is answered").unwrap();
-    assert!(held.is_err(), "the transaction that waited never ran");
     let direct = pg.direct(USER, PW, "app").await;
     assert_eq!(scalar(&direct, "select balance from accounts where id = 1").await, "1", "committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_accepting_over_tcp_and_keeps_the_console_on_the_unix_socket() {
+    let pg = TestPg::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut px = proxy_with_console(&pg)
+        .general("unix_socket_dir", &format!("{:?}", dir.path().display().to_string()))
+        .start()
+        .await;
+    let a = px.client(USER, PW, "app").await;
+    a.batch_execute("begin; update accounts set balance = balance + 1 where id = 1").await.unwrap();
+    px.signal("INT");
+    tcp_refused(px.port()).await;
+    let unix = |db: &str| {
+        let conf = format!("host={} port={} user={USER} password={PW} dbname={db}", dir.path().display(), px.port());
+        async move {
+            let (c, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            Ok::<_, tokio_postgres::Error>(c)
+        }
+    };
+    // Over the Unix socket the console still answers; a client of a database is refused.
+    let console = unix("pgbouncer").await.expect("the console over the Unix socket");
+    let e = console.simple_query("resume").await.unwrap_err();
+    assert_eq!(message(&e), "pooler is shutting down");
+    // Nor does SIGUSR2 undo it.
+    px.signal("USR2");
+    common::wait_for(Duration::from_secs(5), "SIGUSR2 is ignored", || async {
+        full_log(&px).contains("got SIGUSR2 while shutting down, ignoring")
+    })
+    .await;
+    let rows = console.simple_query("show state").await.unwrap();
+    let paused = rows.iter().any(|m| {
+        matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("paused") && r.get(1) == Some("yes"))
+    });
+    assert!(paused, "still paused after SIGUSR2");
+    let Err(e) = unix("app").await else { panic!("a new client logged in during shutdown") };
+    assert_eq!(code(&e).as_deref(), Some("57P03"), "{e}");
+    // The open transaction finishes, then pgsluice exits.
+    a.batch_execute("commit").await.unwrap();
+    assert!(px.wait_exit(Duration::from_secs(10)).await.is_some(), "exits after the transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,12 +361,11 @@ async fn connect_leave_and_fail_login(px: &Proxy) {
     let e = px.try_client(USER, "wrong", "app").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("28P01"));
     common::wait_for(Duration::from_secs(5), "the client is gone", || async {
-        console
-            .simple_query("show clients")
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        console.simple_query("show clients").await.unwrap().iter().all(|m| match m {
+            // Only the console itself is left.
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("database") == Some("pgbouncer"),
+            _ => true,
+        })
     })
     .await;
     console.simple_query("reload").await.unwrap();

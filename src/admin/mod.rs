@@ -6,7 +6,9 @@ pub(crate) mod control;
 mod show;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use crate::stats::clients::ClientState;
 use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -20,6 +22,11 @@ use crate::shared::Shared;
 
 /// Names of the console's virtual database.
 pub const ADMIN_DBS: &[&str] = &["pgbouncer", "pgsluice"];
+
+/// The database and user of the console's pseudo-pool, as PgBouncer shows its admin database and pool
+/// (whichever of `ADMIN_DBS` the user connected to).
+pub const CONSOLE_DB: &str = "pgbouncer";
+pub const CONSOLE_USER: &str = "pgbouncer";
 
 /// Largest console command accepted.
 const MAX_COMMAND: usize = 64 * 1024;
@@ -49,19 +56,23 @@ pub fn role_of(general: &General, user: &str) -> Option<Role> {
     }
 }
 
-/// AuthenticationOk and the parameters psql expects, then ReadyForQuery.
-pub fn welcome(out: &mut BytesMut, cancel_key: (u32, u32)) {
+/// AuthenticationOk and the parameters PgBouncer's console sends (its admin pool's welcome: the
+/// version, UTF8 encodings, ISO dates, GMT, standard strings, superuser), with the client's own
+/// application_name echoed as PgBouncer does for every startup parameter it tracks; then ReadyForQuery.
+/// Like PgBouncer 1.25, no NoticeResponse.
+pub fn welcome(out: &mut BytesMut, cancel_key: (u32, u32), application_name: &str) {
     messages::auth_ok(out);
     let version = format!("{}/pgsluice", env!("CARGO_PKG_VERSION"));
     for (k, v) in [
         ("server_version", version.as_str()),
-        ("server_encoding", "UTF8"),
         ("client_encoding", "UTF8"),
+        ("server_encoding", "UTF8"),
         ("DateStyle", "ISO"),
-        ("TimeZone", "UTC"),
+        ("TimeZone", "GMT"),
         ("standard_conforming_strings", "on"),
+        ("is_superuser", "on"),
         ("integer_datetimes", "on"),
-        ("application_name", ""),
+        ("application_name", application_name),
     ] {
         messages::parameter_status(out, k, v);
     }
@@ -114,18 +125,78 @@ impl AdminCommand {
     }
 }
 
-/// Serves console commands until the user leaves.
-pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, role: Role) {
+/// Who logged in to the console, and from where: the console is a client like any other (SHOW CLIENTS
+/// lists it under the `pgbouncer` database, KILL_CLIENT ends it).
+pub struct ConsoleLogin {
+    pub user: String,
+    pub role: Role,
+    pub peer: crate::stats::PeerAddr,
+    pub application_name: String,
+    /// The BackendKeyData of the welcome.
+    pub cancel_key: (u32, u32),
+}
+
+/// A console user's place among the clients (SHOW CLIENTS, KILL_CLIENT) and in the `pgbouncer`
+/// pseudo-pool's counts, while its session lasts.
+struct Counted {
+    registered: crate::stats::clients::Registered,
+    stats: Arc<crate::stats::PoolStats>,
+}
+
+impl Counted {
+    fn new(shared: &Shared, login: ConsoleLogin, sock: &Stream) -> Counted {
+        let ConsoleLogin { user, peer, application_name, .. } = login;
+        // With auth_type = any the name a client gives means nothing: PgBouncer shows its `pgbouncer` user.
+        let any = shared.config().general.auth_type == AuthType::Any;
+        let user = if any { CONSOLE_USER.to_string() } else { user };
+        let registered = shared.client_registry.register(
+            CONSOLE_DB,
+            &user,
+            peer,
+            sock.local_addr(),
+            sock.tls_description(),
+            &application_name,
+        );
+        let stats = shared.stats.get(CONSOLE_DB, CONSOLE_USER);
+        stats.client_login_count.fetch_add(1, Ordering::Relaxed);
+        stats.clients.fetch_add(1, Ordering::Relaxed);
+        Counted { registered, stats }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.stats.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves console commands until the user leaves or is killed (KILL_CLIENT, shutdown).
+pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, login: ConsoleLogin) {
+    let (role, cancel_key, application_name) = (login.role, login.cancel_key, login.application_name.clone());
+    let counted = Counted::new(shared, login, &sock);
+    let (entry, stats) = (counted.registered.entry.clone(), counted.stats.clone());
+    // Listed first, welcomed then: whoever the user tells it is logged in finds it in SHOW CLIENTS.
     let mut out = BytesMut::new();
+    welcome(&mut out, cancel_key, &application_name);
+    if sock.send(&out).await.is_err() {
+        return;
+    }
+    out.clear();
     // After an extended-protocol message is refused, the rest of its batch is skipped up to Sync.
     let mut skipping = false;
     loop {
         let (tag, body, n) = match whole_message(&buf, MAX_COMMAND) {
             Ok(Some((tag, body, n))) => (tag, body.to_vec(), n),
-            Ok(None) => match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            },
+            Ok(None) => {
+                let read = tokio::select! {
+                    r = sock.read_buf(&mut buf) => r,
+                    _ = entry.kill.cancelled() => return killed(&mut sock).await,
+                };
+                match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
             Err(e) => {
                 let err = PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string());
                 err.encode(&mut out);
@@ -138,8 +209,16 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, ro
         match tag {
             frontend::TERMINATE => return,
             frontend::QUERY => {
+                entry.set_state(ClientState::Idle, 0);
+                // As PgBouncer, each console command counts as a transaction and a query of the pseudo-pool.
+                stats.add(&crate::stats::Totals { xact_count: 1, query_count: 1, ..Default::default() });
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
-                execute(shared, role, &AdminCommand::parse(&sql), &mut out).await;
+                let cmd = AdminCommand::parse(&sql);
+                // A command that waits (PAUSE, WAIT_CLOSE) ends with its session when that is killed.
+                tokio::select! {
+                    _ = execute(shared, role, &cmd, &mut out) => {}
+                    _ = entry.kill.cancelled() => return killed(&mut sock).await,
+                }
                 messages::ready_for_query(&mut out, TxStatus::Idle);
             }
             frontend::SYNC => {
@@ -166,6 +245,13 @@ pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, ro
             return;
         }
     }
+}
+
+/// Tells a killed console user why its connection ends (bounded: a peer that does not read cannot hold it).
+async fn killed(sock: &mut Stream) {
+    let mut out = BytesMut::new();
+    PgError::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection due to administrator command").encode(&mut out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.send(&out)).await;
 }
 
 async fn execute(shared: &Arc<Shared>, role: Role, cmd: &AdminCommand, out: &mut BytesMut) {

@@ -11,7 +11,7 @@ use pgsluice::config::Config;
 #[derive(Parser)]
 #[command(
     name = "pgsluice",
-    version,
+    version = pgsluice::VERSION,
     about = "A transaction-pooling PostgreSQL proxy",
     args_conflicts_with_subcommands = true
 )]

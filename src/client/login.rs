@@ -42,7 +42,7 @@ pub struct LoggedIn {
 #[allow(clippy::large_enum_variant)]
 pub enum Login {
     Pooled(LoggedIn),
-    Admin { user: String, role: crate::admin::Role },
+    Admin { user: String, role: crate::admin::Role, application_name: String },
 }
 
 /// Reads the next whole message from the client during login.
@@ -175,9 +175,9 @@ pub async fn login(
     let client_key = authenticate(sock, buf, shared, (peer, &db, &user), tls.as_deref(), secret.as_ref()).await?;
     if crate::admin::is_admin_db(&db) {
         let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
-        crate::admin::welcome(&mut out, cancel_key);
-        sock.send(&out).await?;
-        return Ok(Login::Admin { user, role });
+        // The console sends its welcome once its user is listed among the clients (admin::serve).
+        let application_name = get("application_name").unwrap_or_default();
+        return Ok(Login::Admin { user, role, application_name });
     }
     // Draining: without SO_REUSEPORT the port stays open (for the console) and new clients are refused;
     // with it the listener is closed, so whoever got in before that is served.

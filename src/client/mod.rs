@@ -91,11 +91,13 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
     drop(pending); // a pooled client is counted among the logged-in ones from here on
     let logged_in = match logged_in {
         Login::Pooled(l) => l,
-        Login::Admin { user, role } => {
+        Login::Admin { user, role, application_name } => {
             if general.log_connections {
                 tracing::info!(%peer, %user, ?role, "admin console login");
             }
-            crate::admin::serve(&shared, sock, buf, role).await;
+            let cancel_key = (registration.slot.pid, registration.slot.key);
+            let login = crate::admin::ConsoleLogin { user, role, peer: peer.clone(), application_name, cancel_key };
+            crate::admin::serve(&shared, sock, buf, login).await;
             return;
         }
     };

@@ -75,6 +75,10 @@ impl AuthFile {
     pub fn get(&self, user: &str) -> Option<&Secret> {
         self.users.get(user)
     }
+    /// The user names, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
     pub fn len(&self) -> usize {
         self.users.len()
     }

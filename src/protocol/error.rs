@@ -34,6 +34,7 @@ impl SqlState {
     pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
 }
@@ -64,26 +65,50 @@ pub struct PgError {
     pub message: String,
     /// The HINT field, if any.
     pub hint: Option<&'static str>,
+    /// The DETAIL field, if any.
+    pub detail: Option<String>,
 }
 
 impl PgError {
     pub fn error(code: SqlState, message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Error, code: Cow::Borrowed(code.0), message: message.into(), hint: None }
+        PgError {
+            severity: Severity::Error,
+            code: Cow::Borrowed(code.0),
+            message: message.into(),
+            hint: None,
+            detail: None,
+        }
     }
     pub fn fatal(code: SqlState, message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Fatal, code: Cow::Borrowed(code.0), message: message.into(), hint: None }
+        PgError {
+            severity: Severity::Fatal,
+            code: Cow::Borrowed(code.0),
+            message: message.into(),
+            hint: None,
+            detail: None,
+        }
     }
     pub fn notice(message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Notice, code: Cow::Borrowed("00000"), message: message.into(), hint: None }
+        PgError {
+            severity: Severity::Notice,
+            code: Cow::Borrowed("00000"),
+            message: message.into(),
+            hint: None,
+            detail: None,
+        }
     }
     /// A server's error passed on with its own SQLSTATE (anything not 5 characters becomes 08006).
     pub fn forwarded(severity: Severity, code: &str, message: impl Into<String>) -> Self {
         let code =
             if code.len() == 5 && code.is_ascii() { Cow::Owned(code.to_string()) } else { Cow::Borrowed("08006") };
-        PgError { severity, code, message: message.into(), hint: None }
+        PgError { severity, code, message: message.into(), hint: None, detail: None }
     }
     pub fn with_hint(mut self, hint: &'static str) -> Self {
         self.hint = Some(hint);
+        self
+    }
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
         self
     }
     pub fn is_fatal(&self) -> bool {
@@ -95,13 +120,14 @@ impl PgError {
         let tag = if self.severity == Severity::Notice { backend::NOTICE_RESPONSE } else { backend::ERROR_RESPONSE };
         let sev = self.severity.as_str();
         let hint = self.hint.map(|h| (error_field::HINT, h));
+        let detail = self.detail.as_deref().map(|d| (error_field::DETAIL, d));
         let base = [
             (error_field::SEVERITY, sev),
             (error_field::SEVERITY_NONLOCALIZED, sev),
             (error_field::CODE, &*self.code),
             (error_field::MESSAGE, self.message.as_str()),
         ];
-        let fields = base.into_iter().chain(hint);
+        let fields = base.into_iter().chain(detail).chain(hint);
         let len = 4 + 1 + fields.clone().map(|(_, v)| 2 + v.len()).sum::<usize>();
         out.put_u8(tag);
         out.put_u32(len as u32);

@@ -18,13 +18,15 @@ pub fn now_us() -> u64 {
 
 #[derive(Debug)]
 pub struct Registry<E> {
-    next_id: AtomicU64,
+    /// Shared between registries made `with_ids` the same counter: as PgBouncer's socket ids, a client's
+    /// and a server's id never coincide.
+    next_id: Arc<AtomicU64>,
     items: Mutex<HashMap<u64, Arc<E>>>,
 }
 
 impl<E> Default for Registry<E> {
     fn default() -> Self {
-        Registry { next_id: AtomicU64::new(0), items: Mutex::new(HashMap::new()) }
+        Registry::with_ids(Arc::default())
     }
 }
 
@@ -40,6 +42,13 @@ impl<E: Entry> Drop for Registered<E> {
         if let Ok(mut items) = self.registry.items.lock() {
             items.remove(&self.entry.id());
         }
+    }
+}
+
+impl<E> Registry<E> {
+    /// An empty registry drawing its ids from `ids` (which other registries may share).
+    pub fn with_ids(ids: Arc<AtomicU64>) -> Self {
+        Registry { next_id: ids, items: Mutex::new(HashMap::new()) }
     }
 }
 

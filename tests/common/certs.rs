@@ -93,8 +93,15 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// An error's message as pgsluice or PostgreSQL sent it.
+/// An error's message, and its DETAIL when it has one (RELOAD gives its reason there).
 pub fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{}: {detail}", d.message()),
+            None => d.message().to_string(),
+        },
+        None => e.to_string(),
+    }
 }
 
 pub fn quoted(p: &Path) -> String {
