@@ -22,6 +22,8 @@ struct Waiter<T> {
     id: u64,
     since: Instant,
     tx: oneshot::Sender<Grant<T>>,
+    /// The worker it waits on (`workers::current`).
+    home: usize,
 }
 
 struct IdleConn<T> {
@@ -335,7 +337,7 @@ impl<C: Connect> Pool<C> {
         let (tx, rx) = oneshot::channel();
         let id = g.next_waiter;
         g.next_waiter += 1;
-        g.waiters.push_back(Waiter { id, since: Instant::now(), tx });
+        g.waiters.push_back(Waiter { id, since: Instant::now(), tx, home: crate::workers::current() });
         self.hand_out_slots(&mut g);
         Step::Wait(rx, id)
     }
@@ -497,7 +499,7 @@ impl<C: Connect> Pool<C> {
             return self.close_at(conn, created);
         }
         let mut conn = conn;
-        while let Some(w) = g.waiters.pop_front() {
+        while let Some(w) = next_waiter(&mut g.waiters) {
             match w.tx.send(Grant::Conn(conn, created)) {
                 Ok(()) => return,
                 Err(Grant::Conn(c, _)) => conn = c,
@@ -581,6 +583,22 @@ struct WaiterGuard<C: Connect> {
     pool: Arc<Pool<C>>,
     id: u64,
     rx: Option<oneshot::Receiver<Grant<Box<C::Conn>>>>,
+}
+
+/// A waiter of this worker among the first few, while the first has waited only briefly: the server
+/// then stays on its worker (no registration to move); else the first, in order.
+fn next_waiter<T>(waiters: &mut VecDeque<Waiter<T>>) -> Option<Waiter<T>> {
+    const WINDOW: usize = 4;
+    const BRIEF: Duration = Duration::from_millis(2);
+    let here = crate::workers::current();
+    let front = waiters.front()?;
+    if here != crate::workers::NONE && front.home != here && front.since.elapsed() < BRIEF {
+        let near = waiters.iter().take(WINDOW).position(|w| w.home == here);
+        if let Some(i) = near {
+            return waiters.remove(i);
+        }
+    }
+    waiters.pop_front()
 }
 
 /// The most recently used idle connection of this worker, else the most recently used one.
