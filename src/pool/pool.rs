@@ -12,6 +12,11 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{Connect, Lease, Limits, PoolError, Poolable, SharedLimit};
 
+mod choice;
+mod guards;
+use choice::{next_waiter, take_idle};
+use guards::{LoginGuard, SlotGuard, WaiterGuard};
+
 /// What a waiting client is handed: a connection, or the right to open one.
 enum Grant<T> {
     Conn(T, Instant),
@@ -24,6 +29,8 @@ struct Waiter<T> {
     tx: oneshot::Sender<Grant<T>>,
     /// The worker it waits on (`workers::current`).
     home: usize,
+    /// Times a waiter behind it of the releasing worker was served first (see `choice::next_waiter`).
+    passed: u8,
 }
 
 struct IdleConn<T> {
@@ -337,7 +344,7 @@ impl<C: Connect> Pool<C> {
         let (tx, rx) = oneshot::channel();
         let id = g.next_waiter;
         g.next_waiter += 1;
-        g.waiters.push_back(Waiter { id, since: Instant::now(), tx, home: crate::workers::current() });
+        g.waiters.push_back(Waiter { id, since: Instant::now(), tx, home: crate::workers::current(), passed: 0 });
         self.hand_out_slots(&mut g);
         Step::Wait(rx, id)
     }
@@ -575,74 +582,6 @@ impl<C: Connect> Pool<C> {
                 }
             });
         }
-    }
-}
-
-/// Removes a waiter that gave up (timeout, client gone) and returns whatever it had been granted.
-struct WaiterGuard<C: Connect> {
-    pool: Arc<Pool<C>>,
-    id: u64,
-    rx: Option<oneshot::Receiver<Grant<Box<C::Conn>>>>,
-}
-
-/// A waiter of this worker among the first few, while the first has waited only briefly: the server
-/// then stays on its worker (no registration to move); else the first, in order.
-fn next_waiter<T>(waiters: &mut VecDeque<Waiter<T>>) -> Option<Waiter<T>> {
-    const WINDOW: usize = 4;
-    const BRIEF: Duration = Duration::from_millis(2);
-    let here = crate::workers::current();
-    let front = waiters.front()?;
-    if here != crate::workers::NONE && front.home != here && front.since.elapsed() < BRIEF {
-        let near = waiters.iter().take(WINDOW).position(|w| w.home == here);
-        if let Some(i) = near {
-            return waiters.remove(i);
-        }
-    }
-    waiters.pop_front()
-}
-
-/// The most recently used idle connection of this worker, else the most recently used one.
-fn take_idle<T>(idle: &mut Vec<IdleConn<T>>) -> Option<IdleConn<T>> {
-    let here = crate::workers::current();
-    match idle.iter().rposition(|c| c.home == here) {
-        Some(i) => Some(idle.remove(i)),
-        None => idle.pop(),
-    }
-}
-
-impl<C: Connect> Drop for WaiterGuard<C> {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
-        self.pool.lock().waiters.retain(|w| w.id != self.id);
-        rx.close();
-        match rx.try_recv() {
-            Ok(Grant::Conn(conn, created)) => self.pool.release(conn, created),
-            Ok(Grant::Slot { .. }) => self.pool.free_slot(),
-            Err(_) => {}
-        }
-    }
-}
-
-/// Counts a connection as logging in (SHOW POOLS sv_login) while it exists.
-struct LoginGuard<'a, C: Connect> {
-    pool: &'a Pool<C>,
-}
-
-impl<C: Connect> Drop for LoginGuard<'_, C> {
-    fn drop(&mut self) {
-        let mut g = self.pool.lock();
-        g.connecting = g.connecting.saturating_sub(1);
-    }
-}
-
-/// A claimed connection slot not yet owned by a Lease; freed on drop.
-struct SlotGuard<'a, C: Connect> {
-    pool: &'a Pool<C>,
-}
-
-impl<C: Connect> Drop for SlotGuard<'_, C> {
-    fn drop(&mut self) {
-        self.pool.free_slot();
     }
 }
 
