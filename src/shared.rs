@@ -400,11 +400,14 @@ impl Shared {
                 reaped.push((key.clone(), entry.clone()));
                 false
             });
+            // Under the same lock: SHOW POOLS and SHOW STATS never disagree on whether the pool exists.
+            for (key, _) in &reaped {
+                self.stats.remove(&key.db, &key.user);
+            }
         }
         for (key, entry) in &reaped {
             seen.remove(key);
             entry.pool.shut();
-            self.stats.remove(&key.db, &key.user);
             self.forget_limits_of(&key.db, &entry.pool.connector().user);
             tracing::info!(db = %key.db, user = %key.user, "auto-created pool dropped after autodb_idle_timeout");
         }
