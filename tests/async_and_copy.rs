@@ -503,8 +503,15 @@ async fn copy_stopped_at_the_error_without_copydone_leaves_the_server_reusable()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_of_a_named_statement_prepares_it_on_a_server_that_lacks_it() {
     let pg = TestPg::start().await;
-    let px =
-        Proxy::builder(&pg).auth_type("trust").pool_size(2).general("admin_users", &format!("{USER:?}")).start().await;
+    // One worker: which server C gets below depends on the pool's order of idle servers, which with
+    // several workers puts a worker's own first.
+    let px = Proxy::builder(&pg)
+        .auth_type("trust")
+        .pool_size(2)
+        .general("admin_users", &format!("{USER:?}"))
+        .general("workers", "1")
+        .start()
+        .await;
     let sql = "select $1::int4 + 1 as n, 'x'::text as t";
     // What PostgreSQL answers to the Describe.
     let mut direct = login(pg.port(), &[]).await;
