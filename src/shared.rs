@@ -135,11 +135,11 @@ impl Drop for PendingLogin {
 }
 
 /// A pooled client's place in `Shared::logged_in_count`.
-pub struct LoggedInGuard(Arc<Shared>);
+pub struct LoggedInGuard(Arc<AtomicUsize>);
 
 impl Drop for LoggedInGuard {
     fn drop(&mut self) {
-        self.0.logged_in.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -192,7 +192,7 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Clients of pools past login (max_client_conn): counted by their session, not derived from
     /// `clients` minus those logging in, which two counters changing apart made briefly wrong.
-    logged_in: AtomicUsize,
+    logged_in: Arc<AtomicUsize>,
     /// Connections accepted and not yet logged in (bounded by max_pending_logins).
     pub pending_logins: Arc<PendingLogins>,
     /// Bytes of all clients' prepared statements (bounded by max_total_prepared_bytes).
@@ -240,7 +240,7 @@ impl Shared {
             user_limits: Mutex::default(),
             credentials: Mutex::default(),
             clients: AtomicUsize::new(0),
-            logged_in: AtomicUsize::new(0),
+            logged_in: Arc::new(AtomicUsize::new(0)),
             pending_logins: Arc::default(),
             held_prepared: Arc::default(),
             db_clients: Arc::default(),
@@ -283,10 +283,14 @@ impl Shared {
         self.logged_in.load(Ordering::Relaxed)
     }
 
-    /// Counts a pooled client as logged in until the guard is dropped (at the end of its session).
-    pub fn count_logged_in(self: &Arc<Self>) -> LoggedInGuard {
-        self.logged_in.fetch_add(1, Ordering::Relaxed);
-        LoggedInGuard(self.clone())
+    /// Counts a pooled client as logged in until the guard is dropped (at the end of its session), or
+    /// `None` when `max` (0: no limit) are in already. One atomic step: two logins racing for the last
+    /// place cannot both take it.
+    pub fn try_count_logged_in(&self, max: usize) -> Option<LoggedInGuard> {
+        let taken = self
+            .logged_in
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1));
+        taken.ok().map(|_| LoggedInGuard(self.logged_in.clone()))
     }
 
     fn limit(map: &Mutex<HashMap<String, Arc<SharedLimit>>>, name: &str, max: usize) -> Arc<SharedLimit> {

@@ -70,6 +70,32 @@ async fn max_client_conn_gives_53300_and_frees_on_disconnect() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_racing_for_the_last_places_never_exceed_max_client_conn() {
+    let pg = TestPg::start().await;
+    let px = std::sync::Arc::new(Proxy::builder(&pg).max_client_conn(4).start().await);
+    // 24 logins at once: each is checked before it authenticates, and only counted atomically before
+    // its welcome can more than 4 be told they are in.
+    let tries: Vec<_> = (0..24)
+        .map(|_| {
+            let px = px.clone();
+            tokio::spawn(async move { px.try_client("scram_user", "scram_pw", "app").await })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(c) => held.push(c),
+            Err(e) => assert_eq!(code(&e), Some(SqlState::TOO_MANY_CONNECTIONS), "{e}"),
+        }
+    }
+    assert!((1..=4).contains(&held.len()), "{} clients got in past max_client_conn = 4", held.len());
+    // Every one let in can work (none was told it is in and then dropped).
+    for c in &held {
+        c.simple_query("select 1").await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_and_per_db_client_caps_give_53300() {
     let pg = TestPg::start().await;

@@ -36,6 +36,9 @@ pub struct LoggedIn {
     pub held_prepared: Arc<crate::stats::HeldBytes>,
     pub _db_guard: ClientCountGuard,
     pub _user_guard: ClientCountGuard,
+    /// The client's place under max_client_conn, taken before the welcome so that a client told it is
+    /// in is already counted.
+    pub _counted: crate::shared::LoggedInGuard,
 }
 
 /// Who logged in: a client of a pool, or a user of the admin console.
@@ -200,6 +203,8 @@ pub async fn login(
         return Err(ClientError::DatabaseDisabled(db));
     }
     let general = &config.general;
+    let counted =
+        shared.try_count_logged_in(general.max_client_conn).ok_or(ClientError::TooManyClients("max_client_conn"))?;
     let db_guard = shared
         .db_clients
         .try_add(&db, config.max_db_client_connections(&db))
@@ -273,6 +278,7 @@ pub async fn login(
         held_prepared,
         _db_guard: db_guard,
         _user_guard: user_guard,
+        _counted: counted,
     }))
 }
 

@@ -50,7 +50,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
         };
         // The admin console stays reachable when the proxy is full.
         let admin = startup.params.iter().any(|(k, v)| k == "database" && crate::admin::is_admin_db(v));
-        // Counted among the logged-in clients: those still logging in have their own budget.
+        // Refused early when full (counted for real, atomically, before the welcome: login::login).
+        // Those still logging in have their own budget.
         if !admin && general.max_client_conn != 0 && shared.logged_in_count() >= general.max_client_conn {
             return Err(ClientError::TooManyClients("max_client_conn"));
         }
@@ -88,7 +89,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             return;
         }
     };
-    drop(pending); // a pooled client is counted among the logged-in ones from here on
+    drop(pending); // a pooled client is counted among the logged-in ones (LoggedIn::_counted)
     let logged_in = match logged_in {
         Login::Pooled(l) => l,
         Login::Admin { user, role, application_name } => {
@@ -101,7 +102,6 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             return;
         }
     };
-    let _counted = shared.count_logged_in();
     let (db, user) = (logged_in.db.clone(), logged_in.user.clone());
     if general.log_connections {
         tracing::info!(%peer, %db, %user, "login");
