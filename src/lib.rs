@@ -1,15 +1,18 @@
 //! pgsluice: a transaction-pooling PostgreSQL proxy.
 //!
-//! Layers (a module imports only from lower layers):
+//! Layers (a module imports only from lower layers; `tests/layers.rs` checks every `crate::` path):
 //! ```text
-//! L0 protocol/ config/ stats/ run_state.rs sql.rs workers.rs   leaf modules
-//! L1 auth/ pool/ transport/     + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol;
+//! L0 protocol/ stats/ run_state.rs sql.rs workers.rs   leaf modules
+//! L1 config/                    + protocol (its frame limits cap max_packet_size)
+//! L2 auth/ pool/ transport/     + L0-L1; pool/ is generic over Connect/Poolable: no sockets, no protocol;
 //!                               transport/ is the stream type and the TLS configurations
-//! L2 server/ cancel.rs          + L0-L1: connections to PostgreSQL, and cancel requests to them
-//! L3 shared.rs                  + L0-L2: the process's pools, limits, registries and running config
-//! L4 client/ admin/             + L0-L3: the per-client session and the admin console
-//! L5 listener.rs metrics.rs     + L0-L4
-//! L6 supervisor.rs bin/         wires everything
+//! L3 server/                    + L0-L2: connections to PostgreSQL
+//! L4 cancel.rs                  + L0-L3: clients' cancel keys and the cancel requests sent for them
+//! L5 shared.rs                  + L0-L4: the process's pools, limits, registries and running config
+//! L6 client/                    + L0-L5: the per-client login and session
+//! L7 admin/                     + L0-L6: the console, serving the console logins client/ hands over
+//! L8 listener.rs metrics.rs     + L0-L7
+//! L9 supervisor.rs bin/         wires everything
 //! ```
 /// The version `--version` prints after the name and SHOW VERSION shows (`pgsluice <this>`): the PgBouncer
 /// version pgsluice's console follows is in it, where pgbouncer_exporter reads it.

@@ -22,6 +22,13 @@ impl Drop for ClientSlot {
     }
 }
 
+/// One accepted connection: a pooled client's whole session, or a console user's once logged in.
+async fn serve_connection(shared: Arc<Shared>, sock: Stream, peer: PeerAddr, pending: crate::shared::PendingLogin) {
+    if let Some(console) = crate::client::serve(shared.clone(), sock, peer, pending).await {
+        crate::admin::serve(&shared, console).await;
+    }
+}
+
 fn spawn_client(shared: &Arc<Shared>, sock: Stream, peer: PeerAddr) {
     shared.clients.fetch_add(1, Ordering::Relaxed);
     let slot = ClientSlot(shared.clone());
@@ -30,7 +37,7 @@ fn spawn_client(shared: &Arc<Shared>, sock: Stream, peer: PeerAddr) {
     let worker = crate::workers::next().filter(|_| !sock.is_tls()); // accepted sockets are not TLS yet
     let Some(worker) = worker else {
         tokio::spawn(async move {
-            crate::client::serve(shared, sock, peer, pending).await;
+            serve_connection(shared, sock, peer, pending).await;
             drop(slot);
         });
         return;
@@ -52,7 +59,7 @@ fn spawn_client(shared: &Arc<Shared>, sock: Stream, peer: PeerAddr) {
             Moving::Unix(s) => tokio::net::UnixStream::from_std(s).map(Stream::Unix),
         };
         match sock {
-            Ok(sock) => crate::client::serve(shared, sock, peer, pending).await,
+            Ok(sock) => serve_connection(shared, sock, peer, pending).await,
             Err(e) => tracing::warn!(%peer, error = %e, "could not register a client on its worker"),
         }
         drop(slot);

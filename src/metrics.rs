@@ -3,7 +3,7 @@
 //! shutting down, every configured database reachable; JSON with per-pool utilization). Served with hyper,
 //! at most `MAX_CONNECTIONS` connections at once, each closed if its request headers take longer than
 //! `HEADER_READ_TIMEOUT`.
-//! Imports: stats, shared, config.
+//! Imports: stats, run_state, shared (and config through it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;

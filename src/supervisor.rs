@@ -162,7 +162,9 @@ async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops
         ShutdownMode::Immediate => true,
         ShutdownMode::WaitForServers => shared.all_pools().iter().all(|(_, e)| e.pool.counts().open == 0),
         // The console's own users do not hold the process up.
-        ShutdownMode::WaitForClients => shared.client_registry.list().iter().all(|c| crate::admin::is_admin_db(&c.db)),
+        ShutdownMode::WaitForClients => {
+            shared.client_registry.list().iter().all(|c| crate::config::console::is_admin_db(&c.db))
+        }
     };
     loop {
         if mode == ShutdownMode::WaitForServers {

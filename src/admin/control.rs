@@ -46,7 +46,7 @@ fn check_database(shared: &Shared, verb: &str, db: &str) -> Result<(), PgError> 
         "ENABLE" => "enable",
         _ => return Ok(()),
     };
-    if super::is_admin_db(db) {
+    if crate::config::console::is_admin_db(db) {
         let msg = format!("cannot {action} admin db: {db}");
         return Err(PgError::error(SqlState::FEATURE_NOT_SUPPORTED, msg));
     }
@@ -76,8 +76,9 @@ async fn run_plain(shared: &Arc<Shared>, verb: &str, args: &[String]) -> Result<
                 shared.pause(Some(d));
             }
             // The console's own users are not the databases' clients: KILL leaves them (as PgBouncer).
-            let n =
-                shared.client_registry.kill(|c| !super::is_admin_db(&c.db) && db.as_ref().is_none_or(|d| &c.db == d));
+            let n = shared
+                .client_registry
+                .kill(|c| !crate::config::console::is_admin_db(&c.db) && db.as_ref().is_none_or(|d| &c.db == d));
             tracing::info!(db = db.as_deref().unwrap_or("(all)"), clients = n, "KILL");
             Ok("KILL".into())
         }

@@ -1,6 +1,7 @@
 //! The admin console: the virtual database `pgbouncer` (or `pgsluice`) speaks PgBouncer's SHOW and
 //! control commands over the simple query protocol, reading only the stats model and the pools' own
-//! counts. Imports: protocol, config, stats, shared.
+//! counts. Imports: protocol, stats, run_state, config, transport, shared, and client (the console
+//! logins it serves).
 
 pub(crate) mod control;
 mod show;
@@ -13,48 +14,22 @@ use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
-use crate::config::{AuthType, General};
+use crate::client::{Console, ConsoleLogin};
+use crate::config::AuthType;
+use crate::config::console::Role;
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::tags::{backend, frontend};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
-/// Names of the console's virtual database.
-pub const ADMIN_DBS: &[&str] = &["pgbouncer", "pgsluice"];
-
 /// The database and user of the console's pseudo-pool, as PgBouncer shows its admin database and pool
-/// (whichever of `ADMIN_DBS` the user connected to).
+/// (whichever of `config::console::ADMIN_DBS` the user connected to).
 pub const CONSOLE_DB: &str = "pgbouncer";
 pub const CONSOLE_USER: &str = "pgbouncer";
 
 /// Largest console command accepted.
 const MAX_COMMAND: usize = 64 * 1024;
-
-pub fn is_admin_db(db: &str) -> bool {
-    ADMIN_DBS.contains(&db)
-}
-
-/// What a console user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Everything (`admin_users`).
-    Admin,
-    /// SHOW only (`stats_users`).
-    Stats,
-}
-
-/// Who may use the console. With `auth_type = any` anyone may (PgBouncer's admin_post_login): admin_users
-/// everything, everyone else SHOW only.
-pub fn role_of(general: &General, user: &str) -> Option<Role> {
-    if general.admin_users.iter().any(|u| u == user) {
-        Some(Role::Admin)
-    } else if general.stats_users.iter().any(|u| u == user) || general.auth_type == AuthType::Any {
-        Some(Role::Stats)
-    } else {
-        None
-    }
-}
 
 /// AuthenticationOk and the parameters PgBouncer's console sends (its admin pool's welcome: the
 /// version, UTF8 encodings, ISO dates, GMT, standard strings, superuser), with the client's own
@@ -125,17 +100,6 @@ impl AdminCommand {
     }
 }
 
-/// Who logged in to the console, and from where: the console is a client like any other (SHOW CLIENTS
-/// lists it under the `pgbouncer` database, KILL_CLIENT ends it).
-pub struct ConsoleLogin {
-    pub user: String,
-    pub role: Role,
-    pub peer: crate::stats::PeerAddr,
-    pub application_name: String,
-    /// The BackendKeyData of the welcome.
-    pub cancel_key: (u32, u32),
-}
-
 /// A console user's place among the clients (SHOW CLIENTS, KILL_CLIENT) and in the `pgbouncer`
 /// pseudo-pool's counts, while its session lasts.
 struct Counted {
@@ -171,7 +135,9 @@ impl Drop for Counted {
 }
 
 /// Serves console commands until the user leaves or is killed (KILL_CLIENT, shutdown).
-pub async fn serve(shared: &Arc<Shared>, mut sock: Stream, mut buf: BytesMut, login: ConsoleLogin) {
+pub async fn serve(shared: &Arc<Shared>, console: Console) {
+    // The rest of `console` (its cancel key's registration) is held until the user leaves.
+    let Console { mut sock, mut buf, login, .. } = console;
     let (role, cancel_key, application_name) = (login.role, login.cancel_key, login.application_name.clone());
     let counted = Counted::new(shared, login, &sock);
     let (entry, stats) = (counted.registered.entry.clone(), counted.stats.clone());

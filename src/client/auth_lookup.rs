@@ -17,7 +17,7 @@ pub async fn secret_for(shared: &Shared, db: &str, user: &str) -> Result<Option<
     let config = shared.config();
     let Some(lookup) = config.auth_lookup(db) else { return Ok(None) };
     // auth_user's own secret must come from the auth file (it logs in to run the query).
-    if lookup.user == user || crate::admin::is_admin_db(db) {
+    if lookup.user == user || crate::config::console::is_admin_db(db) {
         return Ok(None);
     }
     let _permit = shared.auth_lookups.acquire().await.map_err(|_| ClientError::ShuttingDown)?;

@@ -13,6 +13,7 @@ use crate::auth::scram::ScramServer;
 use crate::auth::{self, Method};
 use crate::config::AuthType;
 use crate::config::auth_file::Secret;
+use crate::config::console::Role;
 use crate::protocol::frame::whole_message;
 use crate::protocol::messages::{self, TxStatus};
 use crate::protocol::tags::frontend;
@@ -41,11 +42,22 @@ pub struct LoggedIn {
     pub _counted: crate::shared::LoggedInGuard,
 }
 
+/// Who logged in to the console, and from where: the console is a client like any other (SHOW CLIENTS
+/// lists it under the `pgbouncer` database, KILL_CLIENT ends it).
+pub struct ConsoleLogin {
+    pub user: String,
+    pub role: Role,
+    pub peer: crate::stats::PeerAddr,
+    pub application_name: String,
+    /// The BackendKeyData of the welcome.
+    pub cancel_key: (u32, u32),
+}
+
 /// Who logged in: a client of a pool, or a user of the admin console.
 #[allow(clippy::large_enum_variant)]
 pub enum Login {
     Pooled(LoggedIn),
-    Admin { user: String, role: crate::admin::Role, application_name: String },
+    Admin { user: String, role: Role, application_name: String },
 }
 
 /// Reads the next whole message from the client during login.
@@ -176,8 +188,9 @@ pub async fn login(
     }
     let secret = auth_lookup::secret_for(shared, &db, &user).await?;
     let client_key = authenticate(sock, buf, shared, (peer, &db, &user), tls.as_deref(), secret.as_ref()).await?;
-    if crate::admin::is_admin_db(&db) {
-        let role = crate::admin::role_of(&config.general, &user).ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
+    if crate::config::console::is_admin_db(&db) {
+        let role = crate::config::console::role_of(&config.general, &user)
+            .ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
         // The console sends its welcome once its user is listed among the clients (admin::serve).
         let application_name = get("application_name").unwrap_or_default();
         return Ok(Login::Admin { user, role, application_name });

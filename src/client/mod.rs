@@ -1,5 +1,6 @@
 //! One task per client connection: login, then the session loop. This is the edge where every
-//! error becomes a PostgreSQL ErrorResponse. Imports: protocol, config, auth, pool, server, cancel, shared.
+//! error becomes a PostgreSQL ErrorResponse. Imports: protocol, stats, run_state, sql, config, auth, pool,
+//! transport, server, cancel, shared.
 
 mod auth_lookup;
 mod error;
@@ -20,14 +21,25 @@ use crate::transport::Stream;
 use bytes::BytesMut;
 
 pub use error::ClientError;
+pub use login::ConsoleLogin;
 use login::Login;
 use opening::Opening;
 use session::Session;
 
 use crate::shared::{PendingLogin, Shared};
 
-/// Serves one accepted client connection to the end. Never panics on client input.
-pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending: PendingLogin) {
+/// A console connection past login, for `admin::serve` (the listener hands it over): its socket, what
+/// it sent after logging in, who it is, and its cancel key's registration, held while it is served.
+pub struct Console {
+    pub sock: Stream,
+    pub buf: BytesMut,
+    pub login: ConsoleLogin,
+    _registration: crate::cancel::Registration,
+}
+
+/// Serves one accepted client connection to the end of its pooled session, or through its login when
+/// it is a console user (returned, for the console to serve). Never panics on client input.
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending: PendingLogin) -> Option<Console> {
     let config = shared.config();
     let general = &config.general;
     if let Some(tcp) = stream.tcp() {
@@ -49,7 +61,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             Opening::Startup(s) => s,
         };
         // The admin console stays reachable when the proxy is full.
-        let admin = startup.params.iter().any(|(k, v)| k == "database" && crate::admin::is_admin_db(v));
+        let admin = startup.params.iter().any(|(k, v)| k == "database" && crate::config::console::is_admin_db(v));
         // Refused early when full (counted for real, atomically, before the welcome: login::login).
         // Those still logging in have their own budget.
         if !admin && general.max_client_conn != 0 && shared.logged_in_count() >= general.max_client_conn {
@@ -75,7 +87,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
     };
     let (logged_in, sock) = match (result, sock) {
         (Ok(Some(l)), Some(s)) => (l, s),
-        (Ok(_), _) => return,
+        (Ok(_), _) => return None,
         (Err(e), sock) => {
             // A peer that connects and leaves (a health check, a port probe) is not an error.
             if matches!(e, ClientError::Io(_)) {
@@ -86,7 +98,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             if let Some(mut s) = sock.filter(|_| !matches!(e, ClientError::Io(_))) {
                 login::send_error(&mut s, &e.to_pg()).await;
             }
-            return;
+            return None;
         }
     };
     drop(pending); // a pooled client is counted among the logged-in ones (LoggedIn::_counted)
@@ -97,9 +109,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
                 tracing::info!(%peer, %user, ?role, "admin console login");
             }
             let cancel_key = (registration.slot.pid, registration.slot.key);
-            let login = crate::admin::ConsoleLogin { user, role, peer: peer.clone(), application_name, cancel_key };
-            crate::admin::serve(&shared, sock, buf, login).await;
-            return;
+            let login = ConsoleLogin { user, role, peer: peer.clone(), application_name, cancel_key };
+            return Some(Console { sock, buf, login, _registration: registration });
         }
     };
     let (db, user) = (logged_in.db.clone(), logged_in.user.clone());
@@ -114,4 +125,5 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
         tracing::info!(%peer, %db, %user, "disconnected");
     }
     drop(registration);
+    None
 }

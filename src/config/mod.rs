@@ -3,6 +3,7 @@
 //! Imports only crates.
 
 pub mod auth_file;
+pub mod console;
 mod general;
 pub mod ini_file;
 pub mod pgbouncer_ini;

@@ -1,7 +1,7 @@
 //! Connections to PostgreSQL: connect and log in as a client (`login`, `connector`), then carry raw
 //! bytes while a `ServerModel` knows when the connection is clean (`conn`), and run pgsluice's own
 //! statements (`internal`). Provides `ServerConnector: pool::Connect` and `ServerConn: pool::Poolable`.
-//! Imports: protocol, config, auth, pool, stats, transport.
+//! Imports: protocol, stats, workers, config, auth, pool, transport.
 
 mod cancels;
 mod conn;
