@@ -166,6 +166,11 @@ impl ClientCounts {
         *n += 1;
         Some(ClientCountGuard { counts: self.clone(), name: name.to_string() })
     }
+
+    /// Clients counted for `name` now.
+    pub fn count(&self, name: &str) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied().unwrap_or(0)
+    }
 }
 
 impl Drop for ClientCountGuard {

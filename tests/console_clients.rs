@@ -190,3 +190,30 @@ async fn the_console_welcome_and_show_version_are_pgbouncer_s() {
     assert_eq!(version, first);
     assert!(version.contains("PgBouncer 1.25.0"), "{version}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_users_count_under_the_client_caps_and_admin_users_are_never_refused() {
+    let pg = TestPg::start().await;
+    let px = Proxy::builder(&pg)
+        .general("admin_users", &format!("{:?}", ADMIN.0))
+        .general("stats_users", &format!("{:?}", STATS.0))
+        .general("max_user_client_connections", "1")
+        .general("max_db_client_connections", "2")
+        .start()
+        .await;
+    let admin = px.client(ADMIN.0, ADMIN.1, "pgbouncer").await;
+    let _stats = px.client(STATS.0, STATS.1, "pgbouncer").await;
+    // A stats user is refused past its cap on the console as anywhere else (PgBouncer's 53300).
+    let e = px.try_client(STATS.0, STATS.1, "pgbouncer").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("53300"), "{e}");
+    // An admin user is counted but never refused, on the console: past both caps here.
+    let _admin2 = px.client(ADMIN.0, ADMIN.1, "pgsluice").await;
+    let (cols, rows) = show(&admin, "show users").await;
+    let count = |u: &str| value(&cols, row_with(&cols, &rows, "name", u), "current_client_connections");
+    assert_eq!((count(ADMIN.0), count(STATS.0)), ("2".to_string(), "1".to_string()), "{rows:?}");
+    let (cols, rows) = show(&admin, "show databases").await;
+    assert_eq!(value(&cols, row_with(&cols, &rows, "name", "pgbouncer"), "current_client_connections"), "3");
+    // Off the console the admin user's cap holds like anyone's.
+    let e = px.try_client(ADMIN.0, ADMIN.1, "app").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("53300"), "{e}");
+}

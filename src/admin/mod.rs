@@ -23,10 +23,7 @@ use crate::protocol::tags::{backend, frontend};
 use crate::protocol::{PgError, SqlState};
 use crate::shared::Shared;
 
-/// The database and user of the console's pseudo-pool, as PgBouncer shows its admin database and pool
-/// (whichever of `config::console::ADMIN_DBS` the user connected to).
-pub const CONSOLE_DB: &str = "pgbouncer";
-pub const CONSOLE_USER: &str = "pgbouncer";
+pub use crate::config::console::{CONSOLE_DB, CONSOLE_USER};
 
 /// Largest console command accepted.
 const MAX_COMMAND: usize = 64 * 1024;
@@ -105,11 +102,13 @@ impl AdminCommand {
 struct Counted {
     registered: crate::stats::clients::Registered,
     stats: Arc<crate::stats::PoolStats>,
+    /// Its places under the client caps (SHOW DATABASES and SHOW USERS count console users).
+    _caps: crate::client::CapsHeld,
 }
 
 impl Counted {
     fn new(shared: &Shared, login: ConsoleLogin, sock: &Stream) -> Counted {
-        let ConsoleLogin { user, peer, application_name, .. } = login;
+        let ConsoleLogin { user, peer, application_name, caps, .. } = login;
         // With auth_type = any the name a client gives means nothing: PgBouncer shows its `pgbouncer` user.
         let any = shared.config().general.auth_type == AuthType::Any;
         let user = if any { CONSOLE_USER.to_string() } else { user };
@@ -124,7 +123,7 @@ impl Counted {
         let stats = shared.stats.get(CONSOLE_DB, CONSOLE_USER);
         stats.client_login_count.fetch_add(1, Ordering::Relaxed);
         stats.clients.fetch_add(1, Ordering::Relaxed);
-        Counted { registered, stats }
+        Counted { registered, stats, _caps: caps }
     }
 }
 

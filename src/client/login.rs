@@ -35,8 +35,7 @@ pub struct LoggedIn {
     pub registered: crate::stats::clients::Registered,
     /// The process's count of bytes held for prepared statements (`Shared::held_prepared`).
     pub held_prepared: Arc<crate::stats::HeldBytes>,
-    pub _db_guard: ClientCountGuard,
-    pub _user_guard: ClientCountGuard,
+    pub _caps: CapsHeld,
     /// The client's place under max_client_conn, taken before the welcome so that a client told it is
     /// in is already counted.
     pub _counted: crate::shared::LoggedInGuard,
@@ -51,13 +50,33 @@ pub struct ConsoleLogin {
     pub application_name: String,
     /// The BackendKeyData of the welcome.
     pub cancel_key: (u32, u32),
+    pub caps: CapsHeld,
+}
+
+/// A client's places under its database's and its user's client caps (max_db_client_connections,
+/// max_user_client_connections), held while it is connected; SHOW DATABASES and SHOW USERS count them.
+pub struct CapsHeld {
+    _db: ClientCountGuard,
+    _user: ClientCountGuard,
+}
+
+/// Counts a client under its database's and user's client caps, or refuses it (53300). `exempt`: counted
+/// but never refused (an admin user on the console, as PgBouncer).
+fn count_under_caps(shared: &Shared, db: &str, user: &str, exempt: bool) -> Result<CapsHeld, ClientError> {
+    let config = shared.config();
+    let cap = |max: usize| if exempt { 0 } else { max };
+    let db = shared.db_clients.try_add(db, cap(config.max_db_client_connections(db)));
+    let db = db.ok_or(ClientError::TooManyClients("max_db_client_connections"))?;
+    let user = shared.user_clients.try_add(user, cap(config.max_user_client_connections(user)));
+    let user = user.ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
+    Ok(CapsHeld { _db: db, _user: user })
 }
 
 /// Who logged in: a client of a pool, or a user of the admin console.
 #[allow(clippy::large_enum_variant)]
 pub enum Login {
     Pooled(LoggedIn),
-    Admin { user: String, role: Role, application_name: String },
+    Admin { user: String, role: Role, application_name: String, caps: CapsHeld },
 }
 
 /// Reads the next whole message from the client during login.
@@ -191,9 +210,10 @@ pub async fn login(
     if crate::config::console::is_admin_db(&db) {
         let role = crate::config::console::role_of(&config.general, &user)
             .ok_or_else(|| ClientError::NotAdmin(user.clone()))?;
+        let caps = count_under_caps(shared, crate::config::console::CONSOLE_DB, &user, role == Role::Admin)?;
         // The console sends its welcome once its user is listed among the clients (admin::serve).
         let application_name = get("application_name").unwrap_or_default();
-        return Ok(Login::Admin { user, role, application_name });
+        return Ok(Login::Admin { user, role, application_name, caps });
     }
     // Draining: without SO_REUSEPORT the port stays open (for the console) and new clients are refused;
     // with it the listener is closed, so whoever got in before that is served.
@@ -218,14 +238,7 @@ pub async fn login(
     let general = &config.general;
     let counted =
         shared.try_count_logged_in(general.max_client_conn).ok_or(ClientError::TooManyClients("max_client_conn"))?;
-    let db_guard = shared
-        .db_clients
-        .try_add(&db, config.max_db_client_connections(&db))
-        .ok_or(ClientError::TooManyClients("max_db_client_connections"))?;
-    let user_guard = shared
-        .user_clients
-        .try_add(&user, config.max_user_client_connections(&user))
-        .ok_or(ClientError::TooManyClients("max_user_client_connections"))?;
+    let caps = count_under_caps(shared, &db, &user, false)?;
     let mut params = ClientParams::new(&general.track_extra_parameters);
     let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));
     // As PostgreSQL: the `-c` settings in `options` first, then the startup parameters, which win.
@@ -289,8 +302,7 @@ pub async fn login(
         params,
         registered,
         held_prepared,
-        _db_guard: db_guard,
-        _user_guard: user_guard,
+        _caps: caps,
         _counted: counted,
     }))
 }

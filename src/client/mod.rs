@@ -21,7 +21,7 @@ use crate::transport::Stream;
 use bytes::BytesMut;
 
 pub use error::ClientError;
-pub use login::ConsoleLogin;
+pub use login::{CapsHeld, ConsoleLogin};
 use login::Login;
 use opening::Opening;
 use session::Session;
@@ -104,12 +104,12 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
     drop(pending); // a pooled client is counted among the logged-in ones (LoggedIn::_counted)
     let logged_in = match logged_in {
         Login::Pooled(l) => l,
-        Login::Admin { user, role, application_name } => {
+        Login::Admin { user, role, application_name, caps } => {
             if general.log_connections {
                 tracing::info!(%peer, %user, ?role, "admin console login");
             }
             let cancel_key = (registration.slot.pid, registration.slot.key);
-            let login = ConsoleLogin { user, role, peer: peer.clone(), application_name, cancel_key };
+            let login = ConsoleLogin { user, role, peer: peer.clone(), application_name, cancel_key, caps };
             return Some(Console { sock, buf, login, _registration: registration });
         }
     };

@@ -6,6 +6,11 @@ use super::{AuthType, General};
 /// Names of the console's virtual database.
 pub const ADMIN_DBS: &[&str] = &["pgbouncer", "pgsluice"];
 
+/// The database and user of the console's pseudo-pool, as PgBouncer shows its admin database and pool
+/// (whichever of `ADMIN_DBS` the user connected to).
+pub const CONSOLE_DB: &str = "pgbouncer";
+pub const CONSOLE_USER: &str = "pgbouncer";
+
 pub fn is_admin_db(db: &str) -> bool {
     ADMIN_DBS.contains(&db)
 }

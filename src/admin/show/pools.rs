@@ -184,7 +184,7 @@ pub(super) fn databases(shared: &Arc<Shared>) -> Table {
             i(g.max_db_connections),
             i(0),
             i(g.max_db_client_connections),
-            i(console_clients(shared)),
+            i(shared.db_clients.count(CONSOLE_DB)),
             i(0),
             i(0),
         ];
@@ -214,7 +214,7 @@ pub(super) fn users(shared: &Arc<Shared>) -> Table {
         let u = config.users.get(&name);
         let mine = || pools.iter().filter(|(k, _)| k.user == name);
         let current: usize = mine().map(|(_, e)| e.pool.counts().open).sum();
-        let clients: u64 = mine().map(|(_, e)| e.stats.clients.load(Ordering::Relaxed)).sum();
+        let clients = shared.user_clients.count(&name); // the console's users too, as PgBouncer
         table.rows.push(vec![
             t(name.clone()),
             t(u.and_then(|u| u.pool_size).map(|n| format!("{n:>9}")).unwrap_or_default()),
