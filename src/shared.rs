@@ -344,7 +344,7 @@ impl Shared {
             tcp: config.general.tcp_options(),
             user: server_user.clone(),
             credentials: self.credentials(&server_user, &settings),
-            check_query: Some(settings.server_check_query.clone()).filter(|q| !q.trim().is_empty()),
+            check_query: crate::config::check_query_to_send(&settings.server_check_query),
             internal_timeout: Some(settings.server_connect_timeout).filter(|t| !t.is_zero()).unwrap_or(NO_ANSWER),
             welcome: Mutex::new(None),
             registry: Some((self.server_registry.clone(), db.to_string())),

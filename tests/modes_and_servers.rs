@@ -186,6 +186,37 @@ async fn server_check_query_runs_only_after_server_check_delay() {
     assert_eq!(checks().await, 1, "just used: no check");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_server_check_is_an_empty_query_and_an_empty_setting_turns_checks_off() {
+    let pg = TestPg::start().await;
+    let admin = pg.admin_client().await;
+    admin.batch_execute("alter role scram_user set log_statement = 'all'").await.unwrap();
+    // PostgreSQL logs an empty query as a statement with no text: one per check.
+    let empty_statements = || pg.log_contents().lines().filter(|l| l.trim_end().ends_with("LOG:  statement:")).count();
+    for (setting, checks) in [(None, true), (Some("\"\""), false)] {
+        let mut b = Proxy::builder(&pg).pool_size(1).general("server_check_delay", "0");
+        if let Some(v) = setting {
+            b = b.general("server_check_query", v);
+        }
+        let px = b.start().await;
+        let c = px.client(USER, PW, "app").await;
+        let pid = scalar(&c, "select pg_backend_pid()").await;
+        let before = empty_statements();
+        for _ in 0..3 {
+            assert_eq!(scalar(&c, "select pg_backend_pid()").await, pid, "the checked server is reused");
+        }
+        // Each reuse is checked (server_check_delay = 0) with the default; none with "".
+        let want = if checks { before + 3 } else { before };
+        if checks {
+            wait_for(Duration::from_secs(5), "three empty-query checks in PostgreSQL's log", || async {
+                empty_statements() >= want
+            })
+            .await;
+        }
+        assert_eq!(empty_statements(), want, "setting {setting:?}");
+    }
+}
+
 /// How many logins PostgreSQL refused for md5_user, from its log.
 fn refused_logins(pg: &TestPg) -> usize {
     pg.log_contents().lines().filter(|l| l.contains("password authentication failed for user \"md5_user\"")).count()

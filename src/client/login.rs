@@ -295,16 +295,7 @@ pub async fn login(
     let registered =
         shared.client_registry.register(&db, &user, peer.clone(), sock.local_addr(), sock.tls_description(), &app);
     let held_prepared = shared.held_prepared.clone();
-    Ok(Login::Pooled(LoggedIn {
-        db,
-        user,
-        pool,
-        params,
-        registered,
-        held_prepared,
-        _caps: caps,
-        _counted: counted,
-    }))
+    Ok(Login::Pooled(LoggedIn { db, user, pool, params, registered, held_prepared, _caps: caps, _counted: counted }))
 }
 
 /// The pool's server parameters, connecting once if no server has been seen yet (this also proves

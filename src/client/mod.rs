@@ -21,8 +21,8 @@ use crate::transport::Stream;
 use bytes::BytesMut;
 
 pub use error::ClientError;
-pub use login::{CapsHeld, ConsoleLogin};
 use login::Login;
+pub use login::{CapsHeld, ConsoleLogin};
 use opening::Opening;
 use session::Session;
 

@@ -8,6 +8,17 @@ use serde::Deserialize;
 use super::values::{self, seconds, string_list};
 use super::{AuthType, PoolMode, SessionStatePolicy};
 
+/// The server_check_query value that sends an empty query (PgBouncer's spelling, and its default).
+pub const EMPTY_CHECK_QUERY: &str = "<empty>";
+
+/// What server_check_query asks for: no check (""), an empty query (`<empty>`), or that statement.
+pub fn check_query_to_send(setting: &str) -> Option<String> {
+    match setting.trim() {
+        "" => None,
+        EMPTY_CHECK_QUERY => Some(String::new()),
+        q => Some(q.to_string()),
+    }
+}
 /// The `[pgsluice]` table. Each field: meaning, PgBouncer name (the same unless said), default.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,7 +85,8 @@ pub struct General {
     /// Seconds to wait after a failed server login before trying again; clients fail fast meanwhile. Default 15.
     #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub server_login_retry: Duration,
-    /// Query run on a server idle longer than server_check_delay before reuse; empty = off. Default "select 1".
+    /// Query run on a server idle longer than server_check_delay before reuse; `<empty>` (the default, as
+    /// PgBouncer 1.25) sends an empty query, the cheapest round trip; "" = off.
     pub server_check_query: String,
     /// Seconds idle before server_check_query is run. Default 30.
     #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
@@ -416,7 +428,7 @@ impl Default for General {
             server_idle_timeout: s(600),
             server_connect_timeout: s(15),
             server_login_retry: s(15),
-            server_check_query: "select 1".into(),
+            server_check_query: EMPTY_CHECK_QUERY.into(),
             server_check_delay: s(30),
             server_reset_query: "DISCARD ALL".into(),
             server_reset_query_always: false,

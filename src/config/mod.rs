@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
+pub use general::{EMPTY_CHECK_QUERY, General, RESTART_ONLY, SslMode, TcpOptions, check_query_to_send};
 pub use resolve::{AuthLookup, LoadBalance, PoolSettings, ServerTarget};
 pub use set::SetError;
 use values::seconds_opt;
