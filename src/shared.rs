@@ -350,6 +350,7 @@ impl Shared {
             registry: Some((self.server_registry.clone(), db.to_string())),
             tls: self.tls.clone(),
             host_turn: Default::default(),
+            log_connections: config.general.log_connections,
         };
         let db_limit = Self::limit(&self.db_limits, db, settings.max_db_connections);
         let user_limit = Self::limit(&self.user_limits, &server_user, settings.max_user_connections);
@@ -370,7 +371,12 @@ impl Shared {
             successor: Default::default(),
             auto,
         });
-        let entry = self.pools.lock().map_err(|_| NoPool::NoDatabase)?.entry(key).or_insert(entry).clone();
+        let mut pools = self.pools.lock().map_err(|_| NoPool::NoDatabase)?;
+        if auto && !pools.contains_key(&key) {
+            tracing::info!("registered new auto-database: {db}"); // PgBouncer's words
+        }
+        let entry = pools.entry(key).or_insert(entry).clone();
+        drop(pools);
         // Checked once listed: a PAUSE that listed the pools before this one sees the flag here.
         if self.is_paused(db) {
             entry.pool.pause();

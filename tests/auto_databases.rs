@@ -74,4 +74,9 @@ async fn auto_created_pools_are_capped_by_autodb_max_pools() {
     assert_eq!(common::scalar(&more_a, "select 'a'").await, "a");
     let app = px.client("trust_user", "", "app").await;
     assert_eq!(common::scalar(&app, "select 'app'").await, "app");
+    // Each auto pool made is logged once, in PgBouncer's words; the refused one and `app` are not.
+    let log = px.log_contents();
+    let made: Vec<&str> = log.lines().filter(|l| l.contains("registered new auto-database: ")).collect();
+    assert_eq!(made.len(), 2, "{log}");
+    assert!(made[0].ends_with(": auto_a") && made[1].ends_with(": auto_b"), "{made:?}");
 }

@@ -98,6 +98,11 @@ async fn reserve_pool_only_after_reserve_timeout_and_wait_timeout_keeps_client_u
     seventh.batch_execute("begin; select 1").await.unwrap();
     holders.push(seventh);
     assert_eq!(pg.backends_for(USER).await, 7);
+    // Logged as PgBouncer does: every new server, and each of the two from the reserve.
+    let log = px.log_contents();
+    assert_eq!(log.matches("app/scram_user@127.0.0.1:").count(), 7, "{log}");
+    assert_eq!(log.matches(" new connection to server (from 127.0.0.1:").count(), 7, "{log}");
+    assert_eq!(log.matches("app/scram_user: taking connection from reserve_pool").count(), 2, "{log}");
     // The 8th: pool 5 + reserve 2 all busy -> 57014 after query_wait_timeout, connection still usable.
     let eighth = px.client(USER, PW, "app").await;
     let started = Instant::now();

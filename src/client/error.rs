@@ -73,6 +73,22 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Why the client is closed, in PgBouncer's words where it has some (its log lines read
+    /// `closing because: <this>`, and alerts match them); else the error's own text.
+    pub fn close_reason(&self) -> std::borrow::Cow<'_, str> {
+        use ClientError as E;
+        match self {
+            E::AuthFailed(_) => "password authentication failed".into(),
+            E::LoginTimeout => "client_login_timeout".into(),
+            E::ClientIdleTimeout => "client_idle_timeout".into(),
+            E::QueryTimeout => "query timeout".into(),
+            E::ShuttingDown => "server shutting down".into(),
+            E::Killed => "admin command".into(),
+            E::ClientSendTimeout => "client_send_timeout".into(),
+            e => e.to_string().into(),
+        }
+    }
+
     /// The only SQLSTATE table in pgsluice (DESIGN.md, "Decisions already made").
     pub fn to_pg(&self) -> PgError {
         use ClientError as E;

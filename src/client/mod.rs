@@ -48,6 +48,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             tracing::debug!(%peer, error = %e, "could not set TCP options");
         }
     }
+    let accepted = std::time::Instant::now();
     let registration = shared.cancel.register();
     // Small: login messages are (a StartupMessage, a password); the session reads into pooled buffers.
     let mut buf = BytesMut::with_capacity(512);
@@ -93,7 +94,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
             if matches!(e, ClientError::Io(_)) {
                 tracing::debug!(%peer, error = %e, "connection closed during login");
             } else if general.log_pooler_errors {
-                tracing::info!(%peer, error = %e, "login failed");
+                let age = accepted.elapsed().as_secs();
+                tracing::info!(%peer, error = %e, "closing because: {} (age={age}s)", e.close_reason());
             }
             if let Some(mut s) = sock.filter(|_| !matches!(e, ClientError::Io(_))) {
                 login::send_error(&mut s, &e.to_pg()).await;
@@ -119,10 +121,18 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: PeerAddr, pending:
     }
     let cancel_wait = general.cancel_wait_timeout;
     let mut session = Session::new(sock, buf, logged_in, registration.slot.clone(), cancel_wait);
-    session.run().await;
+    let ended = session.run().await;
     drop(session);
-    if general.log_disconnections {
-        tracing::info!(%peer, %db, %user, "disconnected");
+    // PgBouncer's wording ("closing because: …"), which its users' log alerts match.
+    let age = accepted.elapsed().as_secs();
+    match ended {
+        Ok(()) | Err(ClientError::Io(_)) if !general.log_disconnections => {}
+        Err(ref e) if !matches!(e, ClientError::Io(_)) && !general.log_pooler_errors => {}
+        Ok(()) => tracing::info!(%peer, %db, %user, "closing because: client close request (age={age}s)"),
+        Err(ClientError::Io(_)) => {
+            tracing::info!(%peer, %db, %user, "closing because: client unexpected eof (age={age}s)")
+        }
+        Err(e) => tracing::info!(%peer, %db, %user, error = %e, "closing because: {} (age={age}s)", e.close_reason()),
     }
     drop(registration);
     None

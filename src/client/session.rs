@@ -151,8 +151,8 @@ impl Session {
         }
     }
 
-    /// Runs until the client leaves; a fatal error is sent to the client before returning.
-    pub async fn run(&mut self) {
+    /// Runs until the client leaves; a fatal error is sent to the client before returning it.
+    pub async fn run(&mut self) -> Result<(), ClientError> {
         let stats_pool = self.login.pool.clone();
         stats_pool.stats.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats_pool.stats.client_login_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -167,12 +167,9 @@ impl Session {
                 Err(e) => break Err(e),
             }
         };
-        if let Err(e) = result
+        if let Err(e) = &result
             && !matches!(e, ClientError::Io(_))
         {
-            if self.settings.log_pooler_errors {
-                tracing::info!(db = %self.login.db, user = %self.login.user, error = %e, "closing client");
-            }
             // Mid-way through a server message the client would read the error as the rest of it (a
             // corrupted row): then the connection is only closed.
             let mid_reply = matches!(&self.state, State::Active(a) if a.scanner.mid_message());
@@ -192,6 +189,7 @@ impl Session {
         pool.stats.flush(&self.counted);
         pool.stats.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(stats_pool);
+        result
     }
 
     /// Session end: a clean server goes back (after the reset query in session mode); anything else is closed.
@@ -480,7 +478,7 @@ fn arm(timer: &mut std::pin::Pin<Box<Sleep>>, at: Instant) {
 }
 
 #[allow(dead_code)]
-fn _assert_send(s: &mut Session) -> impl std::future::Future<Output = ()> + Send + '_ {
+fn _assert_send(s: &mut Session) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + '_ {
     s.run()
 }
 

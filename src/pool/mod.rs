@@ -30,6 +30,10 @@ pub trait Connect: Send + Sync + 'static {
     fn waits_out(&self, _e: &Self::Error) -> bool {
         false
     }
+    /// The pool's name in log lines (`db/user`).
+    fn name(&self) -> String {
+        String::new()
+    }
 }
 
 /// A pooled connection.

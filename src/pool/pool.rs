@@ -388,7 +388,10 @@ impl<C: Connect> Pool<C> {
         Claim::Got
     }
 
-    async fn open_new(self: &Arc<Self>, _reserve: bool) -> Result<Lease<C>, PoolError<C::Error>> {
+    async fn open_new(self: &Arc<Self>, reserve: bool) -> Result<Lease<C>, PoolError<C::Error>> {
+        if reserve {
+            tracing::info!("{}: taking connection from reserve_pool", self.connector.name()); // PgBouncer's words
+        }
         // The slot is claimed: it is freed on failure, and also when this future is dropped mid-connect.
         let slot = SlotGuard { pool: self };
         let connect_timeout = self.limits().server_connect_timeout;

@@ -27,6 +27,8 @@ pub struct ServerConnector {
     pub tls: Arc<crate::transport::TlsState>,
     /// Which host of a host list is next (see `next_target`).
     pub host_turn: std::sync::atomic::AtomicUsize,
+    /// log_connections when the pool was made: each new connection is logged, in PgBouncer's words.
+    pub log_connections: bool,
 }
 
 impl ServerConnector {
@@ -48,6 +50,11 @@ impl ServerConnector {
 impl Connect for ServerConnector {
     type Conn = ServerConn;
     type Error = ServerError;
+
+    fn name(&self) -> String {
+        let db = self.registry.as_ref().map_or(self.target.dbname.as_str(), |(_, db)| db.as_str());
+        format!("{db}/{}", self.user)
+    }
 
     fn holds_off(&self, e: &ServerError) -> bool {
         !matches!(e, ServerError::LocalResources { .. })
@@ -74,6 +81,10 @@ impl Connect for ServerConnector {
         let mut conn = result?;
         conn.check_query = self.check_query.clone();
         conn.internal_timeout = self.internal_timeout;
+        if self.log_connections {
+            let local = conn.stream.local_addr().map(|a| a.to_string()).unwrap_or_else(|| "unix socket".into());
+            tracing::info!("{}@{} new connection to server (from {local})", self.name(), conn.addr);
+        }
         if let Some((registry, db)) = &self.registry {
             let (local, tls) = (conn.stream.local_addr(), conn.stream.tls_description());
             conn.registered = Some(registry.register(db, &self.user, conn.addr.clone(), local, tls, conn.pid));
