@@ -24,6 +24,11 @@ async fn scram_md5_and_trust_logins_work() {
     let px = Proxy::builder(&pg).auth_type("trust").start().await;
     let c = px.try_client("trust_user", "", "app").await.expect("trust login");
     c.simple_query("select 1").await.unwrap();
+    // trust asks no password, but only of users the auth file knows (as PgBouncer); `any` of anyone.
+    let e = px.try_client("nobody", "", "app").await.expect_err("unknown user under trust");
+    assert_eq!(code(&e), Some(SqlState::INVALID_AUTHORIZATION_SPECIFICATION), "{e}");
+    assert_eq!(e.as_db_error().unwrap().message(), "\"trust\" authentication failed");
+    assert!(px.log_contents().contains("closing because: \"trust\" authentication failed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +182,16 @@ async fn hashed_secrets_log_in_on_both_sides() {
         // md5_user: the client proves the password against the md5 hash, and pgsluice answers PostgreSQL's
         // md5 challenge (pg_hba: md5) with the same hash. scram_user: the client's SCRAM exchange gives
         // pgsluice the ClientKey it needs for PostgreSQL's SCRAM challenge (pg_hba: scram-sha-256).
-        for (user, pw) in [("md5_user", "md5_pw"), ("scram_user", "scram_pw")] {
+        let users: &[(&str, &str)] = match auth_type {
+            "md5" => &[("md5_user", "md5_pw"), ("scram_user", "scram_pw")],
+            // An md5 secret cannot answer SCRAM: refused like a wrong password, never downgraded to md5.
+            _ => &[("scram_user", "scram_pw")],
+        };
+        if auth_type == "scram-sha-256" {
+            let e = px.try_client("md5_user", "md5_pw", "app").await.expect_err("no downgrade to md5");
+            assert_eq!(code(&e), Some(SqlState::INVALID_PASSWORD), "{e}");
+        }
+        for &(user, pw) in users {
             let c = px.try_client(user, pw, "app").await.unwrap_or_else(|e| {
                 panic!("{auth_type} {user}: {e}\n{}", px.log_contents());
             });
@@ -191,7 +205,8 @@ async fn hashed_secrets_log_in_on_both_sides() {
             assert_eq!(code(&wrong), Some(SqlState::INVALID_PASSWORD), "{auth_type} {user}: {wrong}");
         }
         assert_eq!(pg.backends_for("scram_user").await, 2, "{auth_type}: two SCRAM logins to PostgreSQL");
-        assert_eq!(pg.backends_for("md5_user").await, 2, "{auth_type}: two md5 logins to PostgreSQL");
+        let md5_logins = if auth_type == "md5" { 2 } else { 0 };
+        assert_eq!(pg.backends_for("md5_user").await, md5_logins, "{auth_type}: md5 logins to PostgreSQL");
         drop(px);
         common::wait_for(std::time::Duration::from_secs(10), "the servers of the stopped pgsluice gone", || async {
             pg.backends_for("scram_user").await + pg.backends_for("md5_user").await == 0
@@ -427,4 +442,17 @@ async fn expensive_logins_in_flight_leave_other_clients_queries_fast() {
         worst < derive_time / 2,
         "a query took {worst:?} while logins derived keys ({derive_time:?} each, {iterations} iterations)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_of_65530_bytes_logs_in_and_a_longer_message_is_refused() {
+    let pg = TestPg::start().await;
+    let long = "p".repeat(65_530); // the longest PostgreSQL takes: 65,535 with the terminator and length
+    pg.admin_client().await.batch_execute(&format!("create role longpass login password '{long}'")).await.unwrap();
+    let px = Proxy::builder(&pg).auth_type("plain").userlist(&[("longpass", &long)]).start().await;
+    let c = px.try_client("longpass", &long, "app").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(common::scalar(&c, "select current_user").await, "longpass");
+    // One byte more is PostgreSQL's "invalid message length": 08P01, nothing allocated for it.
+    let e = px.try_client("longpass", &format!("{long}p"), "app").await.expect_err("past the bound");
+    assert_eq!(code(&e), Some(SqlState::PROTOCOL_VIOLATION), "{e}");
 }

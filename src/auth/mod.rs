@@ -44,7 +44,8 @@ pub enum Method {
     Reject(&'static str),
 }
 
-/// What to ask a client for. As PgBouncer: md5 configured but only a SCRAM secret known -> SCRAM.
+/// What to ask a client for. As PgBouncer: md5 configured but only a SCRAM secret known -> SCRAM; never
+/// the other way: scram-sha-256 with only an md5 secret known fails like a wrong password (no downgrade).
 /// An unknown user gets the configured method and fails at the end, like a wrong password.
 /// `auth_type = hba` is decided per connection (`hba_method`).
 pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
@@ -53,7 +54,6 @@ pub fn choose_method(auth_type: AuthType, secret: Option<&Secret>) -> Method {
         (AuthType::Plain, _) => Method::Plain,
         (AuthType::Md5, Some(Secret::Scram(_))) => Method::ScramSha256,
         (AuthType::Md5, _) => Method::Md5,
-        (AuthType::ScramSha256, Some(Secret::Md5(_))) => Method::Md5,
         (AuthType::ScramSha256, _) => Method::ScramSha256,
         (AuthType::Cert, _) => Method::Cert { map: None },
         (AuthType::Hba, _) => Method::Reject("no pg_hba.conf entry"),

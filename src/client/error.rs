@@ -20,6 +20,9 @@ pub enum ClientError {
     NoUser,
     #[error("password authentication failed for user \"{0}\"")]
     AuthFailed(String),
+    /// `trust` for a user neither the auth file nor auth_query knows (as PgBouncer; `any` lets anyone in).
+    #[error("\"trust\" authentication failed")]
+    TrustFailed,
     #[error("no such database: {0}")]
     NoDatabase(String),
     #[error("user \"{0}\" is not allowed to use the admin console (admin_users, stats_users)")]
@@ -100,7 +103,7 @@ impl ClientError {
             E::NoUser => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
             E::AuthFailed(_) => PgError::fatal(SqlState::INVALID_PASSWORD, msg),
             E::NoDatabase(_) => PgError::fatal(SqlState::INVALID_CATALOG_NAME, msg),
-            E::NotAdmin(_) => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
+            E::NotAdmin(_) | E::TrustFailed => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
             E::UnsupportedParameter(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
             E::TooManyClients(_) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, msg),
             E::QueryWaitTimeout { .. } => PgError::error(SqlState::QUERY_CANCELED, msg),

@@ -23,8 +23,10 @@ use crate::shared::{ClientCountGuard, PoolEntry, Shared};
 use crate::stats::PeerAddr;
 use crate::transport::{Acceptor, Stream};
 
-/// PostgreSQL's `PQ_SMALL_MESSAGE_LIMIT`: no login message may be larger.
-const MAX_LOGIN_MESSAGE: usize = 10_000;
+/// PostgreSQL's `PG_MAX_AUTH_TOKEN_LENGTH`: no password or SASL message may be larger (a password of
+/// up to 65,530 bytes, as PostgreSQL and PgBouncer take; the StartupMessage has its own, smaller bound).
+/// What a login in flight may hold is bounded by max_pending_logins.
+const MAX_AUTH_MESSAGE: usize = 65_535;
 
 /// What a successful login hands to the session.
 pub struct LoggedIn {
@@ -82,7 +84,7 @@ pub enum Login {
 /// Reads the next whole message from the client during login.
 async fn read_login_message(sock: &mut Stream, buf: &mut BytesMut) -> Result<(u8, Vec<u8>), ClientError> {
     loop {
-        if let Some((tag, body, n)) = whole_message(buf, MAX_LOGIN_MESSAGE)? {
+        if let Some((tag, body, n)) = whole_message(buf, MAX_AUTH_MESSAGE)? {
             let out = (tag, body.to_vec());
             buf.advance(n);
             return Ok(out);
@@ -113,6 +115,10 @@ async fn authenticate(
     let failed = || ClientError::AuthFailed(user.to_string());
     let mut out = BytesMut::new();
     match identity::method(shared, sock, peer, db, user, secret) {
+        // `trust` asks nothing, but only of users pgsluice knows; `any` lets anyone in.
+        Method::Trust if secret.is_none() && shared.config().general.auth_type != AuthType::Any => {
+            Err(ClientError::TrustFailed)
+        }
         Method::Trust => Ok(None),
         Method::Reject(why) => Err(identity::rejected(why, sock, peer, db, user)),
         Method::Cert { map } => identity::check_certificate(shared, sock, map.as_deref(), user).map(|_| None),
