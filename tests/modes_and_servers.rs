@@ -415,9 +415,21 @@ async fn unsupported_startup_parameters_are_refused_unless_ignored() {
     assert_eq!(code(&e).as_deref(), Some("08P01"), "{e}");
     let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
     assert!(msg.contains("work_mem"), "{msg}");
-    let px = Proxy::builder(&pg).general("ignore_startup_parameters", "\"options\"").start().await;
+    assert!(msg.contains("unsupported startup parameter in options: work_mem"), "PgBouncer's words: {msg}");
+    // `options` that are not `-c` settings: PgBouncer's refusal.
+    let mut conf: tokio_postgres::Config = px.connstr(USER, PW, "app").parse().unwrap();
+    let e = conf.options("-d").connect(tokio_postgres::NoTls).await.err().unwrap();
+    let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert_eq!(msg, "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed");
+    // An untracked setting named in ignore_startup_parameters is ignored inside `options` too.
+    let px = Proxy::builder(&pg).general("ignore_startup_parameters", "\"work_mem\"").start().await;
     let c = px.client_with(USER, PW, "app", &[("work_mem", "1MB")]).await;
     assert_eq!(scalar(&c, "show work_mem").await, "4MB", "ignored, not applied");
+    // Naming `options` ignores what in it is not tracked, and still applies what is.
+    let px = Proxy::builder(&pg).general("ignore_startup_parameters", "\"options\"").start().await;
+    let c = px.client_with(USER, PW, "app", &[("work_mem", "1MB"), ("TimeZone", "Europe/Lisbon")]).await;
+    assert_eq!(scalar(&c, "show work_mem").await, "4MB", "ignored, not applied");
+    assert_eq!(scalar(&c, "show timezone").await, "Europe/Lisbon", "tracked: applied");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,10 @@ pub enum ClientError {
     NotAdmin(String),
     #[error("unsupported startup parameter: {0}")]
     UnsupportedParameter(String),
+    #[error("unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed")]
+    UnsupportedOptions,
+    #[error("unsupported startup parameter in options: {0}")]
+    UnsupportedParameterInOptions(String),
     #[error("no more connections allowed ({0})")]
     TooManyClients(&'static str),
     #[error("query_wait_timeout: no server connection available in pool {pool} after waiting {waited:?}")]
@@ -104,7 +108,9 @@ impl ClientError {
             E::AuthFailed(_) => PgError::fatal(SqlState::INVALID_PASSWORD, msg),
             E::NoDatabase(_) => PgError::fatal(SqlState::INVALID_CATALOG_NAME, msg),
             E::NotAdmin(_) | E::TrustFailed => PgError::fatal(SqlState::INVALID_AUTHORIZATION, msg),
-            E::UnsupportedParameter(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg),
+            E::UnsupportedParameter(_) | E::UnsupportedOptions | E::UnsupportedParameterInOptions(_) => {
+                PgError::fatal(SqlState::PROTOCOL_VIOLATION, msg)
+            }
             E::TooManyClients(_) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, msg),
             E::QueryWaitTimeout { .. } => PgError::error(SqlState::QUERY_CANCELED, msg),
             E::Server(ServerError::Refused { code, message, .. }) => {

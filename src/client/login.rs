@@ -245,26 +245,7 @@ pub async fn login(
     let counted =
         shared.try_count_logged_in(general.max_client_conn).ok_or(ClientError::TooManyClients("max_client_conn"))?;
     let caps = count_under_caps(shared, &db, &user, false)?;
-    let mut params = ClientParams::new(&general.track_extra_parameters);
-    let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));
-    // As PostgreSQL: the `-c` settings in `options` first, then the startup parameters, which win.
-    let mut settings: Vec<(String, String)> = Vec::new();
-    let mut explicit: Vec<(String, String)> = Vec::new();
-    for (k, v) in startup.iter().filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_.")) {
-        if k == "options" && !ignored(k) {
-            settings.extend(parse_options(v).ok_or_else(|| ClientError::UnsupportedParameter(format!("options={v}")))?);
-        } else {
-            explicit.push((k.clone(), v.clone()));
-        }
-    }
-    settings.extend(explicit);
-    for (k, v) in &settings {
-        if params.canonical(k).is_some() {
-            params.set(k, v);
-        } else if !ignored(k) {
-            return Err(ClientError::UnsupportedParameter(k.clone()));
-        }
-    }
+    let mut params = startup_settings(general, &startup)?;
     if general.application_name_add_host {
         let app = params.get("application_name").unwrap_or_default().to_string();
         params.set("application_name", &format!("{app} - {}:{}", peer.host_text(), peer.port()));
@@ -327,6 +308,43 @@ pub async fn send_error(sock: &mut Stream, err: &PgError) {
 
 /// The `options` startup parameter, when it holds only `-c name=value` / `--name=value` settings
 /// (what libpq's PGOPTIONS and drivers send). Anything else is refused by the caller.
+/// The session settings a client's startup packet asks for. As PostgreSQL, the `-c` settings in `options`
+/// first, then the startup parameters, which win. As PgBouncer, what pgsluice does not track is refused
+/// unless ignore_startup_parameters names it; naming `options` there ignores whatever in it is not
+/// tracked (and an `options` that is not `-c` settings), while what is tracked still applies.
+fn startup_settings(
+    general: &crate::config::General,
+    startup: &[(String, String)],
+) -> Result<ClientParams, ClientError> {
+    let mut params = ClientParams::new(&general.track_extra_parameters);
+    let ignored = |k: &str| general.ignore_startup_parameters.iter().any(|i| i.eq_ignore_ascii_case(k));
+    let given = startup.iter().filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()) && !k.starts_with("_pq_."));
+    let (options, explicit): (Vec<_>, Vec<_>) = given.partition(|(k, _)| k == "options");
+    for (_, v) in options {
+        let Some(settings) = parse_options(v) else {
+            if ignored("options") {
+                continue;
+            }
+            return Err(ClientError::UnsupportedOptions);
+        };
+        for (k, v) in settings {
+            if params.canonical(&k).is_some() {
+                params.set(&k, &v);
+            } else if !ignored(&k) && !ignored("options") {
+                return Err(ClientError::UnsupportedParameterInOptions(k));
+            }
+        }
+    }
+    for (k, v) in explicit {
+        if params.canonical(k).is_some() {
+            params.set(k, v);
+        } else if !ignored(k) {
+            return Err(ClientError::UnsupportedParameter(k.clone()));
+        }
+    }
+    Ok(params)
+}
+
 fn parse_options(options: &str) -> Option<Vec<(String, String)>> {
     let mut words = Vec::new();
     let mut cur = String::new();
