@@ -1,10 +1,11 @@
-//! The TOML configuration: `[pgsluice]` general settings under PgBouncer's names and units, `[databases]`
-//! and `[users]`. Parsing, validation and defaults live here; `resolve` folds them into per-pool settings.
+//! The TOML configuration: `[pgsluice]` general settings under PgBouncer's names and units, `[databases]`,
+//! `[users]` and `[peers]`. Parsing, validation and defaults live here; `resolve` folds them into per-pool settings.
 //! Imports only crates.
 
 pub mod auth_file;
 mod general;
 pub mod ini_file;
+mod peers;
 pub mod pgbouncer_ini;
 pub mod pgbouncer_names;
 mod resolve;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use general::{General, RESTART_ONLY, SslMode, TcpOptions};
+pub use peers::{MAX_PEER_ID, PeerConfig};
 pub use resolve::{AuthLookup, LoadBalance, PoolSettings, ServerTarget};
 pub use set::SetError;
 use values::seconds_opt;
@@ -122,6 +124,8 @@ pub struct Config {
     pub general: General,
     pub databases: BTreeMap<String, DatabaseConfig>,
     pub users: BTreeMap<String, UserConfig>,
+    /// `[peers]`, by peer_id (this process's own id may be among them).
+    pub peers: BTreeMap<u16, PeerConfig>,
     pub path: PathBuf,
     /// Read from a pgbouncer.ini (RELOAD reads it the same way).
     pub from_pgbouncer_ini: bool,
@@ -136,6 +140,8 @@ struct File {
     databases: BTreeMap<String, DatabaseConfig>,
     #[serde(default)]
     users: BTreeMap<String, UserConfig>,
+    #[serde(default)]
+    peers: BTreeMap<String, PeerConfig>,
 }
 
 /// A `[databases]` entry.
@@ -239,6 +245,7 @@ impl Config {
             general,
             databases: file.databases,
             users: file.users,
+            peers: peers::by_id(path, file.peers)?,
             path: path.into(),
             from_pgbouncer_ini: false,
         };
