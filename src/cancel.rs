@@ -1,5 +1,10 @@
 //! Cancel routing. Each client gets its own BackendKeyData from pgsluice; this registry maps it to the
 //! server the client is currently using (address and the server's real key), and only that server.
+//! With peering (`peer_id`, `[peers]`) a key names the process that handed it out (see `key`), and a
+//! request for another process's key is forwarded there (see `peers`).
+
+mod key;
+mod peers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +13,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use key::CancelKey;
+pub use peers::PeerRow;
+use peers::PeerTable;
+
+use crate::config::Config;
 use crate::server::{CancelInFlight, CancelsInFlight, ServerConn};
 use crate::stats::PeerAddr;
 use crate::transport::Stream;
@@ -52,10 +62,13 @@ impl CancelSlot {
     }
 }
 
-/// All connected clients' keys. Locked at login, logout and cancel only.
+/// All connected clients' keys, by the whole key (pid and secret). Locked at login, logout and cancel.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    slots: Mutex<HashMap<u32, Arc<CancelSlot>>>,
+    slots: Mutex<HashMap<CancelKey, Arc<CancelSlot>>>,
+    /// This process's peer_id (0: no peering). Fixed for the process's life: keys handed out name it.
+    peer_id: u16,
+    peers: PeerTable,
 }
 
 /// Removes the client's key when the client goes away.
@@ -67,34 +80,61 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Ok(mut slots) = self.registry.slots.lock() {
-            slots.remove(&self.slot.pid);
+            slots.remove(&CancelKey { pid: self.slot.pid, secret: self.slot.key });
         }
     }
 }
 
 impl CancelRegistry {
-    /// Allocates a fresh, unused (pid, key) for a client.
+    /// The registry of a process with `config`'s peer_id and `[peers]`.
+    pub fn new(config: &Config) -> CancelRegistry {
+        let registry = CancelRegistry { peer_id: config.general.peer_id, ..Default::default() };
+        registry.peers.update(config);
+        registry
+    }
+
+    /// RELOAD: the new `[peers]` (peer_id itself needs a restart).
+    pub fn update_peers(&self, config: &Config) {
+        self.peers.update(config);
+    }
+
+    /// What SHOW PEERS and SHOW PEER_POOLS show: every `[peers]` entry, by id.
+    pub fn peer_rows(&self) -> Vec<PeerRow> {
+        self.peers.rows(self.peer_id)
+    }
+
+    /// Allocates a fresh, unused key for a client.
     pub fn register(self: &Arc<Self>) -> Registration {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let slot = loop {
-            let pid = rand::random::<u32>() & 0x7fff_ffff;
-            if pid != 0 && !slots.contains_key(&pid) {
-                let slot = Arc::new(CancelSlot { pid, key: rand::random(), target: Mutex::new(None) });
-                slots.insert(pid, slot.clone());
+            let key = CancelKey::issue(self.peer_id);
+            if key.pid != 0 && !slots.contains_key(&key) {
+                let slot = Arc::new(CancelSlot { pid: key.pid, key: key.secret, target: Mutex::new(None) });
+                slots.insert(key, slot.clone());
                 break slot;
             }
         };
         Registration { registry: self.clone(), slot }
     }
 
-    /// Forwards a client's CancelRequest to its current server. Wrong keys and idle clients cancel nothing.
+    /// Acts on a CancelRequest: a key another peer handed out is forwarded to it; one of ours goes to
+    /// the client's current server. Unknown keys and idle clients cancel nothing.
     pub async fn cancel(&self, pid: u32, key: u32, wait: Duration) -> bool {
-        let slot = self.slots.lock().ok().and_then(|s| s.get(&pid).cloned());
-        let Some(slot) = slot else { return false };
-        if !constant_time_eq(slot.key, key) {
-            tracing::info!(pid, "cancel request with a wrong key ignored");
-            return false;
+        let mut key = CancelKey { pid, secret: key };
+        if self.peer_id > 0 {
+            let to = key.peer_id();
+            if to != self.peer_id {
+                return self.peers.forward(to, key, wait).await;
+            }
+            // Forwards used up TTL bits; the key was handed out with them full.
+            key = key.as_issued();
         }
+        // A whole-key lookup: a forged key matches no slot, whatever part of it is right.
+        let slot = self.slots.lock().ok().and_then(|s| s.get(&key).cloned());
+        let Some(slot) = slot else {
+            tracing::debug!(pid, "cancel request matching no client ignored");
+            return false;
+        };
         let Some((target, in_flight)) = slot.begin_cancel() else {
             tracing::debug!(pid, "cancel request for an idle client ignored");
             return false;
@@ -114,12 +154,7 @@ pub async fn send_cancel(target: CancelTarget, in_flight: CancelInFlight, wait: 
             PeerAddr::Tcp(a) => Stream::Tcp(TcpStream::connect(a).await?),
             PeerAddr::Unix { path, .. } => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
         };
-        let mut pkt = Vec::with_capacity(16);
-        pkt.extend_from_slice(&16u32.to_be_bytes());
-        pkt.extend_from_slice(&80_877_102u32.to_be_bytes());
-        pkt.extend_from_slice(&target.pid.to_be_bytes());
-        pkt.extend_from_slice(&target.key.to_be_bytes());
-        s.write_all(&pkt).await?;
+        s.write_all(&CancelKey { pid: target.pid, secret: target.key }.request()).await?;
         let mut sink = [0u8; 64];
         while s.read(&mut sink).await? > 0 {}
         Ok::<(), std::io::Error>(())
@@ -137,8 +172,4 @@ pub async fn send_cancel(target: CancelTarget, in_flight: CancelInFlight, wait: 
             false
         }
     }
-}
-
-fn constant_time_eq(a: u32, b: u32) -> bool {
-    (a ^ b) == 0
 }

@@ -233,6 +233,7 @@ impl Shared {
         let Files { auth, tls, hba } = files;
         // One id sequence for clients and servers, as PgBouncer's socket ids.
         let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cancel = Arc::new(CancelRegistry::new(&config));
         Arc::new_cyclic(|me| Shared {
             me: me.clone(),
             tls: Arc::new(TlsState::new(tls)),
@@ -250,7 +251,7 @@ impl Shared {
             held_prepared: Arc::default(),
             db_clients: Arc::default(),
             user_clients: Arc::default(),
-            cancel: Arc::default(),
+            cancel,
             scram: Default::default(),
             client_registry: Arc::new(crate::stats::registry::Registry::with_ids(ids.clone())),
             server_registry: Arc::new(crate::stats::registry::Registry::with_ids(ids)),

@@ -121,15 +121,9 @@ pub fn show(shared: &Arc<Shared>, what: &str, out: &mut BytesMut) -> Result<(), 
         "SERVERS" => servers(shared),
         "SOCKETS" => sockets(shared, false),
         "ACTIVE_SOCKETS" => sockets(shared, true),
-        // pgsluice has no peering, DNS cache or slab allocator: PgBouncer's columns, no rows.
-        "PEERS" => Table::new(&[("peer_id", INT4), ("host", TEXT), ("port", INT4), ("pool_size", INT4)]),
-        "PEER_POOLS" => Table::new(&[
-            ("peer_id", INT4),
-            ("cl_active_cancel_req", INT4),
-            ("cl_waiting_cancel_req", INT4),
-            ("sv_active_cancel", INT4),
-            ("sv_login", INT4),
-        ]),
+        "PEERS" => peers(shared),
+        "PEER_POOLS" => peer_pools(shared),
+        // pgsluice has no DNS cache or slab allocator: PgBouncer's columns, no rows.
         "MEM" => Table::new(&[("name", TEXT), ("size", INT4), ("used", INT4), ("free", INT4), ("memtotal", INT4)]),
         "DNS_HOSTS" => Table::new(&[("hostname", TEXT), ("ttl", INT8), ("addrs", TEXT)]),
         "DNS_ZONES" => Table::new(&[("zonename", TEXT), ("serial", INT8), ("count", INT4)]),
@@ -211,6 +205,31 @@ fn config(shared: &Arc<Shared>) -> Table {
             t(toml_text(defaults.get(key))),
             t(changeable),
         ]);
+    }
+    table
+}
+
+/// `[peers]` as running, this process's own entry included (as PgBouncer lists it).
+fn peers(shared: &Arc<Shared>) -> Table {
+    let mut table = Table::new(&[("peer_id", INT4), ("host", TEXT), ("port", INT4), ("pool_size", INT4)]);
+    for p in shared.cancel.peer_rows() {
+        table.rows.push(vec![i(p.peer_id), t(p.host), i(p.port), i(p.pool_size)]);
+    }
+    table
+}
+
+/// The cancel requests forwarded to each peer (not to this process's own entry): waiting for one of the
+/// peer's pool_size places, connecting, and sent (a forward is both a client and a server in PgBouncer's terms).
+fn peer_pools(shared: &Arc<Shared>) -> Table {
+    let mut table = Table::new(&[
+        ("peer_id", INT4),
+        ("cl_active_cancel_req", INT4),
+        ("cl_waiting_cancel_req", INT4),
+        ("sv_active_cancel", INT4),
+        ("sv_login", INT4),
+    ]);
+    for p in shared.cancel.peer_rows().into_iter().filter(|p| p.forwarded_to) {
+        table.rows.push(vec![i(p.peer_id), i(p.active), i(p.waiting), i(p.active), i(p.connecting)]);
     }
     table
 }

@@ -113,7 +113,11 @@ pub struct General {
     /// Seconds a client has to log in. Default 60.
     #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub client_login_timeout: Duration,
-    /// Seconds to deliver a cancel request to a server. Default 10.
+    /// This process's id among peered processes (`[peers]`), encoded in the cancel keys it hands out so
+    /// that a peer receiving one forwards it here; 0 = no peering. 0..16383. Default 0. Needs restart
+    /// (keys already handed out name the id).
+    pub peer_id: u16,
+    /// Seconds to deliver a cancel request to a server (or to forward one to a peer). Default 10.
     #[serde(deserialize_with = "seconds", serialize_with = "values::ser_seconds")]
     pub cancel_wait_timeout: Duration,
     /// Seconds a write to a client may make no progress (a client that stopped reading its results)
@@ -386,6 +390,7 @@ restart_only!(
     workers,
     so_reuseport,
     metrics_addr,
+    peer_id,
     tcp_keepalive,
     tcp_keepidle,
     tcp_keepintvl,
@@ -438,6 +443,7 @@ impl Default for General {
             transaction_timeout: s(0),
             client_idle_timeout: s(0),
             client_login_timeout: s(60),
+            peer_id: 0,
             cancel_wait_timeout: s(10),
             client_send_timeout: s(60),
             server_send_timeout: s(60),

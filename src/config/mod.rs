@@ -1,11 +1,12 @@
-//! The TOML configuration: `[pgsluice]` general settings under PgBouncer's names and units, `[databases]`
-//! and `[users]`. Parsing, validation and defaults live here; `resolve` folds them into per-pool settings.
+//! The TOML configuration: `[pgsluice]` general settings under PgBouncer's names and units, `[databases]`,
+//! `[users]` and `[peers]`. Parsing, validation and defaults live here; `resolve` folds them into per-pool settings.
 //! Imports only crates.
 
 pub mod auth_file;
 pub mod console;
 mod general;
 pub mod ini_file;
+mod peers;
 pub mod pgbouncer_ini;
 pub mod pgbouncer_names;
 mod resolve;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use general::{EMPTY_CHECK_QUERY, General, RESTART_ONLY, SslMode, TcpOptions, check_query_to_send};
+pub use peers::{MAX_PEER_ID, PeerConfig};
 pub use resolve::{AuthLookup, LoadBalance, PoolSettings, ServerTarget};
 pub use set::SetError;
 use values::seconds_opt;
@@ -123,6 +125,8 @@ pub struct Config {
     pub general: General,
     pub databases: BTreeMap<String, DatabaseConfig>,
     pub users: BTreeMap<String, UserConfig>,
+    /// `[peers]`, by peer_id (this process's own id may be among them).
+    pub peers: BTreeMap<u16, PeerConfig>,
     pub path: PathBuf,
     /// Read from a pgbouncer.ini (RELOAD reads it the same way).
     pub from_pgbouncer_ini: bool,
@@ -137,6 +141,8 @@ struct File {
     databases: BTreeMap<String, DatabaseConfig>,
     #[serde(default)]
     users: BTreeMap<String, UserConfig>,
+    #[serde(default)]
+    peers: BTreeMap<String, PeerConfig>,
 }
 
 /// A `[databases]` entry.
@@ -240,6 +246,7 @@ impl Config {
             general,
             databases: file.databases,
             users: file.users,
+            peers: peers::by_id(path, file.peers)?,
             path: path.into(),
             from_pgbouncer_ini: false,
         };

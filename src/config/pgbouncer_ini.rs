@@ -1,4 +1,4 @@
-//! PgBouncer drop-in: reads a pgbouncer.ini (sections `[databases]`, `[users]`, `[pgbouncer]`, with
+//! PgBouncer drop-in: reads a pgbouncer.ini (sections `[databases]`, `[users]`, `[peers]`, `[pgbouncer]`, with
 //! `%include`s: see `ini_file`) and turns it into pgsluice's TOML, so `pgsluice --pgbouncer-ini` runs
 //! from an existing config and `pgsluice convert` prints the equivalent. Every setting pgsluice has is
 //! carried over under its name, in each section PgBouncer allows it; everything else is reported (never
@@ -63,6 +63,10 @@ const USER: &[(&str, Kind, Unset)] = &[
     ("transaction_timeout", Kind::Num, Unset::NotPositive),
     ("client_idle_timeout", Kind::Num, Unset::NotPositive),
 ];
+
+/// Keys of a `[peers]` entry (PgBouncer's: all pgsluice has).
+const PEER: &[(&str, Kind, Unset)] =
+    &[("host", Kind::Str, Unset::Never), ("port", Kind::Int, Unset::Never), ("pool_size", Kind::Int, Unset::Negative)];
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -235,6 +239,12 @@ pub fn convert_lines(lines: &[IniLine]) -> Result<Converted, ConfigError> {
                 let entry = out.entry(l, USER.iter().map(|(k, kind, u)| (*k, *k, *kind, *u)))?;
                 out.users.insert(l.key.clone(), Value::Table(entry));
             }
+            "peers" => {
+                let entry = out.entry(l, PEER.iter().map(|(k, kind, u)| (*k, *k, *kind, *u)))?;
+                if out.peers.insert(l.key.trim().to_string(), Value::Table(entry)).is_some() {
+                    return Err(l.error(format!("peer {} is listed twice", l.key.trim())));
+                }
+            }
             "" => out.unsupported.push(format!("{} (outside any section)", l.key)),
             other => out.unsupported.push(format!("[{other}] {}", l.key)),
         }
@@ -247,6 +257,7 @@ struct Output {
     general: Table,
     databases: Table,
     users: Table,
+    peers: Table,
     unsupported: Vec<String>,
     origins: BTreeMap<String, (PathBuf, usize, String)>,
 }
@@ -274,7 +285,7 @@ impl Output {
         l: &IniLine,
         known: impl Iterator<Item = (&'static str, &'static str, Kind, Unset)> + Clone,
     ) -> Result<Table, ConfigError> {
-        let section = if l.section == "databases" { "databases" } else { "users" };
+        let section = l.section.as_str();
         let mut entry = Table::new();
         let written = format!("[{section}] {}", l.key);
         self.origins.insert(format!("{section}.{}", l.key), (l.file.clone(), l.line, written.clone()));
@@ -296,13 +307,14 @@ impl Output {
     }
 
     fn finish(mut self) -> Result<Converted, ConfigError> {
-        // As PgBouncer: an entry without a host connects over the Unix socket in unix_socket_dir.
+        // As PgBouncer: an entry (a database or a peer) without a host connects over the Unix socket in
+        // unix_socket_dir.
         let socket_dir = match self.general.get("unix_socket_dir") {
             Some(Value::String(d)) => d.clone(),
             _ => "/tmp".to_string(),
         };
         let default_host = if socket_dir.is_empty() { "127.0.0.1".to_string() } else { socket_dir };
-        for (_, entry) in self.databases.iter_mut() {
+        for (_, entry) in self.databases.iter_mut().chain(self.peers.iter_mut()) {
             if let Value::Table(t) = entry
                 && !t.contains_key("host")
             {
@@ -313,6 +325,9 @@ impl Output {
         doc.insert("pgsluice".into(), Value::Table(self.general));
         doc.insert("databases".into(), Value::Table(self.databases));
         doc.insert("users".into(), Value::Table(self.users));
+        if !self.peers.is_empty() {
+            doc.insert("peers".into(), Value::Table(self.peers));
+        }
         let toml = toml::to_string(&doc)
             .map_err(|e| ConfigError::Parse { path: "pgbouncer.ini".into(), message: e.to_string() })?;
         Ok(Converted { toml, unsupported: self.unsupported, origins: self.origins })
@@ -497,6 +512,24 @@ mod tests {
             vec!["[pgbouncer] logfile", "[pgbouncer] max_client_con (not a PgBouncer setting either)"]
         );
         assert!(c.toml.contains("metrics_addr"), "pgsluice's own settings are read too: {}", c.toml);
+    }
+
+    #[test]
+    fn peers_and_peer_id_are_carried_over() {
+        let ini = "[pgbouncer]\nauth_type = trust\npeer_id = 2\nunix_socket_dir = /run/pgb\n\
+                   [peers]\n1 = host=10.0.0.1 port=6433 pool_size=4\n2 = host=/tmp/pgb2\n3 = port=7000 pool_size=-1\n";
+        let (c, unsupported) = load(ini).unwrap();
+        assert!(unsupported.is_empty(), "{unsupported:?}");
+        assert_eq!(c.general.peer_id, 2);
+        assert_eq!((c.peers[&1].host.as_str(), c.peers[&1].port, c.peers[&1].pool_size), ("10.0.0.1", 6433, Some(4)));
+        assert_eq!((c.peers[&2].host.as_str(), c.peers[&2].port), ("/tmp/pgb2", 6432));
+        assert_eq!((c.peers[&3].host.as_str(), c.peers[&3].pool_size), ("/run/pgb", None), "no host: the socket dir");
+        let e = load("[pgbouncer]\nauth_type = trust\n[peers]\n1 = host=a\n1 = host=b\n").map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("pgbouncer.ini:5: [peers] 1: peer 1 is listed twice"), "{e}");
+        let e = load("[pgbouncer]\nauth_type = trust\n[peers]\n0 = host=a\n").map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("pgbouncer.ini:4: [peers] 0: "), "{e}");
+        let e = load("[pgbouncer]\nauth_type = trust\n[peers]\n1 = host=a port=0\n").map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("pgbouncer.ini:4: [peers] 1: port: "), "{e}");
     }
 
     #[test]

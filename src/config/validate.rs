@@ -75,6 +75,7 @@ impl Config {
         for (name, db) in &self.databases {
             self.check_database(name, db)?;
         }
+        self.check_peers()?;
         for (name, u) in &self.users {
             if u.pool_size == Some(0) {
                 return Err(self.invalid(format!("users.{name}.pool_size"), "must be at least 1"));

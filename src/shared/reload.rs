@@ -89,6 +89,8 @@ impl Shared {
         if let Ok(mut c) = self.config.write() {
             *c = new.clone();
         }
+        // Cancels forwarded from now on go to the new `[peers]`.
+        self.cancel.update_peers(&new);
         // New handshakes use the new files; open connections keep theirs. A changed server-side TLS
         // setting closes every server once released, as PgBouncer does, so none stays on the old terms.
         self.tls.replace(tls);

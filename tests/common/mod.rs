@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod console;
 pub mod fault;
+pub mod peers;
 pub mod pg;
 pub mod proxy;
 pub mod wire;

@@ -229,6 +229,12 @@ impl Proxy {
         format!("{}{}", tail(&out), tail(&err))
     }
 
+    /// The whole log (stdout and stderr), for counting lines.
+    pub fn full_log(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        read("pgsluice.log") + &read("stderr.log")
+    }
+
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status();
     }
@@ -247,19 +253,46 @@ impl Proxy {
         }
     }
 
+    /// Appends `text` to the config file (a `[peers]` section, say); RELOAD or SIGHUP applies it.
+    pub fn append_config(&self, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.config).expect("open config");
+        f.write_all(text.as_bytes()).expect("append to config");
+    }
+
+    /// A second pgsluice on a copy of this one's config (so the same port: needs so_reuseport) with the
+    /// `[pgsluice]` keys in `changes` set to these TOML values (each must be in the config already).
+    pub async fn sibling_with(&self, changes: &[(&str, &str)]) -> Proxy {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let changed: Vec<String> = text
+            .lines()
+            .map(|l| match changes.iter().find(|(k, _)| l.split('=').next().map(str::trim) == Some(*k)) {
+                Some((k, v)) => format!("{k} = {v}"),
+                None => l.to_string(),
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("pgsluice.toml");
+        std::fs::write(&config, changed.join("\n") + "\n").unwrap();
+        self.spawn_sibling(dir, config).await
+    }
+
     /// A second pgsluice on the same config file (and so the same port: needs so_reuseport), started
     /// once its log says it is listening.
     pub async fn sibling(&self) -> Proxy {
-        let dir = tempfile::tempdir().expect("tempdir");
+        self.spawn_sibling(tempfile::tempdir().expect("tempdir"), self.config.clone()).await
+    }
+
+    async fn spawn_sibling(&self, dir: tempfile::TempDir, config: PathBuf) -> Proxy {
         let child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
-            .arg(&self.config)
+            .arg(&config)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("pgsluice.log")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .spawn()
             .expect("spawn sibling");
-        let sibling = Proxy { child, port: self.port, dir, config: self.config.clone() };
+        let sibling = Proxy { child, port: self.port, dir, config };
         wait_for(Duration::from_secs(10), "the sibling listens", || async {
             sibling.log_contents().contains("listening")
         })

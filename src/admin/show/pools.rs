@@ -97,12 +97,14 @@ pub(super) fn lists(shared: &Arc<Shared>) -> Table {
     let servers: usize = pools.iter().map(|(_, e)| e.pool.counts().open).sum();
     let mut table = Table::new(&[("list", TEXT), ("items", INT4)]);
     let has_console_entry = config.databases.contains_key(CONSOLE_DB);
+    let peers = shared.cancel.peer_rows();
+    let peer_pools = peers.iter().filter(|p| p.forwarded_to).count();
     for (name, n) in [
         ("databases", config.databases.len() + usize::from(!has_console_entry)),
         ("users", user_names(shared).len()),
-        ("peers", 0),
+        ("peers", peers.len()),
         ("pools", pools.len() + 1),
-        ("peer_pools", 0),
+        ("peer_pools", peer_pools),
         ("free_clients", 0),
         ("used_clients", shared.client_count()),
         ("login_clients", shared.pending_logins.len()),
