@@ -2,7 +2,7 @@
 //!
 //! Layers (a module imports only from lower layers):
 //! ```text
-//! L0 protocol/ config/ stats/ run_state.rs sql.rs workers.rs   leaf modules
+//! L0 protocol/ config/ stats/ run_state.rs sql.rs workers.rs sd_notify.rs   leaf modules
 //! L1 auth/ pool/ transport/     + L0; pool/ is generic over Connect/Poolable: no sockets, no protocol;
 //!                               transport/ is the stream type and the TLS configurations
 //! L2 server/ cancel.rs          + L0-L1: connections to PostgreSQL, and cancel requests to them
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod run_state;
+pub mod sd_notify;
 pub mod server;
 pub mod shared;
 pub mod sql;
