@@ -3,7 +3,8 @@
 # page (pgsluice --print-man), then `cargo deb --no-build` with these files (Cargo.toml's
 # [package.metadata.deb]). Needs cargo-deb: cargo install --locked cargo-deb --version 3.8.0.
 #   PROFILE=release (default) or another cargo profile; NO_BUILD=1 packages the binary already built.
-#   Further arguments go to cargo deb (e.g. --output DIR).
+#   Further arguments go to cargo deb (e.g. --output DIR). The packaged binary is stripped (--strip:
+#   [profile.release] keeps debug info, which cargo deb would otherwise ship).
 set -eu
 cd "$(dirname "$0")/../.."
 profile=${PROFILE:-release}
@@ -16,4 +17,4 @@ if [ -z "${NO_BUILD:-}" ]; then
     cargo build --profile "$profile" --bin pgsluice
 fi
 "$out/pgsluice" --print-man | gzip -9n > "$out/pgsluice.1.gz"
-exec cargo deb --no-build --profile "$profile" "$@"
+exec cargo deb --no-build --strip --profile "$profile" "$@"
