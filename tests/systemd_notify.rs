@@ -206,6 +206,8 @@ async fn a_missing_notify_socket_does_not_keep_it_from_serving() {
     })
     .await;
     assert_eq!(px.child.try_wait().unwrap(), None, "pgsluice exited: {}", px.stderr());
+    // Its stderr is a file here, as the journal is under systemd: no colour codes in the lines.
+    assert!(!px.stderr().contains('\u{1b}'), "ANSI escapes in a log that is not a terminal: {}", px.stderr());
     let _ = Command::new("kill").args(["-s", "TERM", &px.child.id().to_string()]).status();
     assert_eq!(px.exit_code().await, Some(0), "{}", px.stderr());
 }
