@@ -1,6 +1,7 @@
 //! Wires a config into a running proxy: shared state, the listeners, background tasks, and the process's
 //! life: signals (SIGHUP reload, SIGINT/SIGTERM drain, USR1/USR2 pause/resume) and the console's
-//! SHUTDOWN, through one `RunState`.
+//! SHUTDOWN, through one `RunState`. Each step is told to systemd (`sd_notify`, when run as a
+//! `Type=notify` unit): READY once serving, RELOADING then READY around a SIGHUP, STOPPING at a drain.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -94,13 +95,12 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     let stops = Stops { all: stop_accepting, tcp: stop_tcp };
     let mut signals = Signals::new();
     let mut state = shared.run_state.subscribe();
+    // Every listener is bound and its accept loop spawned: systemd (Type=notify) may send clients now.
+    crate::sd_notify::ready(&serving_status(&shared));
     // Running: serve until something asks to stop.
     let mode = loop {
         tokio::select! {
-            _ = Signals::recv(&mut signals.hup) => {
-                tracing::info!("SIGHUP received, reloading");
-                let _ = shared.reload();
-            }
+            _ = Signals::recv(&mut signals.hup) => reload_on_sighup(&shared),
             _ = Signals::recv(&mut signals.usr1) => {
                 tracing::info!("SIGUSR1: PAUSE");
                 shared.pause(None);
@@ -137,6 +137,22 @@ pub async fn serve(config: Config, listener: TcpListener, mut shutdown: watch::R
     Ok(())
 }
 
+/// SIGHUP while serving: systemd is told a reload runs, and when it is over whether it failed.
+fn reload_on_sighup(shared: &Shared) {
+    tracing::info!("SIGHUP received, reloading");
+    crate::sd_notify::reloading();
+    match shared.reload() {
+        Ok(_) => crate::sd_notify::ready(&serving_status(shared)),
+        Err(e) => crate::sd_notify::ready(&format!("reload failed, running the previous configuration: {e}")),
+    }
+}
+
+/// The `STATUS=` systemd shows while serving.
+fn serving_status(shared: &Shared) -> String {
+    let g = &shared.config().general;
+    format!("serving on {}:{}", g.listen_addr, g.listen_port)
+}
+
 /// What stops the accept loops: the TCP listener, and every listener (the Unix socket too).
 struct Stops {
     all: watch::Sender<bool>,
@@ -146,6 +162,11 @@ struct Stops {
 /// Winds down in `mode`; a second SIGINT or SIGTERM turns any wait into an immediate exit.
 async fn drain(shared: &Arc<Shared>, mode: ShutdownMode, reuse_port: bool, stops: &Stops, signals: &mut Signals) {
     tracing::info!(?mode, "shutting down");
+    crate::sd_notify::stopping(match mode {
+        ShutdownMode::Immediate => "shutting down",
+        ShutdownMode::WaitForServers => "shutting down: letting open transactions finish",
+        ShutdownMode::WaitForClients => "shutting down: waiting for clients to leave",
+    });
     shared.run_state.send_replace(RunState::Draining(mode));
     if reuse_port {
         // Another pgsluice shares the port: let it take every new connection.

@@ -154,3 +154,36 @@ async fn workers_sets_the_number_of_runtime_threads() {
         assert_eq!(runtime_threads(px.pid()), workers, "workers = {workers}, after SCRAM logins");
     }
 }
+
+/// The long options `--help` lists (`--check`, ..., `--help`, `--version`).
+fn long_options(help: &str) -> Vec<String> {
+    help.split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next().unwrap_or_default())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("--{w}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn print_man_renders_the_help_as_a_manual_page() {
+    let out = pgsluice(&["--print-man".as_ref()]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let man = out.stdout;
+    assert!(man.lines().any(|l| l.starts_with(".TH PGSLUICE 1 ")), "{}", &man[..man.len().min(300)]);
+    assert_eq!(man.matches(".TH ").count(), 1, "{man}");
+    // roff writes a dash as `\-`.
+    let text = man.replace("\\-", "-");
+    let help = pgsluice(&["--help".as_ref()]).await.stdout;
+    let options = long_options(&help);
+    assert!(options.len() >= 5 && options.contains(&"--pgbouncer-ini".to_string()), "{options:?} from {help}");
+    for option in &options {
+        assert!(text.contains(&format!("\\fB{option}")), "{option} missing from the man page:\n{man}");
+    }
+    assert!(!text.contains("print-man"), "the hidden flag is left out of the man page");
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH COMMANDS", ".SH SIGNALS", ".SH FILES"] {
+        assert!(man.contains(section), "{section} missing:\n{man}");
+    }
+    assert!(man.contains("\\fBpgsluice convert\\fR"), "the convert subcommand: {man}");
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{man}");
+}

@@ -1,11 +1,15 @@
 //! `pgsluice CONFIG` runs the proxy in the foreground (a `.toml` config, or a pgbouncer.ini as it is,
 //! recognised by its name or its text);
-//! `--check` validates a config; `pgsluice convert pgbouncer.ini` prints the equivalent TOML.
+//! `--check` validates a config; `pgsluice convert pgbouncer.ini` prints the equivalent TOML;
+//! `--print-man` (hidden) prints the manual page.
+
+#[path = "pgsluice/man.rs"]
+mod man;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pgsluice::config::Config;
 
 #[derive(Parser)]
@@ -27,6 +31,9 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Print the manual page (roff) and exit; the Debian package's pgsluice.1 is made with it.
+    #[arg(long, hide = true)]
+    print_man: bool,
     /// Path to the TOML config file (a name ending in .ini, or a file that reads as one, is a
     /// pgbouncer.ini, as with --pgbouncer-ini).
     config: Option<PathBuf>,
@@ -46,9 +53,20 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.print_man {
+        return match man::print(Cli::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgsluice: cannot write the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: not in the journal (pgsluice.service) or a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

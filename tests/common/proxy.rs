@@ -16,6 +16,7 @@ pub struct ProxyBuilder {
     userlist: Vec<(String, String)>,
     fallback: bool,
     nofile: Option<u32>,
+    env: Vec<(String, String)>,
 }
 
 impl ProxyBuilder {
@@ -65,6 +66,12 @@ impl ProxyBuilder {
     /// Starts pgsluice with this RLIMIT_NOFILE (soft and hard), set by a shell that then execs it.
     pub fn nofile_limit(mut self, n: u32) -> Self {
         self.nofile = Some(n);
+        self
+    }
+
+    /// Sets an environment variable of the pgsluice process (`NOTIFY_SOCKET`, ...).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -120,6 +127,7 @@ impl ProxyBuilder {
             let mut child = cmd
                 .arg(&config)
                 .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()))
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
@@ -165,6 +173,7 @@ impl Proxy {
             ],
             fallback: true,
             nofile: None,
+            env: Vec::new(),
         }
     }
 
