@@ -113,7 +113,11 @@ log_disconnections = false
 [databases]
 $BENCH_DB = { host = "127.0.0.1", port = $PG_PORT, dbname = "$BENCH_DB" }
 C
-  RUST_LOG=warn "$PGSLUICE_BIN" "$d/pgsluice.toml" 2>>"$d/pgsluice.log" &
+  # setsid: a session (and so a scheduler autogroup) of its own, as a daemon or a systemd service has and
+  # as the PgBouncers have here (they daemonize); sharing pgbench's autogroup skews both CPU and TPS.
+  # In a script without job control the background child is no group leader, so setsid execs in place
+  # and $! is pgsluice itself.
+  RUST_LOG=warn setsid "$PGSLUICE_BIN" "$d/pgsluice.toml" 2>>"$d/pgsluice.log" &
   echo $! > "$d/pgsluice.pid"
   at_exit "stop_pid $! pgsluice"
   wait_port "$port" || { say "pgsluice did not listen on $port; $d/pgsluice.log:"; tail -5 "$d/pgsluice.log" >&2; return 1; }
