@@ -92,6 +92,38 @@ async fn check_accepts_min_pool_size_above_the_pool_size_and_warns() {
 }
 
 #[tokio::test]
+async fn log_level_quiets_warnings_and_rust_log_takes_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "min_pool_size = 9\ndefault_pool_size = 3");
+    let warning = "min_pool_size 9 is more than its pool size 3";
+    let run = |level: &'static str, rust_log: Option<&'static str>| {
+        let path = path.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgsluice"));
+            cmd.args(["--log-level", level, "--check"]).arg(&path).env_remove("RUST_LOG");
+            if let Some(filter) = rust_log {
+                cmd.env("RUST_LOG", filter);
+            }
+            let out = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await.unwrap().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stderr).contains(warning)
+        }
+    };
+    assert!(run("warn", None).await, "--log-level warn keeps warnings");
+    assert!(!run("error", None).await, "--log-level error drops them");
+    assert!(run("error", Some("warn")).await, "RUST_LOG wins over --log-level");
+}
+
+#[tokio::test]
+async fn help_says_what_the_signals_do_and_where_the_docs_are() {
+    let out = pgsluice(&["--help".as_ref()]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for needle in ["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "RUST_LOG", "--log-level", "README.md", "man pgsluice"] {
+        assert!(out.stdout.contains(needle), "{needle} missing from --help:\n{}", out.stdout);
+    }
+}
+
+#[tokio::test]
 async fn a_pgbouncer_ini_given_as_the_config_reports_what_it_does_not_support() {
     let dir = tempfile::tempdir().unwrap();
     let ini = "[databases]\napp = host=127.0.0.1 connect_query='select 1'\n\
@@ -181,6 +213,7 @@ async fn print_man_renders_the_help_as_a_manual_page() {
         assert!(text.contains(&format!("\\fB{option}")), "{option} missing from the man page:\n{man}");
     }
     assert!(!text.contains("print-man"), "the hidden flag is left out of the man page");
+    assert!(!man.contains("Signals:"), "--help's summary is not repeated before SIGNALS");
     for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH COMMANDS", ".SH SIGNALS", ".SH FILES"] {
         assert!(man.contains(section), "{section} missing:\n{man}");
     }

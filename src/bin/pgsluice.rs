@@ -12,12 +12,28 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pgsluice::config::Config;
 
+/// What `--help` ends with: what clap does not know (the manual page has the same at length).
+const AFTER_HELP: &str = "\
+Signals:
+  SIGHUP         reload the config and the files it names (as RELOAD); a broken config is refused
+  SIGINT         safe shutdown: stop accepting, let open transactions finish, exit
+  SIGTERM        shut down once every client has left; new logins are refused
+  SIGUSR1/USR2   PAUSE / RESUME every pool
+  A second SIGINT or SIGTERM exits at once.
+
+Logging: to standard error, colours only on a terminal. --log-level sets the level; RUST_LOG takes a
+tracing filter instead (e.g. RUST_LOG=pgsluice=debug,info) and wins when both are given.
+
+Docs: README.md (Run it, Configuration, Watch it, Migrate from PgBouncer); every setting is commented in
+conf/pgsluice.toml; `man pgsluice` once the Debian package is installed.";
+
 #[derive(Parser)]
 #[command(
     name = "pgsluice",
     version = pgsluice::VERSION,
     about = "A transaction-pooling PostgreSQL proxy",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +47,9 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
     /// Print the manual page (roff) and exit; the Debian package's pgsluice.1 is made with it.
     #[arg(long, hide = true)]
     print_man: bool,
@@ -43,6 +62,27 @@ struct Cli {
 enum Command {
     /// Print the pgsluice TOML equivalent of a pgbouncer.ini, and what it cannot carry over.
     Convert { pgbouncer_ini: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,7 +103,7 @@ fn main() -> ExitCode {
         };
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level.filter()));
     // Colours only on a terminal: not in the journal (pgsluice.service) or a file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

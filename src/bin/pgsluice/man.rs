@@ -30,7 +30,8 @@ Set by systemd for \fIType=notify\fR units: pgsluice reports READY=1 once it lis
 READY=1 around a SIGHUP reload, and STOPPING=1 when a shutdown begins.
 .TP
 \fBRUST_LOG\fR
-Log filter (default \fIinfo\fR), e.g. \fIpgsluice=debug\fR. Logs go to standard error.
+Log filter, e.g. \fIpgsluice=debug,info\fR; when set it takes precedence over \fB\-\-log\-level\fR
+(default \fIinfo\fR). Logs go to standard error, coloured only on a terminal.
 .SH FILES
 .TP
 \fI/etc/pgsluice/pgsluice.toml\fR
@@ -42,6 +43,8 @@ Its auth file: one "user" "secret" line per user (plain, md5 or SCRAM-SHA-256 se
 
 pub fn print(cmd: clap::Command) -> std::io::Result<()> {
     let commands = commands_section(&cmd);
+    // --help's closing summary: the page has SIGNALS, ENVIRONMENT and FILES at length instead.
+    let cmd = cmd.after_help(clap::builder::Resettable::<clap::builder::StyledStr>::Reset);
     let man = clap_mangen::Man::new(cmd).title("PGSLUICE").section("1").manual("User Commands");
     let mut page = Vec::new();
     man.render(&mut page)?;
