@@ -92,6 +92,26 @@ async fn check_accepts_min_pool_size_above_the_pool_size_and_warns() {
 }
 
 #[tokio::test]
+async fn check_warns_of_console_users_without_a_secret_and_hosts_that_do_not_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "admin_users = \"app,ghost\"\nstats_users = \"watcher\"");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("[databases]\n", "[databases]\nfar = { host = \"no-such-host.invalid\" }\n");
+    std::fs::write(&path, text).unwrap();
+    let out = check(&path).await;
+    assert_eq!(out.code, Some(0), "warnings, not errors: {}", out.stderr);
+    for needle in [
+        "admin_users: \"ghost\" is not in the auth file",
+        "stats_users: \"watcher\" is not in the auth file",
+        "databases.far: host \"no-such-host.invalid\" does not resolve",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle} missing: {}", out.stderr);
+    }
+    assert!(!out.stderr.contains("\"app\" is not in the auth file"), "{}", out.stderr);
+    assert!(!out.stderr.contains("databases.app"), "127.0.0.1 resolves: {}", out.stderr);
+}
+
+#[tokio::test]
 async fn log_level_quiets_warnings_and_rust_log_takes_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "min_pool_size = 9\ndefault_pool_size = 3");

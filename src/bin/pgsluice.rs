@@ -137,11 +137,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = pgsluice::shared::Files::load(&config) {
-        eprintln!("pgsluice: {}: {e}", config.path.display());
-        return ExitCode::FAILURE;
-    }
+    let files = match pgsluice::shared::Files::load(&config) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("pgsluice: {}: {e}", config.path.display());
+            return ExitCode::FAILURE;
+        }
+    };
     if cli.check {
+        for warning in config.check_warnings(&files.auth) {
+            tracing::warn!(%warning, "configuration");
+        }
         println!("{}: OK", config.path.display());
         return ExitCode::SUCCESS;
     }

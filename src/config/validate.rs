@@ -139,6 +139,33 @@ impl Config {
         out
     }
 
+    /// What `--check` adds to `warnings`: what loads but will only fail later. A console user
+    /// (`admin_users`, `stats_users`) with no secret in the auth file cannot log in where passwords are
+    /// asked (unless auth_query may find one); a server host that does not resolve fails every
+    /// connection to it. Resolves names (blocking): for `--check` only, not for a running pooler.
+    pub fn check_warnings(&self, auth: &super::auth_file::AuthFile) -> Vec<String> {
+        let g = &self.general;
+        let mut out = Vec::new();
+        let asks_password = matches!(g.auth_type, AuthType::Plain | AuthType::Md5 | AuthType::ScramSha256);
+        if asks_password && g.auth_user.is_none() {
+            for (key, users) in [("admin_users", &g.admin_users), ("stats_users", &g.stats_users)] {
+                for user in users.iter().filter(|u| auth.get(u).is_none()) {
+                    out.push(format!("{key}: {user:?} is not in the auth file, so it cannot log in to the console"));
+                }
+            }
+        }
+        for (name, db) in &self.databases {
+            for host in db.host.split(',').map(str::trim).filter(|h| !h.is_empty() && !h.starts_with('/')) {
+                let resolves =
+                    std::net::ToSocketAddrs::to_socket_addrs(&(host, db.port)).is_ok_and(|mut a| a.next().is_some());
+                if !resolves {
+                    out.push(format!("databases.{name}: host {host:?} does not resolve; connections to it will fail"));
+                }
+            }
+        }
+        out
+    }
+
     /// min_pool_size of `db` against the pool sizes that go with it: the forced user's `[users]` entry,
     /// else the entry's own (or default_pool_size), and for a database without a forced user each
     /// `[users]` pool_size (the pools of those users).
