@@ -42,8 +42,13 @@ pub enum LoadBalance {
 impl ServerTarget {
     /// The hosts of the entry, in order (one unless `host` is a comma-separated list).
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
-        self.host.split(',').map(str::trim).filter(|h| !h.is_empty())
+        host_list(&self.host)
     }
+}
+
+/// The hosts of a `host` setting, in order: one, or several separated by commas.
+pub fn host_list(host: &str) -> impl Iterator<Item = &str> {
+    host.split(',').map(str::trim).filter(|h| !h.is_empty())
 }
 
 /// Everything one pool needs, resolved once.

@@ -155,7 +155,8 @@ impl Config {
             }
         }
         for (name, db) in &self.databases {
-            for host in db.host.split(',').map(str::trim).filter(|h| !h.is_empty() && !h.starts_with('/')) {
+            // A directory is a Unix-socket host (as server/ reads it): nothing to resolve.
+            for host in super::resolve::host_list(&db.host).filter(|h| !h.starts_with('/')) {
                 let resolves =
                     std::net::ToSocketAddrs::to_socket_addrs(&(host, db.port)).is_ok_and(|mut a| a.next().is_some());
                 if !resolves {
